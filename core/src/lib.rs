@@ -37,10 +37,14 @@
 
 pub mod clock;
 pub mod hash;
+pub mod membership;
+pub mod node;
 mod node_id;
 pub mod selector;
+pub mod wire;
 
 pub use clock::{ClockError, Hlc, HlcConfig, NodeTag, SharedHlc, Timestamp, WallTime};
+pub use node::{Node, NodeConfig, NodeError, NodeEvent};
 pub use node_id::NodeId;
 pub use selector::{
     Candidate, Consistency, DataCenter, DcAwareSelector, NodeSelector, RandomSelector,

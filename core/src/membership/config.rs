@@ -1,0 +1,138 @@
+//! Configuration of the membership machine.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{FailureDetectorConfig, NodeState};
+use crate::NodeId;
+use crate::wire::{Compression, ProtocolVersion};
+
+/// A predicate over a member's state that must hold, beside the failure detector's verdict,
+/// for the member to count as live (for example "has the key `ready`").
+pub type LivenessPredicate = Arc<dyn Fn(&NodeState) -> bool + Send + Sync>;
+
+/// Settings of a [`Membership`](super::Membership) machine. Every limit has a default.
+///
+/// ```
+/// use std::time::Duration;
+/// use cohort_core::NodeId;
+/// use cohort_core::membership::MembershipConfig;
+///
+/// let me = NodeId::new("node-1", 1, "127.0.0.1:7001".parse().unwrap());
+/// let mut config = MembershipConfig::new(me, "orders");
+/// config.gossip_interval = Duration::from_millis(100);
+/// config.seeds = vec!["127.0.0.1:7000".parse().unwrap()];
+/// config.initial_key_values = vec![("dc".into(), "eu-west-1a".into())];
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct MembershipConfig {
+    /// This node's identity.
+    pub node_id: NodeId,
+    /// Only nodes with the same cluster id gossip together; others get `BadCluster`.
+    pub cluster_id: String,
+    /// Addresses contacted to join (already resolved: the driver resolves host names).
+    pub seeds: Vec<SocketAddr>,
+    /// Time between gossip rounds. Default 1 s.
+    pub gossip_interval: Duration,
+    /// Live peers contacted per round. Default 3 (chitchat's `GOSSIP_COUNT`).
+    pub gossip_count: usize,
+    /// The protocol version of the Syns this node sends (replies echo the version they
+    /// answer). Default V0, which every chitchat 0.13 node reads; V1 compresses digests.
+    pub protocol_version: ProtocolVersion,
+    /// Whether block streams use zstd where it helps (as chitchat does) or stay raw.
+    pub compression: Compression,
+    /// Failure detector settings (chitchat's defaults).
+    pub failure_detector: FailureDetectorConfig,
+    /// How long a deleted key's tombstone is kept before it is garbage collected. Default 1 h.
+    pub marked_for_deletion_grace_period: Duration,
+    /// Key-values this node starts with (versions 1, 2, ... in this order).
+    pub initial_key_values: Vec<(String, String)>,
+    /// Bytes every outgoing datagram must leave free for a wrapper (cohort's envelope).
+    /// Default 0.
+    pub reserved_bytes: usize,
+    /// How many garbage-collected node ids are remembered, so that stale gossip does not bring
+    /// them back. Default 5,000 (chitchat's).
+    pub removed_nodes_remembered: usize,
+    /// The most events kept for the reader; past this the oldest are dropped and the reader
+    /// is told it lagged. Default 1,024.
+    pub max_pending_events: usize,
+    /// The most datagrams kept for the driver; past this new ones are dropped (and counted).
+    /// Default 1,024.
+    pub max_pending_transmits: usize,
+    /// If a gossip round runs this many intervals late, the process was starved or paused: no
+    /// node is declared dead for the next `self_suspicion_hold`. Default 3.
+    pub late_round_factor: u32,
+    /// When the failure detector would kill at least two nodes and at least half of the live
+    /// ones in one round while this node has heard nothing for `3 × gossip_interval`, this node
+    /// is more likely the one cut off: those deaths wait, for at most this long. Default 10 s.
+    pub self_suspicion_hold: Duration,
+    /// Peers that a leaving node contacts at once to announce its departure. Default 8.
+    pub leave_fanout: usize,
+    /// Beside the failure detector, a member counts as live only if this holds.
+    pub liveness_predicate: Option<LivenessPredicate>,
+    /// Seed of the machine's random number generator (peer choice, tie shuffles). Drivers
+    /// seed from the OS; tests from a fixed number.
+    pub rng_seed: u64,
+}
+
+impl MembershipConfig {
+    /// The defaults for node `node_id` in cluster `cluster_id`.
+    pub fn new(node_id: NodeId, cluster_id: impl Into<String>) -> Self {
+        Self {
+            node_id,
+            cluster_id: cluster_id.into(),
+            seeds: Vec::new(),
+            gossip_interval: Duration::from_secs(1),
+            gossip_count: 3,
+            protocol_version: ProtocolVersion::V0,
+            compression: Compression::Zstd,
+            failure_detector: FailureDetectorConfig::default(),
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            initial_key_values: Vec::new(),
+            reserved_bytes: 0,
+            removed_nodes_remembered: 5_000,
+            max_pending_events: 1_024,
+            max_pending_transmits: 1_024,
+            late_round_factor: 3,
+            self_suspicion_hold: Duration::from_secs(10),
+            leave_fanout: 8,
+            liveness_predicate: None,
+            rng_seed: 0,
+        }
+    }
+}
+
+impl fmt::Debug for MembershipConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MembershipConfig")
+            .field("node_id", &self.node_id)
+            .field("cluster_id", &self.cluster_id)
+            .field("seeds", &self.seeds)
+            .field("gossip_interval", &self.gossip_interval)
+            .field("gossip_count", &self.gossip_count)
+            .field("protocol_version", &self.protocol_version)
+            .field("compression", &self.compression)
+            .field("failure_detector", &self.failure_detector)
+            .field(
+                "marked_for_deletion_grace_period",
+                &self.marked_for_deletion_grace_period,
+            )
+            .field("initial_key_values", &self.initial_key_values)
+            .field("reserved_bytes", &self.reserved_bytes)
+            .field("removed_nodes_remembered", &self.removed_nodes_remembered)
+            .field("max_pending_events", &self.max_pending_events)
+            .field("max_pending_transmits", &self.max_pending_transmits)
+            .field("late_round_factor", &self.late_round_factor)
+            .field("self_suspicion_hold", &self.self_suspicion_hold)
+            .field("leave_fanout", &self.leave_fanout)
+            .field(
+                "liveness_predicate",
+                &self.liveness_predicate.as_ref().map(|_| "<fn>"),
+            )
+            .field("rng_seed", &self.rng_seed)
+            .finish()
+    }
+}

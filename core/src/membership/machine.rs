@@ -1,0 +1,1001 @@
+//! The membership state machine.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use super::{ClusterState, FailureDetector, Liveness, MembershipConfig, NodeState};
+use crate::NodeId;
+use crate::wire::{
+    self, DecodeError, Delta, DeltaWriter, Digest, Message, MessageType, NodeDigest,
+    ProtocolVersion,
+};
+
+/// The key a node sets on itself to announce a graceful departure. Keys under the
+/// `__cohort/` prefix are reserved and hidden from [`Member::keys`].
+pub const LEAVING_KEY: &str = "__cohort/leaving";
+
+/// The prefix of keys reserved for cohort itself.
+pub const RESERVED_KEY_PREFIX: &str = "__cohort/";
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// The datagram (a bare chitchat message).
+    pub payload: Vec<u8>,
+}
+
+/// What the local node believes of a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemberStatus {
+    /// Known, but the failure detector has not heard enough heartbeats yet.
+    Joining,
+    /// Live: the failure detector hears it and the liveness predicate (if any) holds.
+    Live,
+    /// The failure detector hears it, but the liveness predicate does not hold.
+    Unready,
+    /// The failure detector declared it dead (it crashed, or is cut off from us).
+    Failed,
+    /// It announced a graceful departure.
+    Left,
+}
+
+/// A member as the local node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its identity.
+    pub id: NodeId,
+    /// What we believe of it.
+    pub status: MemberStatus,
+    /// Its last heartbeat heard.
+    pub heartbeat: u64,
+    /// The highest key-value version we hold of it.
+    pub max_version: u64,
+    /// Its visible key-values (reserved `__cohort/` keys excluded).
+    pub keys: BTreeMap<String, String>,
+}
+
+impl Member {
+    /// The value of `key`.
+    #[must_use]
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.keys.get(key).map(String::as_str)
+    }
+}
+
+/// Something the application should know about the membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipEvent {
+    /// A member became live for the first time (in this machine's memory).
+    Joined(Member),
+    /// A member that had failed or was unready is live again.
+    Recovered(Member),
+    /// A live member's liveness predicate stopped holding.
+    Unready(Member),
+    /// The failure detector declared a member dead.
+    Failed(Member),
+    /// A member announced a graceful departure.
+    Left(Member),
+    /// A member's state was garbage collected (dead for the whole grace period, or superseded
+    /// by a newer generation of the same name).
+    Removed(NodeId),
+    /// A key of a member changed; `value` is `None` when it was deleted.
+    KeyChanged {
+        /// The member, with its state after the change.
+        member: Member,
+        /// The key.
+        key: String,
+        /// The new visible value.
+        value: Option<String>,
+    },
+    /// Events were dropped because the reader fell behind: rebuild from
+    /// [`Membership::members`].
+    Lagged {
+        /// How many events were dropped.
+        missed: u64,
+    },
+    /// A node of another cluster contacted us, or answered us.
+    BadCluster {
+        /// Its address.
+        from: SocketAddr,
+    },
+    /// This node stopped declaring deaths: it heard nothing while many peers went silent at
+    /// once, or it was starved (a round ran late), so it suspects itself.
+    SelfSuspected,
+    /// The departure announced by [`Membership::leave`] reached the peers contacted.
+    LeaveAnnounced,
+}
+
+/// Why a datagram was not processed. The machine's state did not change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandleError {
+    /// The bytes are not a valid chitchat datagram.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// A departure in progress.
+#[derive(Clone, Copy, Debug)]
+struct Leaving {
+    /// How many Acks (which carry the leaving key) must go out before it is announced.
+    acks_needed: usize,
+    acks_sent: usize,
+    announced: bool,
+}
+
+/// Bounded memory of garbage-collected nodes and their last heartbeat.
+#[derive(Clone, Debug, Default)]
+struct Removed {
+    order: VecDeque<NodeId>,
+    heartbeats: HashMap<NodeId, u64>,
+}
+
+impl Removed {
+    fn insert(&mut self, id: NodeId, heartbeat: u64, capacity: usize) {
+        if capacity == 0 {
+            return;
+        }
+        if self.heartbeats.insert(id.clone(), heartbeat).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.heartbeats.remove(&old);
+            }
+        }
+    }
+
+    fn get(&self, id: &NodeId) -> Option<u64> {
+        self.heartbeats.get(id).copied()
+    }
+
+    fn remove(&mut self, id: &NodeId) {
+        if self.heartbeats.remove(id).is_some() {
+            self.order.retain(|x| x != id);
+        }
+    }
+}
+
+/// The gossip membership of one node: chitchat's Scuttlebutt protocol and failure detector,
+/// as a state machine with no I/O.
+///
+/// # Driving it
+///
+/// Feed it every datagram received on the gossip socket ([`handle_datagram`]) and call
+/// [`handle_timeout`] when [`poll_timeout`] passes (early or repeated calls are harmless).
+/// After every input, drain [`poll_transmit`] (send each datagram) and [`poll_event`], then
+/// re-arm the timer from [`poll_timeout`]. Time is whatever `now` the caller passes; it must not
+/// go backwards.
+///
+/// [`handle_datagram`]: Self::handle_datagram
+/// [`handle_timeout`]: Self::handle_timeout
+/// [`poll_timeout`]: Self::poll_timeout
+/// [`poll_transmit`]: Self::poll_transmit
+/// [`poll_event`]: Self::poll_event
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use cohort_core::NodeId;
+/// use cohort_core::membership::{Membership, MembershipConfig};
+///
+/// let a_id = NodeId::new("a", 1, "127.0.0.1:7001".parse().unwrap());
+/// let b_id = NodeId::new("b", 1, "127.0.0.1:7002".parse().unwrap());
+/// let start = Instant::now();
+/// let mut b_config = MembershipConfig::new(b_id.clone(), "demo");
+/// b_config.seeds = vec![a_id.gossip_addr()];
+/// let mut a = Membership::new(MembershipConfig::new(a_id.clone(), "demo"), start);
+/// let mut b = Membership::new(b_config, start);
+///
+/// // A tiny in-memory network: deliver everything instantly, step time by rounds.
+/// let mut now = start;
+/// for _ in 0..20 {
+///     a.handle_timeout(now);
+///     b.handle_timeout(now);
+///     loop {
+///         let mut moved = false;
+///         while let Some(t) = a.poll_transmit() {
+///             b.handle_datagram(now, a_id.gossip_addr(), &t.payload).unwrap();
+///             moved = true;
+///         }
+///         while let Some(t) = b.poll_transmit() {
+///             a.handle_datagram(now, b_id.gossip_addr(), &t.payload).unwrap();
+///             moved = true;
+///         }
+///         if !moved { break; }
+///     }
+///     now += Duration::from_secs(1);
+/// }
+/// assert!(a.member(&b_id).is_some_and(|m| m.status == cohort_core::membership::MemberStatus::Live));
+/// ```
+pub struct Membership {
+    config: MembershipConfig,
+    state: ClusterState,
+    fd: FailureDetector,
+    rng: Xoshiro256PlusPlus,
+    statuses: BTreeMap<NodeId, MemberStatus>,
+    removed: Removed,
+    next_round: Instant,
+    last_round: Option<Instant>,
+    last_received: Option<Instant>,
+    /// No death is declared before this instant (self-suspicion after a late round).
+    deaths_held_until: Option<Instant>,
+    /// When deaths started being held for lack of any incoming gossip.
+    silent_hold_since: Option<Instant>,
+    transmits: VecDeque<Transmit>,
+    dropped_transmits: u64,
+    events: VecDeque<MembershipEvent>,
+    missed_events: u64,
+    leaving: Option<Leaving>,
+}
+
+impl Membership {
+    /// A machine for `config.node_id`, started at `now`. Its first gossip round is due at once.
+    pub fn new(config: MembershipConfig, now: Instant) -> Self {
+        let mut state = ClusterState::new();
+        let own = state.node_or_insert(&config.node_id);
+        own.bump_heartbeat();
+        for (k, v) in &config.initial_key_values {
+            own.set(k, v);
+        }
+        let mut statuses = BTreeMap::new();
+        statuses.insert(config.node_id.clone(), MemberStatus::Live);
+        Self {
+            fd: FailureDetector::new(config.failure_detector.clone()),
+            rng: Xoshiro256PlusPlus::seed_from_u64(config.rng_seed),
+            state,
+            statuses,
+            removed: Removed::default(),
+            next_round: now,
+            last_round: None,
+            last_received: None,
+            deaths_held_until: None,
+            silent_hold_since: None,
+            transmits: VecDeque::new(),
+            dropped_transmits: 0,
+            events: VecDeque::new(),
+            missed_events: 0,
+            leaving: None,
+            config,
+        }
+    }
+
+    // ---------------------------------------------------------------- queries
+
+    /// This node's identity.
+    #[must_use]
+    pub fn node_id(&self) -> &NodeId {
+        &self.config.node_id
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &MembershipConfig {
+        &self.config
+    }
+
+    /// Every known member (this node included), ascending by id.
+    #[must_use]
+    pub fn members(&self) -> Vec<Member> {
+        self.state
+            .iter()
+            .map(|(id, state)| self.snapshot(id, state))
+            .collect()
+    }
+
+    /// The live members (this node included unless it is leaving), ascending by id.
+    #[must_use]
+    pub fn live_members(&self) -> Vec<Member> {
+        self.state
+            .iter()
+            .filter(|(id, _)| self.status(id) == Some(MemberStatus::Live))
+            .map(|(id, state)| self.snapshot(id, state))
+            .collect()
+    }
+
+    /// One member.
+    #[must_use]
+    pub fn member(&self, id: &NodeId) -> Option<Member> {
+        self.state.node(id).map(|state| self.snapshot(id, state))
+    }
+
+    /// What we believe of `id`.
+    #[must_use]
+    pub fn status(&self, id: &NodeId) -> Option<MemberStatus> {
+        self.statuses.get(id).copied()
+    }
+
+    /// The raw state of `id` (tombstones and reserved keys included).
+    #[must_use]
+    pub fn node_state(&self, id: &NodeId) -> Option<&NodeState> {
+        self.state.node(id)
+    }
+
+    /// How long `id` may stay silent before the failure detector declares it dead, given its
+    /// heartbeat history; `None` before enough heartbeats.
+    #[must_use]
+    pub fn failure_timeout(&self, id: &NodeId) -> Option<Duration> {
+        self.fd.failure_timeout(id)
+    }
+
+    /// The number of datagrams dropped because the driver did not drain them in time.
+    #[must_use]
+    pub fn dropped_transmits(&self) -> u64 {
+        self.dropped_transmits
+    }
+
+    /// Whether this node announced its departure.
+    #[must_use]
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.is_some()
+    }
+
+    fn snapshot(&self, id: &NodeId, state: &NodeState) -> Member {
+        Member {
+            id: id.clone(),
+            status: self.status(id).unwrap_or(MemberStatus::Joining),
+            heartbeat: state.heartbeat(),
+            max_version: state.max_version(),
+            keys: state
+                .visible()
+                .filter(|(k, _)| !k.starts_with(RESERVED_KEY_PREFIX))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
+    }
+
+    // ---------------------------------------------------------------- commands
+
+    fn own_state(&mut self) -> &mut NodeState {
+        let id = self.config.node_id.clone();
+        self.state.node_or_insert(&id)
+    }
+
+    /// Sets one of this node's keys (gossiped to every member). Reserved `__cohort/` keys are
+    /// refused (returns `false`).
+    pub fn set(&mut self, key: &str, value: &str) -> bool {
+        if key.starts_with(RESERVED_KEY_PREFIX) {
+            return false;
+        }
+        self.own_state().set(key, value)
+    }
+
+    /// Deletes one of this node's keys. Returns whether it existed.
+    pub fn delete(&mut self, key: &str, now: Instant) -> bool {
+        if key.starts_with(RESERVED_KEY_PREFIX) {
+            return false;
+        }
+        self.own_state().delete(key, now)
+    }
+
+    /// Sets a key that is garbage collected (everywhere) once the grace period has passed.
+    pub fn set_with_ttl(&mut self, key: &str, value: &str, now: Instant) -> bool {
+        if key.starts_with(RESERVED_KEY_PREFIX) {
+            return false;
+        }
+        self.own_state().set_with_ttl(key, value, now);
+        true
+    }
+
+    /// Keeps a key visible until the grace period has passed, then collects it everywhere.
+    pub fn delete_after_ttl(&mut self, key: &str, now: Instant) -> bool {
+        if key.starts_with(RESERVED_KEY_PREFIX) {
+            return false;
+        }
+        self.own_state().delete_after_ttl(key, now)
+    }
+
+    /// Announces a graceful departure: sets [`LEAVING_KEY`] and starts handshakes with up to
+    /// `leave_fanout` live peers at once. [`MembershipEvent::LeaveAnnounced`] follows when the
+    /// departure has been sent to them (or at once when there is no live peer). Peers see this
+    /// node as [`MemberStatus::Left`] as soon as the key reaches them.
+    pub fn leave(&mut self, now: Instant) {
+        if self.leaving.is_some() {
+            return;
+        }
+        self.own_state().set(LEAVING_KEY, "1");
+        let me = self.config.node_id.clone();
+        self.statuses.insert(me, MemberStatus::Left);
+        let mut targets: Vec<SocketAddr> = self.live_peer_addrs();
+        shuffle(&mut self.rng, &mut targets);
+        targets.truncate(self.config.leave_fanout.max(1));
+        let acks_needed = targets.len();
+        self.leaving = Some(Leaving {
+            acks_needed,
+            acks_sent: 0,
+            announced: false,
+        });
+        if acks_needed == 0 {
+            self.announce_left();
+        }
+        let _ = now;
+        for addr in targets {
+            self.send_syn(addr);
+        }
+    }
+
+    /// Starts one handshake with `addr` now, outside the regular rounds.
+    pub fn gossip_to(&mut self, addr: SocketAddr) {
+        self.send_syn(addr);
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event. A [`MembershipEvent::Lagged`] comes first when events were dropped.
+    pub fn poll_event(&mut self) -> Option<MembershipEvent> {
+        if self.missed_events > 0 {
+            let missed = std::mem::take(&mut self.missed_events);
+            return Some(MembershipEvent::Lagged { missed });
+        }
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.next_round)
+    }
+
+    fn push_transmit(&mut self, destination: SocketAddr, payload: Vec<u8>) {
+        if self.transmits.len() >= self.config.max_pending_transmits.max(1) {
+            self.dropped_transmits += 1;
+            return;
+        }
+        self.transmits.push_back(Transmit {
+            destination,
+            payload,
+        });
+    }
+
+    fn push_event(&mut self, event: MembershipEvent) {
+        if self.events.len() >= self.config.max_pending_events.max(1) {
+            self.events.pop_front();
+            self.missed_events += 1;
+        }
+        self.events.push_back(event);
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// Runs a gossip round if one is due at `now`. Early or repeated calls do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now < self.next_round {
+            return;
+        }
+        if let Some(last) = self.last_round {
+            let late = self
+                .config
+                .gossip_interval
+                .saturating_mul(self.config.late_round_factor.max(1));
+            if now.saturating_duration_since(last) > self.config.gossip_interval + late {
+                // We were starved or paused: everyone looks silent. Hold deaths until fresh
+                // heartbeats had time to arrive.
+                self.deaths_held_until = Some(now + late);
+                self.push_event(MembershipEvent::SelfSuspected);
+            }
+        }
+        self.last_round = Some(now);
+        self.next_round = now + self.config.gossip_interval;
+        self.gossip_round(now);
+        self.update_liveness(now);
+        self.collect_dead(now);
+    }
+
+    /// Processes one datagram received from `from` at `now`.
+    ///
+    /// A datagram that does not decode is refused with an error and changes nothing.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), HandleError> {
+        let (version, message) = wire::decode_chitchat(bytes)?;
+        self.handle_message(now, from, version, message);
+        Ok(())
+    }
+
+    /// Processes one decoded message (see [`handle_datagram`](Self::handle_datagram)).
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        version: ProtocolVersion,
+        message: Message,
+    ) {
+        self.last_received = Some(now);
+        self.silent_hold_since = None;
+        self.own_state().bump_heartbeat();
+        match message {
+            Message::Syn { digest, cluster_id } => {
+                if cluster_id != self.config.cluster_id {
+                    let mut out = Vec::with_capacity(wire::HEADER_LEN);
+                    wire::encode_header(version, MessageType::BadCluster, &mut out);
+                    self.push_transmit(from, out);
+                    self.push_event(MembershipEvent::BadCluster { from });
+                    return;
+                }
+                self.report_heartbeats(&digest, now);
+                let own = self.digest(now);
+                let mut out = Vec::with_capacity(1_024);
+                wire::encode_header(version, MessageType::SynAck, &mut out);
+                let digest_len =
+                    wire::encode_digest(version, &own, self.config.compression, &mut out);
+                let budget = wire::delta_budget(digest_len + self.config.reserved_bytes);
+                self.write_delta(&digest, budget, now, &mut out);
+                self.push_transmit(from, out);
+            }
+            Message::SynAck { digest, delta } => {
+                self.report_heartbeats(&digest, now);
+                self.apply_delta(delta, now);
+                let mut out = Vec::with_capacity(1_024);
+                wire::encode_header(version, MessageType::Ack, &mut out);
+                let budget = wire::delta_budget(self.config.reserved_bytes);
+                self.write_delta(&digest, budget, now, &mut out);
+                self.push_transmit(from, out);
+                if let Some(leaving) = &mut self.leaving {
+                    leaving.acks_sent += 1;
+                    if leaving.acks_sent >= leaving.acks_needed && !leaving.announced {
+                        self.announce_left();
+                    }
+                }
+            }
+            Message::Ack { delta } => self.apply_delta(delta, now),
+            Message::BadCluster => self.push_event(MembershipEvent::BadCluster { from }),
+        }
+    }
+
+    fn announce_left(&mut self) {
+        if let Some(leaving) = &mut self.leaving {
+            leaving.announced = true;
+        }
+        self.push_event(MembershipEvent::LeaveAnnounced);
+    }
+
+    // ---------------------------------------------------------------- protocol
+
+    fn live_peer_addrs(&self) -> Vec<SocketAddr> {
+        let me = self.config.node_id.gossip_addr();
+        let mut addrs: Vec<SocketAddr> = self
+            .fd
+            .live_nodes()
+            .filter(|id| self.status(id) != Some(MemberStatus::Left))
+            .map(NodeId::gossip_addr)
+            .filter(|a| *a != me)
+            .collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        addrs
+    }
+
+    /// chitchat's round: up to `gossip_count` live peers, maybe a dead one, maybe a seed.
+    fn gossip_round(&mut self, now: Instant) {
+        let me = self.config.node_id.gossip_addr();
+        let live = self.live_peer_addrs();
+        let mut dead: Vec<SocketAddr> = self
+            .fd
+            .dead_nodes()
+            .map(|(id, _)| id)
+            .filter(|id| self.status(id) != Some(MemberStatus::Left))
+            .filter(|id| self.state.node(id).is_some())
+            .map(NodeId::gossip_addr)
+            .filter(|a| *a != me)
+            .collect();
+        dead.sort_unstable();
+        dead.dedup();
+        let mut peers: Vec<SocketAddr> = self
+            .state
+            .iter()
+            .map(|(id, _)| id.gossip_addr())
+            .filter(|a| *a != me)
+            .collect();
+        peers.sort_unstable();
+        peers.dedup();
+        let mut seeds: Vec<SocketAddr> = self
+            .config
+            .seeds
+            .iter()
+            .copied()
+            .filter(|a| *a != me)
+            .collect();
+        seeds.sort_unstable();
+        seeds.dedup();
+
+        let mut targets: Vec<SocketAddr> = if live.is_empty() {
+            sample(&mut self.rng, &peers, self.config.gossip_count)
+        } else {
+            sample(&mut self.rng, &live, self.config.gossip_count)
+        };
+        // A dead node, with probability dead / (live + 1).
+        if !dead.is_empty() {
+            let draw = self.rng.next_u64() % (live.len() as u64 + 1);
+            if draw < dead.len() as u64 {
+                let pick = dead[index_below(&mut self.rng, dead.len())];
+                targets.push(pick);
+            }
+        }
+        // A seed, when no chosen target is a seed or fewer live nodes than seeds are known.
+        if !seeds.is_empty() {
+            let has_seed = targets.iter().any(|t| seeds.contains(t));
+            if !has_seed || live.len() < seeds.len() {
+                let pick = seeds[index_below(&mut self.rng, seeds.len())];
+                if live.is_empty() {
+                    targets.push(pick);
+                } else {
+                    let denominator = (live.len() + dead.len()) as u64;
+                    if self.rng.next_u64() % denominator.max(1) < seeds.len() as u64 {
+                        targets.push(pick);
+                    }
+                }
+            }
+        }
+        self.own_state().bump_heartbeat();
+        let grace = self.config.marked_for_deletion_grace_period;
+        for (_, state) in self.state.iter_mut() {
+            state.gc_tombstones(now, grace);
+        }
+        targets.sort_unstable();
+        targets.dedup();
+        for addr in targets {
+            self.send_syn(addr);
+        }
+    }
+
+    fn send_syn(&mut self, addr: SocketAddr) {
+        // The digest is the same for every target of a round; computing it per target keeps the
+        // code simple and costs a few microseconds at a thousand nodes.
+        let digest = self.digest_at(self.last_round);
+        let mut out = Vec::with_capacity(64 + digest.entries.len() * 48);
+        let syn = Message::Syn {
+            digest,
+            cluster_id: self.config.cluster_id.clone(),
+        };
+        wire::encode_chitchat_with(
+            self.config.protocol_version,
+            &syn,
+            self.config.compression,
+            &mut out,
+        );
+        self.push_transmit(addr, out);
+    }
+
+    /// Our digest: every node not scheduled for deletion, in id order.
+    fn digest(&self, now: Instant) -> Digest {
+        self.digest_at(Some(now))
+    }
+
+    fn digest_at(&self, now: Option<Instant>) -> Digest {
+        Digest {
+            entries: self
+                .state
+                .iter()
+                .filter(|(id, _)| now.is_none_or(|now| !self.fd.is_scheduled_for_deletion(id, now)))
+                .map(|(id, state)| (id.clone(), state.digest()))
+                .collect(),
+        }
+    }
+
+    /// Records the heartbeats a peer's digest carries (chitchat's rules, plus: an older
+    /// generation of a name we know a newer generation of is ignored).
+    fn report_heartbeats(&mut self, digest: &Digest, now: Instant) {
+        for (id, entry) in &digest.entries {
+            if *id == self.config.node_id {
+                continue;
+            }
+            if let Some(remembered) = self.removed.get(id) {
+                if entry.heartbeat <= remembered {
+                    continue;
+                }
+                self.removed.remove(id);
+            }
+            let known = self.state.node(id).is_some();
+            // A known node was not superseded when it was added, and a newer generation
+            // removes the older ones when it appears: only unknown ids need the check.
+            if !known && self.superseded(id) {
+                continue;
+            }
+            let state = self.state.node_or_insert(id);
+            let first = state.heartbeat() == 0;
+            let newer = state.observe_heartbeat(entry.heartbeat);
+            if !known {
+                self.statuses.insert(id.clone(), MemberStatus::Joining);
+                self.retire_older_generations(id, now);
+            }
+            if newer && !first {
+                self.fd.report_heartbeat(id, now);
+            }
+        }
+    }
+
+    /// Whether a newer generation of `id`'s name is known.
+    fn superseded(&self, id: &NodeId) -> bool {
+        self.state
+            .with_name(id.name())
+            .any(|other| other.generation() > id.generation())
+    }
+
+    /// A newer generation of a name appeared: older generations of it are dead for good.
+    fn retire_older_generations(&mut self, id: &NodeId, _now: Instant) {
+        let older: Vec<NodeId> = self
+            .state
+            .with_name(id.name())
+            .filter(|other| other.generation() < id.generation())
+            .filter(|other| **other != self.config.node_id)
+            .cloned()
+            .collect();
+        for old in older {
+            self.remove_node(&old);
+        }
+    }
+
+    fn remove_node(&mut self, id: &NodeId) {
+        if let Some(state) = self.state.remove(id) {
+            self.removed.insert(
+                id.clone(),
+                state.heartbeat(),
+                self.config.removed_nodes_remembered,
+            );
+        }
+        self.fd.forget(id);
+        self.statuses.remove(id);
+        self.push_event(MembershipEvent::Removed(id.clone()));
+    }
+
+    fn apply_delta(&mut self, delta: Delta, now: Instant) {
+        for node_delta in delta.nodes {
+            if node_delta.node == self.config.node_id {
+                continue;
+            }
+            let Some(state) = self.state.node_mut(&node_delta.node) else {
+                continue;
+            };
+            let Ok(applied) = state.apply_delta(&node_delta, now) else {
+                continue;
+            };
+            let id = node_delta.node;
+            let left = state.get(LEAVING_KEY).is_some();
+            let changed: Vec<(String, Option<String>)> = applied
+                .changed_keys
+                .into_iter()
+                .filter(|k| !k.starts_with(RESERVED_KEY_PREFIX))
+                .map(|k| {
+                    let v = state.get(&k).map(str::to_owned);
+                    (k, v)
+                })
+                .collect();
+            if left && self.status(&id) != Some(MemberStatus::Left) {
+                self.statuses.insert(id.clone(), MemberStatus::Left);
+                if let Some(member) = self.member(&id) {
+                    self.push_event(MembershipEvent::Left(member));
+                }
+            }
+            if !changed.is_empty() {
+                if let Some(member) = self.member(&id) {
+                    for (key, value) in changed {
+                        self.push_event(MembershipEvent::KeyChanged {
+                            member: member.clone(),
+                            key,
+                            value,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes, within `budget` bytes, the delta a peer with `peer_digest` lacks (chitchat's
+    /// order: nodes the peer must take from scratch first, fewest versions first; then the most
+    /// stale; ties in random order).
+    fn write_delta(
+        &mut self,
+        peer_digest: &Digest,
+        budget: usize,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) {
+        let peer: HashMap<&NodeId, &NodeDigest> =
+            peer_digest.entries.iter().map(|(id, d)| (id, d)).collect();
+        let mut candidates: Vec<(u64, bool, u64, usize, &NodeId, &NodeState)> = Vec::new();
+        for (id, state) in self.state.iter() {
+            if self.fd.is_scheduled_for_deletion(id, now) {
+                continue;
+            }
+            let Some(stale) = state.stale_for(peer.get(id).copied()) else {
+                continue;
+            };
+            let from_scratch = stale.from_version_excluded == 0;
+            let staleness = stale.key_values.len();
+            candidates.push((
+                self.rng.next_u64(),
+                from_scratch,
+                state.max_version(),
+                staleness,
+                id,
+                state,
+            ));
+        }
+        candidates.sort_by(|a, b| {
+            // From-scratch nodes first (lowest max_version first), then most stale first, then
+            // the random tie-break.
+            b.1.cmp(&a.1)
+                .then_with(|| if a.1 { a.2.cmp(&b.2) } else { b.3.cmp(&a.3) })
+                .then(a.0.cmp(&b.0))
+        });
+        let mut writer = DeltaWriter::with_compression(budget, self.config.compression);
+        'nodes: for (_, _, _, _, id, state) in candidates {
+            let Some(stale) = state.stale_for(peer.get(id).copied()) else {
+                continue;
+            };
+            if !writer.add_node(id, state.last_gc_version(), stale.from_version_excluded) {
+                break;
+            }
+            if stale.key_values.is_empty() {
+                if state.max_version() > 0 && !writer.add_set_max_version(state.max_version()) {
+                    break;
+                }
+                continue;
+            }
+            for (key, value) in stale.key_values {
+                if !writer.add_key_value(key, &value.value, value.version, value.status) {
+                    break 'nodes;
+                }
+            }
+        }
+        writer.finish(out);
+    }
+
+    // ---------------------------------------------------------------- liveness
+
+    fn update_liveness(&mut self, now: Instant) {
+        let ids: Vec<NodeId> = self
+            .state
+            .iter()
+            .map(|(id, _)| id.clone())
+            .filter(|id| *id != self.config.node_id)
+            .collect();
+        // What the detector says, before we act on it.
+        let live_before = ids
+            .iter()
+            .filter(|id| self.status(id) == Some(MemberStatus::Live))
+            .count();
+        let would_die: Vec<&NodeId> = ids
+            .iter()
+            .filter(|id| {
+                matches!(
+                    self.status(id),
+                    Some(MemberStatus::Live | MemberStatus::Unready)
+                ) && !self
+                    .fd
+                    .phi(id, now)
+                    .is_some_and(|phi| phi <= self.config.failure_detector.phi_threshold)
+            })
+            .collect();
+        let hold = self.deaths_held(now, would_die.len(), live_before);
+        for id in &ids {
+            let status = self.status(id).unwrap_or(MemberStatus::Joining);
+            if status == MemberStatus::Left {
+                // A departed node stays Left; the detector still tracks it for collection.
+                self.fd.update_liveness(id, now);
+                continue;
+            }
+            if hold && matches!(status, MemberStatus::Live | MemberStatus::Unready) {
+                continue;
+            }
+            let liveness = self.fd.update_liveness(id, now);
+            let ready = match (&self.config.liveness_predicate, self.state.node(id)) {
+                (Some(predicate), Some(state)) => predicate(state),
+                _ => true,
+            };
+            let next = match (liveness.is_live(), ready) {
+                (true, true) => MemberStatus::Live,
+                (true, false) => MemberStatus::Unready,
+                (false, _) if matches!(liveness, Liveness::BecameDead) => MemberStatus::Failed,
+                (false, _) if status == MemberStatus::Joining => MemberStatus::Joining,
+                (false, _) => MemberStatus::Failed,
+            };
+            if next == status {
+                continue;
+            }
+            self.statuses.insert(id.clone(), next);
+            let Some(member) = self.member(id) else {
+                continue;
+            };
+            let event = match (status, next) {
+                (MemberStatus::Joining, MemberStatus::Live) => MembershipEvent::Joined(member),
+                (_, MemberStatus::Live) => MembershipEvent::Recovered(member),
+                (_, MemberStatus::Unready) => MembershipEvent::Unready(member),
+                (_, MemberStatus::Failed) => MembershipEvent::Failed(member),
+                _ => continue,
+            };
+            self.push_event(event);
+        }
+    }
+
+    /// Whether deaths are held this round (self-suspicion).
+    fn deaths_held(&mut self, now: Instant, dying: usize, live: usize) -> bool {
+        if self.deaths_held_until.is_some_and(|until| now < until) {
+            return true;
+        }
+        self.deaths_held_until = None;
+        let silent_for = self
+            .last_received
+            .map_or(Duration::MAX, |at| now.saturating_duration_since(at));
+        let quiet = silent_for > self.config.gossip_interval.saturating_mul(3);
+        let mass = dying >= 2 && dying * 2 >= live;
+        if quiet && mass {
+            let since = *self.silent_hold_since.get_or_insert(now);
+            if since == now {
+                self.push_event(MembershipEvent::SelfSuspected);
+            }
+            return now.saturating_duration_since(since) < self.config.self_suspicion_hold;
+        }
+        false
+    }
+
+    fn collect_dead(&mut self, now: Instant) {
+        for id in self.fd.garbage_collect(now) {
+            if id == self.config.node_id {
+                continue;
+            }
+            if let Some(state) = self.state.remove(&id) {
+                self.removed.insert(
+                    id.clone(),
+                    state.heartbeat(),
+                    self.config.removed_nodes_remembered,
+                );
+            }
+            self.statuses.remove(&id);
+            self.push_event(MembershipEvent::Removed(id));
+        }
+    }
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("node_id", &self.config.node_id)
+            .field("nodes", &self.state.len())
+            .field("live", &self.fd.live_nodes().len())
+            .field("pending_transmits", &self.transmits.len())
+            .field("pending_events", &self.events.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A uniform index below `n` (`n > 0`).
+fn index_below(rng: &mut impl Rng, n: usize) -> usize {
+    ((u128::from(rng.next_u64()) * n as u128) >> 64) as usize
+}
+
+/// Up to `count` distinct elements of `from`, uniformly.
+fn sample(rng: &mut impl Rng, from: &[SocketAddr], count: usize) -> Vec<SocketAddr> {
+    let mut pool = from.to_vec();
+    let count = count.min(pool.len());
+    for i in 0..count {
+        let j = i + index_below(rng, pool.len() - i);
+        pool.swap(i, j);
+    }
+    pool.truncate(count);
+    pool
+}
+
+fn shuffle(rng: &mut impl Rng, items: &mut [SocketAddr]) {
+    for i in (1..items.len()).rev() {
+        let j = index_below(rng, i + 1);
+        items.swap(i, j);
+    }
+}
+
+#[cfg(test)]
+mod tests;

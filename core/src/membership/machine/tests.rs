@@ -1,0 +1,391 @@
+//! Unit tests of the membership machine, on an instant in-memory network.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::membership::FailureDetectorConfig;
+use crate::wire::{self, ProtocolVersion};
+
+const INTERVAL: Duration = Duration::from_millis(100);
+
+fn id(name: &str, generation: u64, port: u16) -> NodeId {
+    NodeId::new(name, generation, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+fn config(me: &NodeId, seed: Option<&NodeId>) -> MembershipConfig {
+    let mut c = MembershipConfig::new(me.clone(), "test");
+    c.gossip_interval = INTERVAL;
+    c.seeds = seed.map(|s| vec![s.gossip_addr()]).unwrap_or_default();
+    c.rng_seed = u64::from(me.gossip_addr().port()) ^ me.generation();
+    c.failure_detector = FailureDetectorConfig {
+        initial_interval: INTERVAL,
+        ..FailureDetectorConfig::default()
+    };
+    c
+}
+
+/// Nodes on an instant network; `down` nodes neither send nor receive.
+struct Net {
+    nodes: Vec<Membership>,
+    down: Vec<bool>,
+    now: Instant,
+    events: Vec<Vec<MembershipEvent>>,
+}
+
+impl Net {
+    fn new(configs: Vec<MembershipConfig>) -> Self {
+        let now = Instant::now();
+        let n = configs.len();
+        Self {
+            nodes: configs
+                .into_iter()
+                .map(|c| Membership::new(c, now))
+                .collect(),
+            down: vec![false; n],
+            now,
+            events: vec![Vec::new(); n],
+        }
+    }
+
+    fn index_of(&self, addr: SocketAddr) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.node_id().gossip_addr() == addr)
+    }
+
+    fn flush(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..self.nodes.len() {
+                while let Some(t) = self.nodes[i].poll_transmit() {
+                    moved = true;
+                    if self.down[i] {
+                        continue;
+                    }
+                    let from = self.nodes[i].node_id().gossip_addr();
+                    if let Some(j) = self.index_of(t.destination) {
+                        if !self.down[j] {
+                            self.nodes[j]
+                                .handle_datagram(self.now, from, &t.payload)
+                                .unwrap();
+                        }
+                    }
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            while let Some(e) = node.poll_event() {
+                self.events[i].push(e);
+            }
+        }
+    }
+
+    fn round(&mut self) {
+        for i in 0..self.nodes.len() {
+            if !self.down[i] {
+                self.nodes[i].handle_timeout(self.now);
+            }
+        }
+        self.flush();
+        self.now += INTERVAL;
+    }
+
+    fn rounds(&mut self, n: usize) {
+        for _ in 0..n {
+            self.round();
+        }
+    }
+}
+
+#[test]
+fn nodes_join_through_a_seed_and_share_keys() {
+    let ids: Vec<NodeId> = (0..5).map(|i| id(&format!("n{i}"), 1, 7000 + i)).collect();
+    let mut configs: Vec<_> = ids
+        .iter()
+        .map(|me| config(me, (me != &ids[0]).then_some(&ids[0])))
+        .collect();
+    configs[3].initial_key_values = vec![("role".into(), "indexer".into())];
+    let mut net = Net::new(configs);
+    net.rounds(30);
+    for node in &net.nodes {
+        let live: Vec<NodeId> = node.live_members().into_iter().map(|m| m.id).collect();
+        assert_eq!(live, ids, "{} sees {live:?}", node.node_id());
+        assert_eq!(node.member(&ids[3]).unwrap().get("role"), Some("indexer"));
+    }
+    // Joined events for every peer, with the member's state.
+    let joined: Vec<&NodeId> = net.events[0]
+        .iter()
+        .filter_map(|e| match e {
+            MembershipEvent::Joined(m) => Some(&m.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(joined.len(), 4);
+    // A key set later propagates, with a KeyChanged event.
+    assert!(net.nodes[1].set("shard", "7"));
+    net.rounds(10);
+    assert_eq!(
+        net.nodes[4].member(&ids[1]).unwrap().get("shard"),
+        Some("7")
+    );
+    assert!(net.events[4].iter().any(|e| matches!(e,
+        MembershipEvent::KeyChanged { member, key, value }
+            if member.id == ids[1] && key == "shard" && value.as_deref() == Some("7"))));
+    // And a delete.
+    assert!(net.nodes[1].delete("shard", net.now));
+    net.rounds(10);
+    assert_eq!(net.nodes[4].member(&ids[1]).unwrap().get("shard"), None);
+}
+
+#[test]
+fn a_crashed_node_is_failed_and_a_graceful_leave_is_left() {
+    let ids: Vec<NodeId> = (0..4).map(|i| id(&format!("n{i}"), 1, 7100 + i)).collect();
+    let configs = ids
+        .iter()
+        .map(|me| config(me, (me != &ids[0]).then_some(&ids[0])))
+        .collect();
+    let mut net = Net::new(configs);
+    net.rounds(40);
+    assert!(net.nodes.iter().all(|n| n.live_members().len() == 4));
+
+    // Node 3 leaves gracefully: announced within a round, seen as Left at once.
+    let now = net.now;
+    net.nodes[3].leave(now);
+    net.flush();
+    assert!(net.events[3].contains(&MembershipEvent::LeaveAnnounced));
+    net.down[3] = true;
+    net.rounds(2);
+    for i in 0..3 {
+        assert_eq!(
+            net.nodes[i].status(&ids[3]),
+            Some(MemberStatus::Left),
+            "node {i}"
+        );
+        assert!(
+            net.events[i]
+                .iter()
+                .any(|e| matches!(e, MembershipEvent::Left(m) if m.id == ids[3]))
+        );
+    }
+
+    // Node 2 crashes: the detector fails it after its timeout, not before.
+    net.down[2] = true;
+    let timeout = net.nodes[0].failure_timeout(&ids[2]).unwrap();
+    let crashed_at = net.now;
+    while net.nodes[0].status(&ids[2]) == Some(MemberStatus::Live) {
+        net.round();
+        assert!(net.now - crashed_at < timeout * 3, "never detected");
+    }
+    assert!(net.now - crashed_at >= timeout);
+    net.rounds(3);
+    for i in 0..2 {
+        assert_eq!(net.nodes[i].status(&ids[2]), Some(MemberStatus::Failed));
+        assert!(
+            net.events[i]
+                .iter()
+                .any(|e| matches!(e, MembershipEvent::Failed(m) if m.id == ids[2]))
+        );
+    }
+    assert_eq!(net.nodes[0].status(&ids[1]), Some(MemberStatus::Live));
+    assert!(
+        !net.events[0]
+            .iter()
+            .any(|e| matches!(e, MembershipEvent::Failed(m) if m.id != ids[2]))
+    );
+}
+
+#[test]
+fn a_restart_with_a_higher_generation_retires_the_old_one() {
+    let a = id("a", 1, 7200);
+    let b1 = id("b", 1, 7201);
+    let mut net = Net::new(vec![config(&a, None), config(&b1, Some(&a))]);
+    net.rounds(30);
+    assert_eq!(net.nodes[0].status(&b1), Some(MemberStatus::Live));
+    // b restarts: same name and address, generation 2.
+    let b2 = id("b", 2, 7201);
+    net.nodes[1] = Membership::new(config(&b2, Some(&a)), net.now);
+    net.rounds(30);
+    assert_eq!(net.nodes[0].status(&b2), Some(MemberStatus::Live));
+    assert_eq!(net.nodes[0].member(&b1), None, "old generation gone");
+    assert!(net.events[0].contains(&MembershipEvent::Removed(b1.clone())));
+    let members: Vec<NodeId> = net.nodes[0].members().into_iter().map(|m| m.id).collect();
+    assert_eq!(members, vec![a, b2]);
+}
+
+#[test]
+fn another_cluster_gets_bad_cluster_and_changes_nothing() {
+    let a = id("a", 1, 7300);
+    let mut other = config(&id("x", 1, 7301), Some(&a));
+    other.cluster_id = "elsewhere".into();
+    let mut net = Net::new(vec![config(&a, None), other]);
+    net.rounds(5);
+    assert_eq!(
+        net.nodes[0].members().len(),
+        1,
+        "the stranger is not a member"
+    );
+    assert!(
+        net.events[0]
+            .iter()
+            .any(|e| matches!(e, MembershipEvent::BadCluster { .. }))
+    );
+    assert!(
+        net.events[1]
+            .iter()
+            .any(|e| matches!(e, MembershipEvent::BadCluster { .. }))
+    );
+}
+
+#[test]
+fn malformed_datagrams_are_refused_without_effect() {
+    let a = id("a", 1, 7400);
+    let mut m = Membership::new(config(&a, None), Instant::now());
+    let before = m.node_state(&a).unwrap().clone();
+    let from = SocketAddr::from(([127, 0, 0, 1], 9));
+    for bad in [
+        &b""[..],
+        b"\x53\xb0",
+        b"\x53\xb0\x07\x00",
+        b"\x53\xb0\x00\x00\x01\x00\x01",
+    ] {
+        assert!(matches!(
+            m.handle_datagram(Instant::now(), from, bad),
+            Err(HandleError::Decode(_))
+        ));
+    }
+    assert_eq!(m.node_state(&a).unwrap(), &before);
+    assert!(m.poll_transmit().is_none());
+    assert!(m.poll_event().is_none());
+}
+
+#[test]
+fn reserved_keys_are_refused_and_hidden() {
+    let a = id("a", 1, 7500);
+    let now = Instant::now();
+    let mut m = Membership::new(config(&a, None), now);
+    assert!(!m.set(LEAVING_KEY, "1"));
+    assert!(!m.set("__cohort/anything", "1"));
+    assert!(!m.delete(LEAVING_KEY, now));
+    m.leave(now);
+    assert!(m.is_leaving());
+    assert!(m.node_state(&a).unwrap().get(LEAVING_KEY).is_some());
+    assert!(
+        m.member(&a).unwrap().keys.is_empty(),
+        "reserved keys are not shown"
+    );
+    assert_eq!(
+        m.poll_event(),
+        Some(MembershipEvent::LeaveAnnounced),
+        "no peer to tell"
+    );
+}
+
+#[test]
+fn a_starved_node_suspects_itself_instead_of_failing_everyone() {
+    let ids: Vec<NodeId> = (0..5).map(|i| id(&format!("n{i}"), 1, 7600 + i)).collect();
+    let configs = ids
+        .iter()
+        .map(|me| config(me, (me != &ids[0]).then_some(&ids[0])))
+        .collect();
+    let mut net = Net::new(configs);
+    net.rounds(40);
+    assert_eq!(net.nodes[0].live_members().len(), 5);
+    net.events[0].clear();
+    // Node 0 is paused for 5 s while the others go on without it.
+    net.down[0] = true;
+    for _ in 0..50 {
+        net.round();
+    }
+    net.down[0] = false;
+    net.rounds(10);
+    assert!(net.events[0].contains(&MembershipEvent::SelfSuspected));
+    assert!(
+        !net.events[0]
+            .iter()
+            .any(|e| matches!(e, MembershipEvent::Failed(_))),
+        "{:?}",
+        net.events[0]
+    );
+    assert_eq!(net.nodes[0].live_members().len(), 5);
+}
+
+#[test]
+fn the_liveness_predicate_gates_live() {
+    let a = id("a", 1, 7700);
+    let b = id("b", 1, 7701);
+    let mut ca = config(&a, None);
+    ca.liveness_predicate = Some(Arc::new(|s: &NodeState| s.get("ready").is_some()));
+    let mut net = Net::new(vec![ca, config(&b, Some(&a))]);
+    net.rounds(30);
+    assert_eq!(net.nodes[0].status(&b), Some(MemberStatus::Unready));
+    net.nodes[1].set("ready", "yes");
+    net.rounds(5);
+    assert_eq!(net.nodes[0].status(&b), Some(MemberStatus::Live));
+    assert!(
+        net.events[0]
+            .iter()
+            .any(|e| matches!(e, MembershipEvent::Recovered(m) if m.id == b))
+    );
+}
+
+#[test]
+fn queues_are_bounded_and_a_slow_reader_is_told_it_lagged() {
+    let a = id("a", 1, 7800);
+    let mut c = config(&a, None);
+    c.max_pending_events = 2;
+    c.max_pending_transmits = 2;
+    let now = Instant::now();
+    let mut m = Membership::new(c, now);
+    for port in 0..5 {
+        m.gossip_to(SocketAddr::from(([127, 0, 0, 2], port)));
+    }
+    assert_eq!(m.dropped_transmits(), 3);
+    let from = SocketAddr::from(([127, 0, 0, 3], 1));
+    for _ in 0..5 {
+        let mut bad = Vec::new();
+        wire::encode_chitchat(ProtocolVersion::V0, &Message::BadCluster, &mut bad);
+        m.handle_datagram(now, from, &bad).unwrap();
+    }
+    assert_eq!(m.poll_event(), Some(MembershipEvent::Lagged { missed: 3 }));
+    assert!(matches!(
+        m.poll_event(),
+        Some(MembershipEvent::BadCluster { .. })
+    ));
+    assert!(matches!(
+        m.poll_event(),
+        Some(MembershipEvent::BadCluster { .. })
+    ));
+    assert_eq!(m.poll_event(), None);
+}
+
+#[test]
+fn replies_echo_the_version_of_the_request() {
+    let a = id("a", 1, 7900);
+    let b = id("b", 1, 7901);
+    let mut cb = config(&b, Some(&a));
+    cb.protocol_version = ProtocolVersion::V1;
+    let now = Instant::now();
+    let mut ma = Membership::new(config(&a, None), now);
+    let mut mb = Membership::new(cb, now);
+    mb.handle_timeout(now);
+    let syn = mb.poll_transmit().unwrap();
+    assert_eq!(syn.payload[2], 1, "b sends V1");
+    ma.handle_datagram(now, b.gossip_addr(), &syn.payload)
+        .unwrap();
+    let synack = ma.poll_transmit().unwrap();
+    assert_eq!(synack.destination, b.gossip_addr());
+    assert_eq!(
+        &synack.payload[..4],
+        &[0x53, 0xb0, 1, 1],
+        "a (V0) answers in V1"
+    );
+    mb.handle_datagram(now, a.gossip_addr(), &synack.payload)
+        .unwrap();
+    let ack = mb.poll_transmit().unwrap();
+    assert_eq!(&ack.payload[..4], &[0x53, 0xb0, 1, 2]);
+}

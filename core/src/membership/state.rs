@@ -1,0 +1,445 @@
+//! Per-node versioned key-value state and the Scuttlebutt rules for exchanging it.
+//!
+//! Owns [`NodeState`] (one node's heartbeat, key-values, `max_version` and `last_gc_version`)
+//! and [`ClusterState`] (every known node's state): writing the local node's keys, applying a
+//! received delta with chitchat's reset rule, choosing what a peer lacks given its digest, and
+//! garbage collecting tombstones after the grace period.
+//!
+//! It never reads a clock (deletion times are the `now` given), never does I/O, and never
+//! trusts a delta: a delta that does not fit the local state is refused and leaves it
+//! unchanged.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::NodeId;
+use crate::wire::{DeletionStatus, NodeDelta, NodeDigest};
+
+/// A stored value with its version and status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionedValue {
+    /// The value (empty for a tombstone).
+    pub value: String,
+    /// The owner's version of this write.
+    pub version: u64,
+    /// Live, deleted, or deleted after a TTL.
+    pub status: DeletionStatus,
+    /// When the status became a deletion here (local time), for garbage collection.
+    deleted_at: Option<Instant>,
+}
+
+impl VersionedValue {
+    /// Whether readers see this value (tombstones are hidden; TTL values are visible until
+    /// collected).
+    #[must_use]
+    pub fn is_visible(&self) -> bool {
+        self.status != DeletionStatus::Deleted
+    }
+}
+
+/// One node's state as known locally.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeState {
+    heartbeat: u64,
+    key_values: BTreeMap<String, VersionedValue>,
+    max_version: u64,
+    last_gc_version: u64,
+}
+
+impl Default for NodeState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NodeState {
+    /// An empty state (heartbeat 0, no key-values).
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            heartbeat: 0,
+            key_values: BTreeMap::new(),
+            max_version: 0,
+            last_gc_version: 0,
+        }
+    }
+
+    /// The last heartbeat heard.
+    #[must_use]
+    pub fn heartbeat(&self) -> u64 {
+        self.heartbeat
+    }
+
+    /// The highest version held.
+    #[must_use]
+    pub fn max_version(&self) -> u64 {
+        self.max_version
+    }
+
+    /// The highest tombstone version garbage collected.
+    #[must_use]
+    pub fn last_gc_version(&self) -> u64 {
+        self.last_gc_version
+    }
+
+    /// The digest entry describing this state.
+    #[must_use]
+    pub fn digest(&self) -> NodeDigest {
+        NodeDigest {
+            heartbeat: self.heartbeat,
+            last_gc_version: self.last_gc_version,
+            max_version: self.max_version,
+        }
+    }
+
+    /// The visible value of `key`.
+    #[must_use]
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.key_values
+            .get(key)
+            .filter(|v| v.is_visible())
+            .map(|v| v.value.as_str())
+    }
+
+    /// The stored entry of `key`, tombstones included.
+    #[must_use]
+    pub fn get_versioned(&self, key: &str) -> Option<&VersionedValue> {
+        self.key_values.get(key)
+    }
+
+    /// The visible key-values, ascending by key.
+    pub fn visible(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.key_values
+            .iter()
+            .filter(|(_, v)| v.is_visible())
+            .map(|(k, v)| (k.as_str(), v.value.as_str()))
+    }
+
+    /// Every stored key-value, tombstones included, ascending by key.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &VersionedValue)> + '_ {
+        self.key_values.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The number of stored key-values, tombstones included.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.key_values.len()
+    }
+
+    /// Whether no key-value is stored.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.key_values.is_empty()
+    }
+
+    /// Raises the heartbeat to `heartbeat` if it is higher; returns whether it did.
+    pub fn observe_heartbeat(&mut self, heartbeat: u64) -> bool {
+        if heartbeat > self.heartbeat {
+            self.heartbeat = heartbeat;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Increments the heartbeat (the local node does this every round and every message).
+    pub fn bump_heartbeat(&mut self) {
+        self.heartbeat = self.heartbeat.saturating_add(1);
+    }
+
+    fn next_version(&mut self) -> u64 {
+        self.max_version += 1;
+        self.max_version
+    }
+
+    /// Sets `key` to `value` (the local node's own state). Does nothing if the key already holds
+    /// that value as a live value. Returns whether anything changed.
+    pub fn set(&mut self, key: &str, value: &str) -> bool {
+        if let Some(existing) = self.key_values.get(key) {
+            if existing.status == DeletionStatus::Set && existing.value == value {
+                return false;
+            }
+        }
+        let version = self.next_version();
+        self.key_values.insert(
+            key.to_owned(),
+            VersionedValue {
+                value: value.to_owned(),
+                version,
+                status: DeletionStatus::Set,
+                deleted_at: None,
+            },
+        );
+        true
+    }
+
+    /// Sets `key` to `value`, to be garbage collected once the grace period has passed after
+    /// `now`. Visible until then.
+    pub fn set_with_ttl(&mut self, key: &str, value: &str, now: Instant) {
+        let version = self.next_version();
+        self.key_values.insert(
+            key.to_owned(),
+            VersionedValue {
+                value: value.to_owned(),
+                version,
+                status: DeletionStatus::DeleteAfterTtl,
+                deleted_at: Some(now),
+            },
+        );
+    }
+
+    /// Deletes `key` (a tombstone replaces it). Returns whether the key existed.
+    pub fn delete(&mut self, key: &str, now: Instant) -> bool {
+        if !self.key_values.contains_key(key) {
+            return false;
+        }
+        let version = self.next_version();
+        if let Some(v) = self.key_values.get_mut(key) {
+            v.value.clear();
+            v.version = version;
+            v.status = DeletionStatus::Deleted;
+            v.deleted_at = Some(now);
+        }
+        true
+    }
+
+    /// Keeps `key` visible but schedules it for collection after the grace period. Returns
+    /// whether the key existed.
+    pub fn delete_after_ttl(&mut self, key: &str, now: Instant) -> bool {
+        if !self.key_values.contains_key(key) {
+            return false;
+        }
+        let version = self.next_version();
+        if let Some(v) = self.key_values.get_mut(key) {
+            v.version = version;
+            v.status = DeletionStatus::DeleteAfterTtl;
+            v.deleted_at = Some(now);
+        }
+        true
+    }
+
+    /// Removes the deletions older than `grace` at `now`, raising `last_gc_version`. Returns
+    /// the keys removed.
+    pub fn gc_tombstones(&mut self, now: Instant, grace: Duration) -> Vec<String> {
+        let mut removed = Vec::new();
+        let mut highest = self.last_gc_version;
+        self.key_values.retain(|key, v| {
+            let expired = v
+                .deleted_at
+                .is_some_and(|at| now.saturating_duration_since(at) > grace);
+            if expired {
+                highest = highest.max(v.version);
+                removed.push(key.clone());
+            }
+            !expired
+        });
+        self.last_gc_version = highest;
+        removed
+    }
+
+    /// Applies a received delta for this node, by chitchat's rules, at local time `now`.
+    ///
+    /// Refused (state unchanged) when the delta starts beyond what we hold, when it needs a
+    /// reset but is not a full state, or when it brings nothing newer.
+    pub fn apply_delta(&mut self, delta: &NodeDelta, now: Instant) -> Result<Applied, Refused> {
+        // A node delta cut right after its Node op (max version 0) carries nothing; it must not
+        // trigger a reset either.
+        if delta.max_version == 0 {
+            return Err(Refused::NothingNew);
+        }
+        if delta.from_version_excluded > self.max_version {
+            return Err(Refused::Gap);
+        }
+        // After a reset cut short by a datagram budget we hold (gc, max) with max < gc: the
+        // versions in (max, gc] must come from a delta written after that collection. One
+        // written before it (a relay's older view, a duplicated or reordered datagram) may
+        // carry values that were since replaced by a collected tombstone, so it is refused.
+        // chitchat applies it, and can bring such a value back.
+        if delta.last_gc_version < self.last_gc_version && self.max_version < self.last_gc_version {
+            return Err(Refused::PredatesCollection);
+        }
+        let compatible = delta.last_gc_version <= self.last_gc_version
+            || delta.last_gc_version <= self.max_version;
+        let mut reset = false;
+        if !compatible {
+            if delta.from_version_excluded != 0 {
+                return Err(Refused::NeedsReset);
+            }
+            reset = true;
+        } else if delta.max_version <= self.max_version {
+            return Err(Refused::NothingNew);
+        }
+        let mut changed = Vec::new();
+        if reset {
+            changed.extend(self.key_values.keys().cloned());
+            self.key_values.clear();
+            self.max_version = 0;
+            self.last_gc_version = delta.last_gc_version;
+        }
+        let floor = self.max_version;
+        for kv in &delta.key_values {
+            if kv.version <= floor {
+                continue;
+            }
+            if kv.status != DeletionStatus::Set && kv.version <= self.last_gc_version {
+                continue;
+            }
+            if self
+                .key_values
+                .get(&kv.key)
+                .is_some_and(|existing| existing.version >= kv.version)
+            {
+                continue;
+            }
+            let deleted_at = (kv.status != DeletionStatus::Set).then_some(now);
+            self.key_values.insert(
+                kv.key.clone(),
+                VersionedValue {
+                    value: kv.value.clone(),
+                    version: kv.version,
+                    status: kv.status,
+                    deleted_at,
+                },
+            );
+            changed.push(kv.key.clone());
+        }
+        if delta.max_version > self.max_version {
+            self.max_version = delta.max_version;
+        }
+        changed.sort();
+        changed.dedup();
+        Ok(Applied {
+            reset,
+            changed_keys: changed,
+        })
+    }
+
+    /// What a peer whose digest entry for this node is `peer` (or `(0, 0)` if it did not list
+    /// the node) lacks: `None` if nothing, else the `from_version_excluded` to send from (0 when
+    /// the peer must reset) and the key-values above it, ascending by version.
+    #[must_use]
+    pub fn stale_for(&self, peer: Option<&NodeDigest>) -> Option<Staleness<'_>> {
+        let (peer_gc, peer_max) = peer.map_or((0, 0), |d| (d.last_gc_version, d.max_version));
+        if self.max_version <= peer_max {
+            return None;
+        }
+        let needs_reset = peer_gc < self.last_gc_version && peer_max < self.last_gc_version;
+        let from = if needs_reset { 0 } else { peer_max };
+        let mut key_values: Vec<(&str, &VersionedValue)> = self
+            .key_values
+            .iter()
+            .filter(|(_, v)| v.version > from)
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        key_values.sort_unstable_by_key(|(_, v)| v.version);
+        Some(Staleness {
+            from_version_excluded: from,
+            key_values,
+        })
+    }
+}
+
+/// What [`NodeState::stale_for`] found a peer lacks.
+#[derive(Clone, Debug)]
+pub struct Staleness<'a> {
+    /// Send every key-value above this version (0: the whole state, the peer resets).
+    pub from_version_excluded: u64,
+    /// The key-values to send, ascending by version.
+    pub key_values: Vec<(&'a str, &'a VersionedValue)>,
+}
+
+/// The effect of an applied delta.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// Whether the node's state was reset (all its key-values dropped) first.
+    pub reset: bool,
+    /// The keys whose stored entry changed (or was dropped by the reset), ascending.
+    pub changed_keys: Vec<String>,
+}
+
+/// Why a delta was refused. The state is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The delta starts above the versions we hold.
+    #[error("the delta starts beyond the local max version")]
+    Gap,
+    /// Our state is too old for the delta, and the delta is not a full state.
+    #[error("the delta needs a reset but is not a full state")]
+    NeedsReset,
+    /// The delta brings no version newer than what we hold.
+    #[error("the delta brings nothing newer")]
+    NothingNew,
+    /// The delta was written before a garbage collection our state already reflects, and we
+    /// still lack versions below that collection's watermark.
+    #[error("the delta predates a garbage collection already applied")]
+    PredatesCollection,
+}
+
+/// Every known node's state, ordered by node id.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterState {
+    nodes: BTreeMap<NodeId, NodeState>,
+}
+
+impl ClusterState {
+    /// An empty cluster state.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The state of `node`.
+    #[must_use]
+    pub fn node(&self, node: &NodeId) -> Option<&NodeState> {
+        self.nodes.get(node)
+    }
+
+    /// The state of `node`, mutably.
+    pub fn node_mut(&mut self, node: &NodeId) -> Option<&mut NodeState> {
+        self.nodes.get_mut(node)
+    }
+
+    /// The state of `node`, created empty if missing.
+    pub fn node_or_insert(&mut self, node: &NodeId) -> &mut NodeState {
+        self.nodes.entry(node.clone()).or_default()
+    }
+
+    /// Removes `node`'s state.
+    pub fn remove(&mut self, node: &NodeId) -> Option<NodeState> {
+        self.nodes.remove(node)
+    }
+
+    /// The known nodes named `name` (every generation and address), ascending.
+    pub fn with_name<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a NodeId> + 'a {
+        let first = NodeId::new(name, 0, std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        self.nodes
+            .range(first..)
+            .map(|(id, _)| id)
+            .take_while(move |id| id.name() == name)
+    }
+
+    /// Every node and its state, ascending by id.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&NodeId, &NodeState)> + '_ {
+        self.nodes.iter()
+    }
+
+    /// Every node and its state, mutably.
+    pub fn iter_mut(&mut self) -> impl ExactSizeIterator<Item = (&NodeId, &mut NodeState)> + '_ {
+        self.nodes.iter_mut()
+    }
+
+    /// The number of known nodes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether no node is known.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests;
