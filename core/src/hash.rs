@@ -6,6 +6,16 @@
 //! same values. `std`'s `DefaultHasher` must never be used for such values: its algorithm may
 //! change between Rust releases.
 
+/// The hasher of cohort's in-memory maps keyed by data from the network: foldhash, seeded
+/// by the caller (from the machine's configured seed), so that runs are reproducible and a
+/// peer cannot precompute colliding keys without knowing the seed.
+pub(crate) type MapHasher = foldhash::fast::FixedState;
+
+/// A [`MapHasher`] from a seed.
+pub(crate) fn map_hasher(seed: u64) -> MapHasher {
+    foldhash::fast::FixedState::with_seed(seed)
+}
+
 /// FNV-1a 64 offset basis.
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 /// FNV-1a 64 prime.

@@ -6,6 +6,7 @@
 //! start time in milliseconds) and pass it in.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -25,7 +26,7 @@ use crate::hash::{Fnv1a64, mix64};
 /// assert_eq!(id.to_string(), "node-1/7@127.0.0.1:7000");
 /// assert_eq!(id.generation(), 7);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct NodeId {
     name: Arc<str>,
     generation: u64,
@@ -79,6 +80,110 @@ impl NodeId {
     }
 }
 
+/// A node identity borrowed from a datagram: the same three parts as [`NodeId`], with the
+/// name still in the received bytes. Lets the membership machine look nodes up without
+/// allocating a name per digest entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NodeIdRef<'a> {
+    /// The name.
+    pub name: &'a str,
+    /// The generation.
+    pub generation: u64,
+    /// The gossip address.
+    pub gossip_addr: SocketAddr,
+}
+
+impl NodeIdRef<'_> {
+    /// The owned identity.
+    #[must_use]
+    pub fn to_owned(&self) -> NodeId {
+        NodeId::new(self.name, self.generation, self.gossip_addr)
+    }
+}
+
+impl NodeId {
+    /// This identity, borrowed.
+    #[must_use]
+    pub fn as_ref(&self) -> NodeIdRef<'_> {
+        NodeIdRef {
+            name: &self.name,
+            generation: self.generation,
+            gossip_addr: self.gossip_addr,
+        }
+    }
+}
+
+impl PartialEq<NodeIdRef<'_>> for NodeId {
+    fn eq(&self, other: &NodeIdRef<'_>) -> bool {
+        self.as_ref() == *other
+    }
+}
+
+/// Feeds the three parts of an identity to a hasher: the one definition of `Hash` for
+/// [`NodeId`], [`NodeIdRef`] and `dyn NodeKey`, so the three always agree. Four writes (name
+/// bytes, generation, IP as 128 bits, port and family), cheaper than the derived form.
+fn hash_parts<H: Hasher>(key: NodeIdRef<'_>, state: &mut H) {
+    state.write(key.name.as_bytes());
+    state.write_u64(key.generation);
+    let (ip, family) = match key.gossip_addr {
+        SocketAddr::V4(a) => (u128::from(u32::from(*a.ip())), 4u32),
+        SocketAddr::V6(a) => (u128::from(*a.ip()), 6u32),
+    };
+    state.write_u128(ip);
+    state.write_u32(u32::from(key.gossip_addr.port()) | (family << 16));
+}
+
+impl Hash for NodeId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_parts(self.as_ref(), state);
+    }
+}
+
+impl Hash for NodeIdRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_parts(*self, state);
+    }
+}
+
+/// The parts of an identity, owned or borrowed, so that maps keyed by [`NodeId`] can be
+/// queried with a [`NodeIdRef`] (through `Borrow<dyn NodeKey>`). Hashing and equality use the
+/// three parts, exactly as `NodeId`'s `Hash` and `Eq` do.
+pub(crate) trait NodeKey {
+    fn key(&self) -> NodeIdRef<'_>;
+}
+
+impl NodeKey for NodeId {
+    fn key(&self) -> NodeIdRef<'_> {
+        self.as_ref()
+    }
+}
+
+impl NodeKey for NodeIdRef<'_> {
+    fn key(&self) -> NodeIdRef<'_> {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn NodeKey + 'a> for NodeId {
+    fn borrow(&self) -> &(dyn NodeKey + 'a) {
+        self
+    }
+}
+
+impl Hash for dyn NodeKey + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_parts(self.key(), state);
+    }
+}
+
+impl PartialEq for dyn NodeKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for dyn NodeKey + '_ {}
+
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}@{}", self.name, self.generation, self.gossip_addr)
@@ -111,6 +216,29 @@ mod tests {
             id("node-1", 1, 7000).stable_hash(),
             15_538_430_588_607_182_775
         );
+    }
+
+    #[test]
+    fn borrowed_lookups_find_owned_keys() {
+        use std::collections::HashMap;
+        let mut map: HashMap<NodeId, u32, crate::hash::MapHasher> =
+            HashMap::with_hasher(crate::hash::map_hasher(7));
+        map.insert(id("a", 1, 7000), 1);
+        map.insert(id("a", 2, 7000), 2);
+        let name = String::from("a");
+        let key = NodeIdRef {
+            name: &name,
+            generation: 2,
+            gossip_addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
+        };
+        assert_eq!(map.get(&key as &dyn NodeKey), Some(&2));
+        let other = NodeIdRef {
+            generation: 3,
+            ..key
+        };
+        assert_eq!(map.get(&other as &dyn NodeKey), None);
+        assert_eq!(key.to_owned(), id("a", 2, 7000));
+        assert!(id("a", 2, 7000) == key);
     }
 
     #[test]

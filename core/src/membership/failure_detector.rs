@@ -10,10 +10,11 @@
 //! (`(sum + 5 × initial_interval) / (count + 5)`), and a node is live while phi is at most
 //! `phi_threshold`. A node with no interval yet is dead.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::NodeId;
+use crate::hash::{MapHasher, map_hasher};
 
 /// The weight of the prior (`initial_interval`) in the smoothed mean.
 const PRIOR_WEIGHT: u32 = 5;
@@ -116,21 +117,27 @@ impl Window {
 #[derive(Clone, Debug)]
 pub struct FailureDetector {
     config: FailureDetectorConfig,
-    windows: BTreeMap<NodeId, Window>,
-    live: BTreeSet<NodeId>,
+    windows: HashMap<NodeId, Window, MapHasher>,
+    live: HashSet<NodeId, MapHasher>,
     /// Dead nodes and when they were first found dead.
-    dead: BTreeMap<NodeId, Instant>,
+    dead: HashMap<NodeId, Instant, MapHasher>,
 }
 
 impl FailureDetector {
     /// A detector that knows no node.
     #[must_use]
     pub fn new(config: FailureDetectorConfig) -> Self {
+        Self::with_hash_seed(config, 0)
+    }
+
+    /// A detector whose maps hash with `seed`.
+    #[must_use]
+    pub fn with_hash_seed(config: FailureDetectorConfig, seed: u64) -> Self {
         Self {
             config,
-            windows: BTreeMap::new(),
-            live: BTreeSet::new(),
-            dead: BTreeMap::new(),
+            windows: HashMap::with_hasher(map_hasher(seed)),
+            live: HashSet::with_hasher(map_hasher(seed)),
+            dead: HashMap::with_hasher(map_hasher(seed)),
         }
     }
 
@@ -143,10 +150,14 @@ impl FailureDetector {
     /// Records that a newer heartbeat of `node` arrived at `now`.
     pub fn report_heartbeat(&mut self, node: &NodeId, now: Instant) {
         let config = &self.config;
-        self.windows
-            .entry(node.clone())
-            .or_insert_with(Window::new)
-            .report(now, config);
+        match self.windows.get_mut(node) {
+            Some(window) => window.report(now, config),
+            None => {
+                let mut window = Window::new();
+                window.report(now, config);
+                self.windows.insert(node.clone(), window);
+            }
+        }
     }
 
     /// Phi of `node` at `now`, if it has at least one sampled interval.
@@ -169,21 +180,29 @@ impl FailureDetector {
     /// time) and loses its sampled intervals (its last heartbeat time is kept). A dead node
     /// whose phi is back under the threshold is live again.
     pub fn update_liveness(&mut self, node: &NodeId, now: Instant) -> Liveness {
-        let window = self.windows.entry(node.clone()).or_insert_with(Window::new);
+        if !self.windows.contains_key(node) {
+            self.windows.insert(node.clone(), Window::new());
+        }
+        let Some(window) = self.windows.get_mut(node) else {
+            return Liveness::Dead;
+        };
         let alive = window
             .phi(now, &self.config)
             .is_some_and(|phi| phi <= self.config.phi_threshold);
         if alive {
-            self.dead.remove(node);
-            if self.live.insert(node.clone()) {
-                Liveness::BecameLive
-            } else {
+            if self.live.contains(node) {
                 Liveness::Live
+            } else {
+                self.dead.remove(node);
+                self.live.insert(node.clone());
+                Liveness::BecameLive
             }
         } else {
             window.clear_samples();
             let was_live = self.live.remove(node);
-            self.dead.entry(node.clone()).or_insert(now);
+            if !self.dead.contains_key(node) {
+                self.dead.insert(node.clone(), now);
+            }
             if was_live {
                 Liveness::BecameDead
             } else {
@@ -198,12 +217,12 @@ impl FailureDetector {
         self.live.contains(node)
     }
 
-    /// The live nodes, ascending.
+    /// The live nodes, in no particular order.
     pub fn live_nodes(&self) -> impl ExactSizeIterator<Item = &NodeId> + '_ {
         self.live.iter()
     }
 
-    /// The dead nodes, ascending, with the time each was found dead.
+    /// The dead nodes, in no particular order, with the time each was found dead.
     pub fn dead_nodes(&self) -> impl ExactSizeIterator<Item = (&NodeId, Instant)> + '_ {
         self.dead.iter().map(|(id, at)| (id, *at))
     }
@@ -217,15 +236,16 @@ impl FailureDetector {
         })
     }
 
-    /// Forgets the nodes dead for more than the grace period and returns them.
+    /// Forgets the nodes dead for more than the grace period and returns them, ascending.
     pub fn garbage_collect(&mut self, now: Instant) -> Vec<NodeId> {
         let grace = self.config.dead_node_grace_period;
-        let expired: Vec<NodeId> = self
+        let mut expired: Vec<NodeId> = self
             .dead
             .iter()
             .filter(|(_, since)| now.saturating_duration_since(**since) > grace)
             .map(|(id, _)| id.clone())
             .collect();
+        expired.sort_unstable();
         for id in &expired {
             self.forget(id);
         }

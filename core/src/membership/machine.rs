@@ -1,16 +1,18 @@
 //! The membership state machine.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use crate::hash::{MapHasher, map_hasher};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use super::{ClusterState, FailureDetector, Liveness, MembershipConfig, NodeState};
+use super::{ClusterState, FailureDetector, Liveness, MembershipConfig, NodeState, Staleness};
 use crate::NodeId;
 use crate::wire::{
-    self, DecodeError, Delta, DeltaWriter, Digest, Message, MessageType, NodeDigest,
+    self, DecodeError, Delta, DeltaWriter, DigestView, MessageType, MessageView, NodeDigest,
     ProtocolVersion,
 };
 
@@ -219,7 +221,7 @@ pub struct Membership {
     state: ClusterState,
     fd: FailureDetector,
     rng: Xoshiro256PlusPlus,
-    statuses: BTreeMap<NodeId, MemberStatus>,
+    statuses: HashMap<NodeId, MemberStatus, MapHasher>,
     removed: Removed,
     next_round: Instant,
     last_round: Option<Instant>,
@@ -238,16 +240,18 @@ pub struct Membership {
 impl Membership {
     /// A machine for `config.node_id`, started at `now`. Its first gossip round is due at once.
     pub fn new(config: MembershipConfig, now: Instant) -> Self {
-        let mut state = ClusterState::new();
+        // Hash seeds derived from the configured seed: reproducible, unknown to peers.
+        let hash_seed = crate::hash::mix64(config.rng_seed ^ 0x6a09_e667_f3bc_c909);
+        let mut state = ClusterState::with_hash_seed(hash_seed);
         let own = state.node_or_insert(&config.node_id);
         own.bump_heartbeat();
         for (k, v) in &config.initial_key_values {
             own.set(k, v);
         }
-        let mut statuses = BTreeMap::new();
+        let mut statuses = HashMap::with_hasher(map_hasher(hash_seed));
         statuses.insert(config.node_id.clone(), MemberStatus::Live);
         Self {
-            fd: FailureDetector::new(config.failure_detector.clone()),
+            fd: FailureDetector::with_hash_seed(config.failure_detector.clone(), hash_seed),
             rng: Xoshiro256PlusPlus::seed_from_u64(config.rng_seed),
             state,
             statuses,
@@ -501,7 +505,7 @@ impl Membership {
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), HandleError> {
-        let (version, message) = wire::decode_chitchat(bytes)?;
+        let (version, message) = wire::decode_chitchat_view(bytes)?;
         self.handle_message(now, from, version, message);
         Ok(())
     }
@@ -512,13 +516,13 @@ impl Membership {
         now: Instant,
         from: SocketAddr,
         version: ProtocolVersion,
-        message: Message,
+        message: MessageView<'_>,
     ) {
         self.last_received = Some(now);
         self.silent_hold_since = None;
         self.own_state().bump_heartbeat();
         match message {
-            Message::Syn { digest, cluster_id } => {
+            MessageView::Syn { digest, cluster_id } => {
                 if cluster_id != self.config.cluster_id {
                     let mut out = Vec::with_capacity(wire::HEADER_LEN);
                     wire::encode_header(version, MessageType::BadCluster, &mut out);
@@ -526,23 +530,26 @@ impl Membership {
                     self.push_event(MembershipEvent::BadCluster { from });
                     return;
                 }
-                self.report_heartbeats(&digest, now);
-                let own = self.digest(now);
-                let mut out = Vec::with_capacity(1_024);
+                let peer = self.report_heartbeats(&digest, now);
+                let mut out = Vec::with_capacity(64 + self.state.len() * 48);
                 wire::encode_header(version, MessageType::SynAck, &mut out);
-                let digest_len =
-                    wire::encode_digest(version, &own, self.config.compression, &mut out);
+                let digest_len = wire::encode_digest_entries(
+                    version,
+                    self.digest_entries(Some(now)),
+                    self.config.compression,
+                    &mut out,
+                );
                 let budget = wire::delta_budget(digest_len + self.config.reserved_bytes);
-                self.write_delta(&digest, budget, now, &mut out);
+                self.write_delta(&peer, budget, now, &mut out);
                 self.push_transmit(from, out);
             }
-            Message::SynAck { digest, delta } => {
-                self.report_heartbeats(&digest, now);
+            MessageView::SynAck { digest, delta } => {
+                let peer = self.report_heartbeats(&digest, now);
                 self.apply_delta(delta, now);
                 let mut out = Vec::with_capacity(1_024);
                 wire::encode_header(version, MessageType::Ack, &mut out);
                 let budget = wire::delta_budget(self.config.reserved_bytes);
-                self.write_delta(&digest, budget, now, &mut out);
+                self.write_delta(&peer, budget, now, &mut out);
                 self.push_transmit(from, out);
                 if let Some(leaving) = &mut self.leaving {
                     leaving.acks_sent += 1;
@@ -551,8 +558,8 @@ impl Membership {
                     }
                 }
             }
-            Message::Ack { delta } => self.apply_delta(delta, now),
-            Message::BadCluster => self.push_event(MembershipEvent::BadCluster { from }),
+            MessageView::Ack { delta } => self.apply_delta(delta, now),
+            MessageView::BadCluster => self.push_event(MembershipEvent::BadCluster { from }),
         }
     }
 
@@ -647,75 +654,104 @@ impl Membership {
         }
         targets.sort_unstable();
         targets.dedup();
-        for addr in targets {
-            self.send_syn(addr);
+        // One Syn for every target of the round.
+        if let Some((last, rest)) = targets.split_last() {
+            let syn = self.encode_syn(Some(now));
+            for addr in rest {
+                self.push_transmit(*addr, syn.clone());
+            }
+            self.push_transmit(*last, syn);
         }
     }
 
     fn send_syn(&mut self, addr: SocketAddr) {
-        // The digest is the same for every target of a round; computing it per target keeps the
-        // code simple and costs a few microseconds at a thousand nodes.
-        let digest = self.digest_at(self.last_round);
-        let mut out = Vec::with_capacity(64 + digest.entries.len() * 48);
-        let syn = Message::Syn {
-            digest,
-            cluster_id: self.config.cluster_id.clone(),
-        };
-        wire::encode_chitchat_with(
+        let syn = self.encode_syn(self.last_round);
+        self.push_transmit(addr, syn);
+    }
+
+    /// A Syn carrying our digest (nodes scheduled for deletion at `now` left out).
+    fn encode_syn(&self, now: Option<Instant>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.state.len() * 48);
+        wire::encode_syn(
             self.config.protocol_version,
-            &syn,
+            self.digest_entries(now),
+            &self.config.cluster_id,
             self.config.compression,
             &mut out,
         );
-        self.push_transmit(addr, out);
+        out
     }
 
-    /// Our digest: every node not scheduled for deletion, in id order.
-    fn digest(&self, now: Instant) -> Digest {
-        self.digest_at(Some(now))
-    }
-
-    fn digest_at(&self, now: Option<Instant>) -> Digest {
-        Digest {
-            entries: self
-                .state
-                .iter()
-                .filter(|(id, _)| now.is_none_or(|now| !self.fd.is_scheduled_for_deletion(id, now)))
-                .map(|(id, state)| (id.clone(), state.digest()))
-                .collect(),
-        }
+    /// Our digest, in id order: every node not scheduled for deletion at `now`.
+    fn digest_entries(
+        &self,
+        now: Option<Instant>,
+    ) -> impl Iterator<Item = (&NodeId, NodeDigest)> + '_ {
+        self.state
+            .iter()
+            .filter(move |(id, _)| {
+                now.is_none_or(|now| !self.fd.is_scheduled_for_deletion(id, now))
+            })
+            .map(|(id, state)| (id, state.digest()))
     }
 
     /// Records the heartbeats a peer's digest carries (chitchat's rules, plus: an older
-    /// generation of a name we know a newer generation of is ignored).
-    fn report_heartbeats(&mut self, digest: &Digest, now: Instant) {
-        for (id, entry) in &digest.entries {
-            if *id == self.config.node_id {
+    /// generation of a name we know a newer generation of is ignored), and returns the peer's
+    /// digest entries aligned with our state's order (for [`Self::write_delta`]).
+    fn report_heartbeats(
+        &mut self,
+        digest: &DigestView<'_>,
+        now: Instant,
+    ) -> Vec<Option<NodeDigest>> {
+        let mut aligned = vec![None; self.state.len()];
+        let mut reindex = false;
+        for (id_ref, entry) in digest.iter() {
+            if let Some(i) = self.state.index_of(id_ref) {
+                // Known (the common case): one hash lookup, no allocation.
+                if let Some(slot) = aligned.get_mut(i) {
+                    *slot = Some(entry);
+                }
+                let (id, state) = self.state.entry_at_mut(i);
+                if *id == self.config.node_id {
+                    continue;
+                }
+                let first = state.heartbeat() == 0;
+                if state.observe_heartbeat(entry.heartbeat) && !first {
+                    self.fd.report_heartbeat(id, now);
+                }
                 continue;
             }
+            let id = &id_ref.to_owned();
+            // Unknown. A removed node comes back only with a newer heartbeat; a known node
+            // was not superseded when it was added (a newer generation removes the older
+            // ones when it appears), so only unknown ids need that check.
             if let Some(remembered) = self.removed.get(id) {
                 if entry.heartbeat <= remembered {
                     continue;
                 }
                 self.removed.remove(id);
             }
-            let known = self.state.node(id).is_some();
-            // A known node was not superseded when it was added, and a newer generation
-            // removes the older ones when it appears: only unknown ids need the check.
-            if !known && self.superseded(id) {
+            if self.superseded(id) {
                 continue;
             }
-            let state = self.state.node_or_insert(id);
-            let first = state.heartbeat() == 0;
-            let newer = state.observe_heartbeat(entry.heartbeat);
-            if !known {
-                self.statuses.insert(id.clone(), MemberStatus::Joining);
-                self.retire_older_generations(id, now);
-            }
-            if newer && !first {
-                self.fd.report_heartbeat(id, now);
+            // First sighting: the heartbeat is stored but not reported (chitchat's rule).
+            self.state
+                .node_or_insert(id)
+                .observe_heartbeat(entry.heartbeat);
+            self.statuses.insert(id.clone(), MemberStatus::Joining);
+            self.retire_older_generations(id, now);
+            reindex = true;
+        }
+        if reindex {
+            // Nodes were added or removed, so positions moved: align again (joins are rare).
+            aligned = vec![None; self.state.len()];
+            for (id_ref, entry) in digest.iter() {
+                if let Some(i) = self.state.index_of(id_ref) {
+                    aligned[i] = Some(entry);
+                }
             }
         }
+        aligned
     }
 
     /// Whether a newer generation of `id`'s name is known.
@@ -799,44 +835,55 @@ impl Membership {
     /// stale; ties in random order).
     fn write_delta(
         &mut self,
-        peer_digest: &Digest,
+        peer: &[Option<NodeDigest>],
         budget: usize,
         now: Instant,
         out: &mut Vec<u8>,
     ) {
-        let peer: HashMap<&NodeId, &NodeDigest> =
-            peer_digest.entries.iter().map(|(id, d)| (id, d)).collect();
-        let mut candidates: Vec<(u64, bool, u64, usize, &NodeId, &NodeState)> = Vec::new();
-        for (id, state) in self.state.iter() {
+        /// A node the peer lacks something of.
+        struct Pending<'a> {
+            tie: u64,
+            from_scratch: bool,
+            id: &'a NodeId,
+            state: &'a NodeState,
+            stale: Staleness<'a>,
+        }
+        let mut pending: Vec<Pending<'_>> = Vec::new();
+        for (i, (id, state)) in self.state.iter().enumerate() {
             if self.fd.is_scheduled_for_deletion(id, now) {
                 continue;
             }
-            let Some(stale) = state.stale_for(peer.get(id).copied()) else {
+            let peer_entry = peer.get(i).copied().flatten();
+            let Some(stale) = state.stale_for(peer_entry.as_ref()) else {
                 continue;
             };
-            let from_scratch = stale.from_version_excluded == 0;
-            let staleness = stale.key_values.len();
-            candidates.push((
-                self.rng.next_u64(),
-                from_scratch,
-                state.max_version(),
-                staleness,
+            pending.push(Pending {
+                tie: self.rng.next_u64(),
+                from_scratch: stale.from_version_excluded == 0,
                 id,
                 state,
-            ));
+                stale,
+            });
         }
-        candidates.sort_by(|a, b| {
-            // From-scratch nodes first (lowest max_version first), then most stale first, then
-            // the random tie-break.
-            b.1.cmp(&a.1)
-                .then_with(|| if a.1 { a.2.cmp(&b.2) } else { b.3.cmp(&a.3) })
-                .then(a.0.cmp(&b.0))
+        // From-scratch nodes first (lowest max_version first), then the most stale first, then
+        // the random tie-break.
+        pending.sort_by(|a, b| {
+            b.from_scratch
+                .cmp(&a.from_scratch)
+                .then_with(|| {
+                    if a.from_scratch {
+                        a.state.max_version().cmp(&b.state.max_version())
+                    } else {
+                        b.stale.key_values.len().cmp(&a.stale.key_values.len())
+                    }
+                })
+                .then(a.tie.cmp(&b.tie))
         });
         let mut writer = DeltaWriter::with_compression(budget, self.config.compression);
-        'nodes: for (_, _, _, _, id, state) in candidates {
-            let Some(stale) = state.stale_for(peer.get(id).copied()) else {
-                continue;
-            };
+        'nodes: for Pending {
+            id, state, stale, ..
+        } in pending
+        {
             if !writer.add_node(id, state.last_gc_version(), stale.from_version_excluded) {
                 break;
             }

@@ -9,11 +9,13 @@
 //! trusts a delta: a delta that does not fit the local state is refused and leaves it
 //! unchanged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use crate::NodeId;
+use crate::hash::{MapHasher, map_hasher};
+use crate::node_id::NodeKey;
 use crate::wire::{DeletionStatus, NodeDelta, NodeDigest};
+use crate::{NodeId, NodeIdRef};
 
 /// A stored value with its version and status.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -376,68 +378,128 @@ pub enum Refused {
 }
 
 /// Every known node's state, ordered by node id.
-#[derive(Clone, Debug, Default)]
+///
+/// Stored as a vector sorted by id (for ordered iteration: digests are written in id order)
+/// with a hash index beside it (for lookups by id). Inserting or removing a node costs O(n);
+/// looking one up costs one hash.
+#[derive(Clone, Debug)]
 pub struct ClusterState {
-    nodes: BTreeMap<NodeId, NodeState>,
+    entries: Vec<(NodeId, NodeState)>,
+    index: HashMap<NodeId, usize, MapHasher>,
+}
+
+impl Default for ClusterState {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ClusterState {
     /// An empty cluster state.
     #[must_use]
     pub fn new() -> Self {
-        Self::default()
+        Self::with_hash_seed(0)
+    }
+
+    /// An empty cluster state whose index hashes with `seed`.
+    #[must_use]
+    pub fn with_hash_seed(seed: u64) -> Self {
+        Self {
+            entries: Vec::new(),
+            index: HashMap::with_hasher(map_hasher(seed)),
+        }
     }
 
     /// The state of `node`.
     #[must_use]
     pub fn node(&self, node: &NodeId) -> Option<&NodeState> {
-        self.nodes.get(node)
+        self.index.get(node).map(|&i| &self.entries[i].1)
     }
 
     /// The state of `node`, mutably.
     pub fn node_mut(&mut self, node: &NodeId) -> Option<&mut NodeState> {
-        self.nodes.get_mut(node)
+        self.index.get(node).map(|&i| &mut self.entries[i].1)
+    }
+
+    /// The position of `node` in [`iter`](Self::iter) order, looked up without allocating.
+    #[must_use]
+    pub fn index_of(&self, node: NodeIdRef<'_>) -> Option<usize> {
+        let key: &dyn NodeKey = &node;
+        self.index.get(key).copied()
+    }
+
+    /// The identity and state at position `index` of [`iter`](Self::iter) order.
+    ///
+    /// # Panics
+    ///
+    /// When `index >= self.len()`.
+    pub fn entry_at_mut(&mut self, index: usize) -> (&NodeId, &mut NodeState) {
+        let (id, state) = &mut self.entries[index];
+        (&*id, state)
     }
 
     /// The state of `node`, created empty if missing.
     pub fn node_or_insert(&mut self, node: &NodeId) -> &mut NodeState {
-        self.nodes.entry(node.clone()).or_default()
+        let i = match self.index.get(node) {
+            Some(&i) => i,
+            None => {
+                let at = self.entries.partition_point(|(id, _)| id < node);
+                self.entries.insert(at, (node.clone(), NodeState::new()));
+                self.reindex_from(at);
+                at
+            }
+        };
+        &mut self.entries[i].1
     }
 
     /// Removes `node`'s state.
     pub fn remove(&mut self, node: &NodeId) -> Option<NodeState> {
-        self.nodes.remove(node)
+        let at = self.index.remove(node)?;
+        let (_, state) = self.entries.remove(at);
+        self.reindex_from(at);
+        Some(state)
+    }
+
+    fn reindex_from(&mut self, at: usize) {
+        for (i, (id, _)) in self.entries.iter().enumerate().skip(at) {
+            match self.index.get_mut(id) {
+                Some(slot) => *slot = i,
+                None => {
+                    self.index.insert(id.clone(), i);
+                }
+            }
+        }
     }
 
     /// The known nodes named `name` (every generation and address), ascending.
     pub fn with_name<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a NodeId> + 'a {
-        let first = NodeId::new(name, 0, std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-        self.nodes
-            .range(first..)
+        let start = self.entries.partition_point(|(id, _)| id.name() < name);
+        self.entries[start..]
+            .iter()
             .map(|(id, _)| id)
             .take_while(move |id| id.name() == name)
     }
 
     /// Every node and its state, ascending by id.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&NodeId, &NodeState)> + '_ {
-        self.nodes.iter()
+        self.entries.iter().map(|(id, state)| (id, state))
     }
 
-    /// Every node and its state, mutably.
+    /// Every node and its state, mutably, ascending by id.
     pub fn iter_mut(&mut self) -> impl ExactSizeIterator<Item = (&NodeId, &mut NodeState)> + '_ {
-        self.nodes.iter_mut()
+        self.entries.iter_mut().map(|(id, state)| (&*id, state))
     }
 
     /// The number of known nodes.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.entries.len()
     }
 
     /// Whether no node is known.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.entries.is_empty()
     }
 }
 

@@ -18,13 +18,12 @@ use super::{
     KeyValueUpdate, MAX_DATAGRAM_SIZE, Message, MessageType, NodeDelta, NodeDigest,
     ProtocolVersion,
 };
-use crate::NodeId;
+use std::borrow::Cow;
+
+use crate::{NodeId, NodeIdRef};
 
 /// The longest string the wire can carry (its length is a `u16`).
 const MAX_WIRE_STR: usize = u16::MAX as usize;
-
-/// The smallest encoded digest entry: an IPv4 node id with an empty name, then 24 bytes.
-const MIN_DIGEST_ENTRY_LEN: usize = 17 + 24;
 
 /// Op tags of a delta stream.
 const OP_NODE: u8 = 0;
@@ -40,6 +39,7 @@ pub(super) const SET_MAX_VERSION_OP_LEN: usize = 9;
 
 /// A cursor over input bytes. Every read checks the bytes left and fails with
 /// [`DecodeError::Truncated`] naming the field.
+#[derive(Clone, Debug)]
 pub(super) struct Reader<'a> {
     rest: &'a [u8],
 }
@@ -105,14 +105,22 @@ impl<'a> Reader<'a> {
     }
 
     fn node_id(&mut self) -> Result<NodeId, DecodeError> {
-        let name = self.str("node name length", "node name")?;
-        let generation = self.u64("generation")?;
-        let addr = self.socket_addr()?;
-        Ok(NodeId::new(name, generation, addr))
+        Ok(self.node_id_ref()?.to_owned())
     }
 
-    fn digest_entry(&mut self) -> Result<(NodeId, NodeDigest), DecodeError> {
-        let node = self.node_id()?;
+    fn node_id_ref(&mut self) -> Result<NodeIdRef<'a>, DecodeError> {
+        let name = self.str("node name length", "node name")?;
+        let generation = self.u64("generation")?;
+        let gossip_addr = self.socket_addr()?;
+        Ok(NodeIdRef {
+            name,
+            generation,
+            gossip_addr,
+        })
+    }
+
+    fn digest_entry(&mut self) -> Result<(NodeIdRef<'a>, NodeDigest), DecodeError> {
+        let node = self.node_id_ref()?;
         let digest = NodeDigest {
             heartbeat: self.u64("heartbeat")?,
             last_gc_version: self.u64("last_gc_version")?,
@@ -187,6 +195,20 @@ fn read_header(r: &mut Reader<'_>) -> Result<(ProtocolVersion, MessageType), Dec
 /// # Ok::<(), cohort_core::wire::DecodeError>(())
 /// ```
 pub fn decode_chitchat(bytes: &[u8]) -> Result<(ProtocolVersion, Message), DecodeError> {
+    let (version, view) = decode_chitchat_view(bytes)?;
+    Ok((version, view.to_message()))
+}
+
+/// Decodes a bare chitchat datagram like [`decode_chitchat`], leaving digests in the received
+/// bytes: node names are not copied, and each entry is read on iteration
+/// ([`DigestView::iter`]). Everything is validated here, so iteration cannot fail.
+///
+/// # Errors
+///
+/// The same as [`decode_chitchat`].
+pub fn decode_chitchat_view(
+    bytes: &[u8],
+) -> Result<(ProtocolVersion, MessageView<'_>), DecodeError> {
     if bytes.len() > MAX_DATAGRAM_SIZE {
         return Err(DecodeError::Oversized(bytes.len()));
     }
@@ -195,46 +217,194 @@ pub fn decode_chitchat(bytes: &[u8]) -> Result<(ProtocolVersion, Message), Decod
     let message = match kind {
         MessageType::Syn => {
             let digest = read_digest(&mut r, version)?;
-            let cluster_id = r.str("cluster id length", "cluster id")?.to_owned();
-            Message::Syn { digest, cluster_id }
+            let cluster_id = r.str("cluster id length", "cluster id")?;
+            MessageView::Syn { digest, cluster_id }
         }
         MessageType::SynAck => {
             let digest = read_digest(&mut r, version)?;
             let delta = read_delta(&mut r)?;
-            Message::SynAck { digest, delta }
+            MessageView::SynAck { digest, delta }
         }
-        MessageType::Ack => Message::Ack {
+        MessageType::Ack => MessageView::Ack {
             delta: read_delta(&mut r)?,
         },
-        MessageType::BadCluster => Message::BadCluster,
+        MessageType::BadCluster => MessageView::BadCluster,
     };
     Ok((version, message))
 }
 
-fn read_digest(r: &mut Reader<'_>, version: ProtocolVersion) -> Result<Digest, DecodeError> {
+/// A validated digest still in its encoded form (borrowed from the datagram in V0, the
+/// decompressed payload in V1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DigestView<'a> {
+    /// The entries back to back.
+    bytes: Cow<'a, [u8]>,
+    /// How many entries.
+    len: usize,
+}
+
+impl DigestView<'_> {
+    /// The entries, in wire order.
+    #[must_use]
+    pub fn iter(&self) -> DigestEntries<'_> {
+        DigestEntries {
+            reader: Reader::new(&self.bytes),
+            remaining: self.len,
+        }
+    }
+
+    /// The number of entries.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there is no entry.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The owned digest.
+    #[must_use]
+    pub fn to_digest(&self) -> Digest {
+        Digest {
+            entries: self.iter().map(|(id, d)| (id.to_owned(), d)).collect(),
+        }
+    }
+}
+
+/// The entries of a [`DigestView`].
+#[derive(Clone, Debug)]
+pub struct DigestEntries<'a> {
+    reader: Reader<'a>,
+    remaining: usize,
+}
+
+impl<'a> Iterator for DigestEntries<'a> {
+    type Item = (NodeIdRef<'a>, NodeDigest);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        // Validated when the view was made: an error here cannot happen, and would only end
+        // the iteration.
+        match self.reader.digest_entry() {
+            Ok(entry) => {
+                self.remaining -= 1;
+                Some(entry)
+            }
+            Err(_) => {
+                self.remaining = 0;
+                None
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.remaining))
+    }
+}
+
+/// A chitchat message whose digest (if any) is a [`DigestView`]. See [`decode_chitchat_view`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageView<'a> {
+    /// See [`Message::Syn`].
+    Syn {
+        /// The initiator's digest.
+        digest: DigestView<'a>,
+        /// The initiator's cluster id.
+        cluster_id: &'a str,
+    },
+    /// See [`Message::SynAck`].
+    SynAck {
+        /// The responder's digest.
+        digest: DigestView<'a>,
+        /// What the initiator lacks.
+        delta: Delta,
+    },
+    /// See [`Message::Ack`].
+    Ack {
+        /// What the responder lacks.
+        delta: Delta,
+    },
+    /// See [`Message::BadCluster`].
+    BadCluster,
+}
+
+impl MessageView<'_> {
+    /// The owned message.
+    #[must_use]
+    pub fn to_message(&self) -> Message {
+        match self {
+            Self::Syn { digest, cluster_id } => Message::Syn {
+                digest: digest.to_digest(),
+                cluster_id: (*cluster_id).to_owned(),
+            },
+            Self::SynAck { digest, delta } => Message::SynAck {
+                digest: digest.to_digest(),
+                delta: delta.clone(),
+            },
+            Self::Ack { delta } => Message::Ack {
+                delta: delta.clone(),
+            },
+            Self::BadCluster => Message::BadCluster,
+        }
+    }
+
+    /// Consumes the view into the owned message.
+    #[must_use]
+    pub fn into_message(self) -> Message {
+        match self {
+            Self::Syn { digest, cluster_id } => Message::Syn {
+                digest: digest.to_digest(),
+                cluster_id: cluster_id.to_owned(),
+            },
+            Self::SynAck { digest, delta } => Message::SynAck {
+                digest: digest.to_digest(),
+                delta,
+            },
+            Self::Ack { delta } => Message::Ack { delta },
+            Self::BadCluster => Message::BadCluster,
+        }
+    }
+}
+
+fn read_digest<'a>(
+    r: &mut Reader<'a>,
+    version: ProtocolVersion,
+) -> Result<DigestView<'a>, DecodeError> {
     match version {
         ProtocolVersion::V0 => {
             let count = usize::from(r.u16("digest entry count")?);
-            let mut entries = Vec::with_capacity(count.min(r.remaining() / MIN_DIGEST_ENTRY_LEN));
+            let start = r.rest;
             for _ in 0..count {
-                entries.push(r.digest_entry()?);
+                r.digest_entry()?;
             }
-            Ok(Digest { entries })
+            let used = start.len() - r.rest.len();
+            Ok(DigestView {
+                bytes: Cow::Borrowed(&start[..used]),
+                len: count,
+            })
         }
         ProtocolVersion::V1 => {
             let payload = blocks::read_stream(r)?;
             let mut p = Reader::new(&payload);
-            let mut entries = Vec::with_capacity(p.remaining() / MIN_DIGEST_ENTRY_LEN);
+            let mut count = 0;
             while !p.is_empty() {
-                let entry = p.digest_entry().map_err(|e| match e {
+                p.digest_entry().map_err(|e| match e {
                     DecodeError::Truncated { .. } => {
                         DecodeError::MalformedDigest("partial entry at the end of a V1 digest")
                     }
                     other => other,
                 })?;
-                entries.push(entry);
+                count += 1;
             }
-            Ok(Digest { entries })
+            Ok(DigestView {
+                bytes: Cow::Owned(payload),
+                len: count,
+            })
         }
     }
 }
@@ -469,19 +639,42 @@ pub fn encode_digest(
     compression: Compression,
     out: &mut Vec<u8>,
 ) -> usize {
+    encode_digest_entries(
+        version,
+        digest.entries.iter().map(|(node, entry)| (node, *entry)),
+        compression,
+        out,
+    )
+}
+
+/// [`encode_digest`] from any sequence of entries, so that a state machine can write its
+/// digest straight from its own storage without building a [`Digest`] first. Returns the
+/// number of bytes written.
+pub fn encode_digest_entries<'a>(
+    version: ProtocolVersion,
+    entries: impl IntoIterator<Item = (&'a NodeId, NodeDigest)>,
+    compression: Compression,
+    out: &mut Vec<u8>,
+) -> usize {
     let start = out.len();
     match version {
         ProtocolVersion::V0 => {
-            let count = digest.entries.len().min(usize::from(u16::MAX));
-            put_u16(out, u16::try_from(count).unwrap_or(u16::MAX));
-            for (node, entry) in digest.entries.iter().take(count) {
-                put_digest_entry(out, node, entry);
+            // The count comes first: write a placeholder and patch it.
+            put_u16(out, 0);
+            let mut count: u16 = 0;
+            for (node, entry) in entries {
+                if count == u16::MAX {
+                    break;
+                }
+                put_digest_entry(out, node, &entry);
+                count += 1;
             }
+            out[start..start + 2].copy_from_slice(&count.to_le_bytes());
         }
         ProtocolVersion::V1 => {
             let mut stream = StreamWriter::new(compression);
-            for (node, entry) in &digest.entries {
-                put_digest_entry(stream.pending_mut(), node, entry);
+            for (node, entry) in entries {
+                put_digest_entry(stream.pending_mut(), node, &entry);
                 stream.settle();
             }
             stream.finish(out);
@@ -520,6 +713,20 @@ pub fn encoded_digest_len(
             &mut Vec::with_capacity(raw + 1),
         ),
     }
+}
+
+/// Appends a complete Syn datagram whose digest is `entries` (see [`encode_digest_entries`]),
+/// without building a [`Message`] first.
+pub fn encode_syn<'a>(
+    version: ProtocolVersion,
+    entries: impl IntoIterator<Item = (&'a NodeId, NodeDigest)>,
+    cluster_id: &str,
+    compression: Compression,
+    out: &mut Vec<u8>,
+) {
+    encode_header(version, MessageType::Syn, out);
+    encode_digest_entries(version, entries, compression, out);
+    put_str(out, cluster_id);
 }
 
 /// chitchat's `delta_mtu`: the byte budget left for a delta in a datagram whose other parts

@@ -8,8 +8,8 @@
 //! that holds the keys), never panic on any input, and never accept a datagram larger than
 //! [`MAX_DATAGRAM_SIZE`].
 
-use super::codec::{Reader, decode_chitchat};
-use super::{CHITCHAT_MAGIC, DecodeError, MAX_DATAGRAM_SIZE, Message, ProtocolVersion};
+use super::codec::{MessageView, Reader, decode_chitchat_view};
+use super::{CHITCHAT_MAGIC, DecodeError, MAX_DATAGRAM_SIZE, ProtocolVersion};
 use crate::Timestamp;
 
 /// The envelope's magic number, `u16` little-endian: the bytes `47 c0`.
@@ -71,8 +71,9 @@ pub struct Datagram<'a> {
     pub chitchat: &'a [u8],
     /// The chitchat datagram's protocol version (to echo in a reply).
     pub version: ProtocolVersion,
-    /// The message.
-    pub message: Message,
+    /// The message, its digest left in the received bytes ([`MessageView::to_message`] gives
+    /// the owned form).
+    pub message: MessageView<'a>,
 }
 
 /// Appends an envelope header; the caller appends the complete chitchat datagram after it.
@@ -98,7 +99,7 @@ pub struct Datagram<'a> {
 /// let envelope = datagram.envelope.unwrap();
 /// assert_eq!(envelope.timestamp, timestamp);
 /// assert_eq!(envelope.auth_tag, Some(&b"tag"[..]));
-/// assert_eq!(datagram.message, Message::BadCluster);
+/// assert_eq!(datagram.message.to_message(), Message::BadCluster);
 /// assert_eq!(datagram.chitchat, [0x53, 0xb0, 0x00, 0x03]);
 /// # Ok::<(), cohort_core::wire::DecodeError>(())
 /// ```
@@ -188,7 +189,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<(EnvelopeHeader<'_>, &[u8]), Deco
 /// let datagram = decode_datagram(&[0x53, 0xb0, 0x00, 0x03])?;
 /// assert_eq!(datagram.envelope, None);
 /// assert_eq!(datagram.version, ProtocolVersion::V0);
-/// assert_eq!(datagram.message, Message::BadCluster);
+/// assert_eq!(datagram.message.to_message(), Message::BadCluster);
 /// assert_eq!(datagram.chitchat, [0x53, 0xb0, 0x00, 0x03]);
 /// # Ok::<(), cohort_core::wire::DecodeError>(())
 /// ```
@@ -205,7 +206,7 @@ pub fn decode_datagram(bytes: &[u8]) -> Result<Datagram<'_>, DecodeError> {
         }
         other => return Err(DecodeError::BadMagic(other)),
     };
-    let (version, message) = decode_chitchat(chitchat)?;
+    let (version, message) = decode_chitchat_view(chitchat)?;
     Ok(Datagram {
         envelope,
         chitchat,

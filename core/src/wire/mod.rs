@@ -67,8 +67,9 @@ mod envelope;
 mod tests;
 
 pub use codec::{
-    decode_chitchat, decode_header, delta_budget, encode_chitchat, encode_chitchat_with,
-    encode_digest, encode_header, encoded_digest_len,
+    DigestEntries, DigestView, MessageView, decode_chitchat, decode_chitchat_view, decode_header,
+    delta_budget, encode_chitchat, encode_chitchat_with, encode_digest, encode_digest_entries,
+    encode_header, encode_syn, encoded_digest_len,
 };
 pub use delta_writer::DeltaWriter;
 pub use envelope::{

@@ -348,7 +348,7 @@ fn queues_are_bounded_and_a_slow_reader_is_told_it_lagged() {
     let from = SocketAddr::from(([127, 0, 0, 3], 1));
     for _ in 0..5 {
         let mut bad = Vec::new();
-        wire::encode_chitchat(ProtocolVersion::V0, &Message::BadCluster, &mut bad);
+        wire::encode_chitchat(ProtocolVersion::V0, &wire::Message::BadCluster, &mut bad);
         m.handle_datagram(now, from, &bad).unwrap();
     }
     assert_eq!(m.poll_event(), Some(MembershipEvent::Lagged { missed: 3 }));

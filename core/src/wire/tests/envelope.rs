@@ -38,7 +38,7 @@ fn vector_e1_without_tag() {
     assert_eq!(datagram.chitchat, &hex("53b0000200")[..]);
     assert_eq!(datagram.version, ProtocolVersion::V0);
     assert_eq!(
-        datagram.message,
+        datagram.message.to_message(),
         Message::Ack {
             delta: Delta::default()
         }
@@ -73,7 +73,7 @@ fn vector_e2_with_tag() {
     );
     assert_eq!(datagram.chitchat, &hex("53b00103")[..]);
     assert_eq!(
-        (datagram.version, datagram.message),
+        (datagram.version, datagram.message.to_message()),
         (ProtocolVersion::V1, Message::BadCluster)
     );
     let (header, rest) = decode_envelope(&bytes).unwrap();
@@ -209,7 +209,7 @@ proptest! {
         );
         prop_assert_eq!(datagram.chitchat, &bytes[header_len..]);
         prop_assert_eq!(datagram.version, version);
-        prop_assert_eq!(datagram.message, message);
+        prop_assert_eq!(datagram.message.to_message(), message);
     }
 
     #[test]
