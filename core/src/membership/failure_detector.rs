@@ -180,15 +180,21 @@ impl FailureDetector {
     /// time) and loses its sampled intervals (its last heartbeat time is kept). A dead node
     /// whose phi is back under the threshold is live again.
     pub fn update_liveness(&mut self, node: &NodeId, now: Instant) -> Liveness {
-        if !self.windows.contains_key(node) {
-            self.windows.insert(node.clone(), Window::new());
-        }
-        let Some(window) = self.windows.get_mut(node) else {
-            return Liveness::Dead;
+        let alive = match self.windows.get_mut(node) {
+            Some(window) => {
+                let alive = window
+                    .phi(now, &self.config)
+                    .is_some_and(|phi| phi <= self.config.phi_threshold);
+                if !alive {
+                    window.clear_samples();
+                }
+                alive
+            }
+            None => {
+                self.windows.insert(node.clone(), Window::new());
+                false
+            }
         };
-        let alive = window
-            .phi(now, &self.config)
-            .is_some_and(|phi| phi <= self.config.phi_threshold);
         if alive {
             if self.live.contains(node) {
                 Liveness::Live
@@ -198,7 +204,6 @@ impl FailureDetector {
                 Liveness::BecameLive
             }
         } else {
-            window.clear_samples();
             let was_live = self.live.remove(node);
             if !self.dead.contains_key(node) {
                 self.dead.insert(node.clone(), now);

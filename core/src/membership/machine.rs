@@ -572,18 +572,17 @@ impl Membership {
 
     // ---------------------------------------------------------------- protocol
 
+    /// The gossip addresses of the live peers, in id order (an address shared by two ids may
+    /// appear twice; targets are deduplicated when sent).
     fn live_peer_addrs(&self) -> Vec<SocketAddr> {
         let me = self.config.node_id.gossip_addr();
-        let mut addrs: Vec<SocketAddr> = self
-            .fd
-            .live_nodes()
-            .filter(|id| self.status(id) != Some(MemberStatus::Left))
+        self.state
+            .iter()
+            .map(|(id, _)| id)
+            .filter(|id| id.gossip_addr() != me)
+            .filter(|id| self.fd.is_live(id) && self.status(id) != Some(MemberStatus::Left))
             .map(NodeId::gossip_addr)
-            .filter(|a| *a != me)
-            .collect();
-        addrs.sort_unstable();
-        addrs.dedup();
-        addrs
+            .collect()
     }
 
     /// chitchat's round: up to `gossip_count` live peers, maybe a dead one, maybe a seed.
@@ -601,14 +600,6 @@ impl Membership {
             .collect();
         dead.sort_unstable();
         dead.dedup();
-        let mut peers: Vec<SocketAddr> = self
-            .state
-            .iter()
-            .map(|(id, _)| id.gossip_addr())
-            .filter(|a| *a != me)
-            .collect();
-        peers.sort_unstable();
-        peers.dedup();
         let mut seeds: Vec<SocketAddr> = self
             .config
             .seeds
@@ -620,6 +611,13 @@ impl Membership {
         seeds.dedup();
 
         let mut targets: Vec<SocketAddr> = if live.is_empty() {
+            // No live node yet: pick among every known peer.
+            let peers: Vec<SocketAddr> = self
+                .state
+                .iter()
+                .map(|(id, _)| id.gossip_addr())
+                .filter(|a| *a != me)
+                .collect();
             sample(&mut self.rng, &peers, self.config.gossip_count)
         } else {
             sample(&mut self.rng, &live, self.config.gossip_count)
@@ -905,32 +903,31 @@ impl Membership {
     // ---------------------------------------------------------------- liveness
 
     fn update_liveness(&mut self, now: Instant) {
-        let ids: Vec<NodeId> = self
-            .state
-            .iter()
-            .map(|(id, _)| id.clone())
-            .filter(|id| *id != self.config.node_id)
-            .collect();
-        // What the detector says, before we act on it.
-        let live_before = ids
-            .iter()
-            .filter(|id| self.status(id) == Some(MemberStatus::Live))
-            .count();
-        let would_die: Vec<&NodeId> = ids
-            .iter()
-            .filter(|id| {
-                matches!(
-                    self.status(id),
-                    Some(MemberStatus::Live | MemberStatus::Unready)
-                ) && !self
-                    .fd
-                    .phi(id, now)
-                    .is_some_and(|phi| phi <= self.config.failure_detector.phi_threshold)
-            })
-            .collect();
-        let hold = self.deaths_held(now, would_die.len(), live_before);
-        for id in &ids {
-            let status = self.status(id).unwrap_or(MemberStatus::Joining);
+        let threshold = self.config.failure_detector.phi_threshold;
+        // What the detector says, before we act on it (for the self-suspicion guard).
+        let (mut live_before, mut dying) = (0, 0);
+        for (id, _) in self.state.iter() {
+            let status = self.statuses.get(id).copied();
+            if status == Some(MemberStatus::Live) {
+                live_before += 1;
+            }
+            if matches!(status, Some(MemberStatus::Live | MemberStatus::Unready))
+                && !self.fd.phi(id, now).is_some_and(|phi| phi <= threshold)
+            {
+                dying += 1;
+            }
+        }
+        let hold = self.deaths_held(now, dying, live_before);
+        let me = &self.config.node_id;
+        let mut changes: Vec<(NodeId, MemberStatus, MemberStatus)> = Vec::new();
+        for (id, state) in self.state.iter() {
+            if id == me {
+                continue;
+            }
+            let Some(slot) = self.statuses.get_mut(id) else {
+                continue;
+            };
+            let status = *slot;
             if status == MemberStatus::Left {
                 // A departed node stays Left; the detector still tracks it for collection.
                 self.fd.update_liveness(id, now);
@@ -940,10 +937,11 @@ impl Membership {
                 continue;
             }
             let liveness = self.fd.update_liveness(id, now);
-            let ready = match (&self.config.liveness_predicate, self.state.node(id)) {
-                (Some(predicate), Some(state)) => predicate(state),
-                _ => true,
-            };
+            let ready = self
+                .config
+                .liveness_predicate
+                .as_ref()
+                .is_none_or(|predicate| predicate(state));
             let next = match (liveness.is_live(), ready) {
                 (true, true) => MemberStatus::Live,
                 (true, false) => MemberStatus::Unready,
@@ -951,14 +949,16 @@ impl Membership {
                 (false, _) if status == MemberStatus::Joining => MemberStatus::Joining,
                 (false, _) => MemberStatus::Failed,
             };
-            if next == status {
-                continue;
+            if next != status {
+                *slot = next;
+                changes.push((id.clone(), status, next));
             }
-            self.statuses.insert(id.clone(), next);
-            let Some(member) = self.member(id) else {
+        }
+        for (id, before, after) in changes {
+            let Some(member) = self.member(&id) else {
                 continue;
             };
-            let event = match (status, next) {
+            let event = match (before, after) {
                 (MemberStatus::Joining, MemberStatus::Live) => MembershipEvent::Joined(member),
                 (_, MemberStatus::Live) => MembershipEvent::Recovered(member),
                 (_, MemberStatus::Unready) => MembershipEvent::Unready(member),
@@ -1025,10 +1025,22 @@ fn index_below(rng: &mut impl Rng, n: usize) -> usize {
     ((u128::from(rng.next_u64()) * n as u128) >> 64) as usize
 }
 
-/// Up to `count` distinct elements of `from`, uniformly.
+/// Up to `count` distinct positions of `from`, uniformly, as their elements.
 fn sample(rng: &mut impl Rng, from: &[SocketAddr], count: usize) -> Vec<SocketAddr> {
+    let count = count.min(from.len());
+    if count * 4 <= from.len() {
+        // Few picks from many: draw positions until `count` distinct ones (expected
+        // `count × 4/3` draws at most), without copying the pool.
+        let mut picked: Vec<usize> = Vec::with_capacity(count);
+        while picked.len() < count {
+            let i = index_below(rng, from.len());
+            if !picked.contains(&i) {
+                picked.push(i);
+            }
+        }
+        return picked.into_iter().map(|i| from[i]).collect();
+    }
     let mut pool = from.to_vec();
-    let count = count.min(pool.len());
     for i in 0..count {
         let j = i + index_below(rng, pool.len() - i);
         pool.swap(i, j);
