@@ -518,9 +518,17 @@ impl Membership {
         version: ProtocolVersion,
         message: MessageView<'_>,
     ) {
-        self.last_received = Some(now);
-        self.silent_hold_since = None;
         self.own_state().bump_heartbeat();
+        // Only gossip from our own cluster proves we are not cut off.
+        let from_our_cluster = match &message {
+            MessageView::Syn { cluster_id, .. } => *cluster_id == self.config.cluster_id,
+            MessageView::SynAck { .. } | MessageView::Ack { .. } => true,
+            MessageView::BadCluster => false,
+        };
+        if from_our_cluster {
+            self.last_received = Some(now);
+            self.silent_hold_since = None;
+        }
         match message {
             MessageView::Syn { digest, cluster_id } => {
                 if cluster_id != self.config.cluster_id {
