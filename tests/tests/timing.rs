@@ -1,0 +1,134 @@
+//! Time faults: a starved (paused) node, a slow node, and wall-clock skew.
+
+mod common;
+
+use cohort_core::membership::MemberStatus;
+use cohort_sim::{Sim, TraceKind, run_seeds};
+use common::{SEEDS, config, failed_about, failed_reported_by, ms, secs};
+
+/// A node whose process is stopped for 5 s (all 7 peers look silent to it when it resumes)
+/// suspects itself instead of convicting everyone at once.
+#[test]
+fn a_starved_node_suspects_itself_instead_of_convicting_everyone() {
+    run_seeds(&[1, 2, 3, 4, 5], |seed| {
+        let mut sim = Sim::new(config(seed));
+        sim.add_nodes(8);
+        sim.run_until_converged(secs(5))?;
+        sim.advance(secs(5));
+        let starved = 2;
+        sim.pause(starved, secs(5));
+        // Meanwhile the others rightly find it dead (it answers nothing).
+        sim.run_until(|s| s.all_see(starved, MemberStatus::Failed), secs(5))?;
+        sim.advance(secs(5));
+        // It resumed: it suspects itself, and convicts no one or next to no one.
+        let suspected = sim
+            .events_of(starved)
+            .any(|e| e.kind == TraceKind::SelfSuspected);
+        assert!(suspected, "no SelfSuspected from the starved node");
+        let convictions = failed_reported_by(&sim, starved);
+        assert!(
+            convictions <= 1,
+            "the starved node convicted {convictions} peers"
+        );
+        // The others see it again, and the cluster converges.
+        sim.run_until_converged(secs(5))?;
+        assert!(failed_about(&sim, starved) >= 7);
+        assert!(
+            sim.false_positives().len() <= 1,
+            "{:?}",
+            sim.false_positives()
+        );
+        Ok(())
+    });
+}
+
+/// A node that handles everything 60 ms late (its rounds every 160 ms instead of 100 ms, its
+/// replies slow) is never declared dead, and no one else is either.
+#[test]
+fn a_slow_node_is_not_declared_dead() {
+    run_seeds(SEEDS, |seed| {
+        let mut sim = Sim::new(config(seed));
+        sim.add_nodes(8);
+        sim.run_until_converged(secs(5))?;
+        sim.set_slow(6, ms(60));
+        sim.advance(secs(20));
+        assert_eq!(sim.metrics().failed_events, 0);
+        let rounds = sim.counters(6).rounds;
+        let normal = sim.counters(5).rounds;
+        assert!(
+            rounds * 10 < normal * 8,
+            "slow {rounds} vs normal {normal} rounds"
+        );
+        sim.set(6, "still", "here");
+        sim.run_until_converged(secs(3))?;
+        Ok(())
+    });
+}
+
+/// One node's wall clock is 2 s ahead: every other node refuses its timestamps (reporting
+/// `ClockSkew`) and its clock is not dragged ahead; gossip still works.
+#[test]
+fn a_clock_two_seconds_ahead_is_reported_and_does_not_drag_the_others() {
+    run_seeds(SEEDS, |seed| {
+        let mut sim = Sim::new(config(seed));
+        sim.add_nodes(5);
+        let fast = 4;
+        sim.set_clock_skew_ms(fast, 2_000);
+        sim.run_until_converged(secs(5))?;
+        sim.advance(secs(3));
+        let fast_addr = Sim::addr(fast);
+        for o in 0..5 {
+            let skew_reports = sim
+                .events_of(o)
+                .filter(|e| e.kind == TraceKind::ClockSkew { from: fast_addr })
+                .count();
+            if o == fast {
+                assert_eq!(
+                    sim.events_of(o)
+                        .filter(|e| matches!(e.kind, TraceKind::ClockSkew { .. }))
+                        .count(),
+                    0
+                );
+                continue;
+            }
+            assert!(skew_reports > 0, "node {o} did not report the skewed clock");
+            let clock = sim
+                .node(o)
+                .and_then(|n| n.clock().last())
+                .expect("clock used");
+            let wall = sim.wall(o).as_unix_millis();
+            assert!(
+                clock.millis() <= wall + 50,
+                "node {o}'s clock was dragged to {} (wall {wall})",
+                clock.millis()
+            );
+        }
+        // Nothing else broke.
+        assert_eq!(sim.metrics().failed_events, 0);
+        assert!(sim.is_converged());
+        Ok(())
+    });
+}
+
+/// Wall clocks spread over 300 ms (less than the 500 ms drift bound, also after the fastest
+/// clock's time travels through the others' clocks) cause no report at all.
+#[test]
+fn clocks_within_300_ms_are_fine() {
+    run_seeds(SEEDS, |seed| {
+        let mut sim = Sim::new(config(seed));
+        sim.add_nodes(6);
+        for (node, skew) in [(0, 0), (1, 300), (2, 150), (3, 75), (4, 225), (5, 10)] {
+            sim.set_clock_skew_ms(node, skew);
+        }
+        sim.run_until_converged(secs(5))?;
+        sim.advance(secs(10));
+        assert_eq!(sim.metrics().clock_skew_events, 0);
+        // Causality pulled the slower clocks up to the fastest one, within the bound.
+        let clock = sim
+            .node(0)
+            .and_then(|n| n.clock().last())
+            .expect("clock used");
+        assert!(clock.millis() + 5 >= sim.wall(1).as_unix_millis() - 100);
+        Ok(())
+    });
+}
