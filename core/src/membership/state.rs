@@ -46,6 +46,9 @@ pub struct NodeState {
     key_values: BTreeMap<String, VersionedValue>,
     max_version: u64,
     last_gc_version: u64,
+    /// A lower bound on the deletion times of the stored entries (`None`: no deletion), so
+    /// that garbage collection skips the scan while nothing can have expired.
+    earliest_deletion: Option<Instant>,
 }
 
 impl Default for NodeState {
@@ -63,7 +66,12 @@ impl NodeState {
             key_values: BTreeMap::new(),
             max_version: 0,
             last_gc_version: 0,
+            earliest_deletion: None,
         }
+    }
+
+    fn note_deletion(&mut self, at: Instant) {
+        self.earliest_deletion = Some(self.earliest_deletion.map_or(at, |e| e.min(at)));
     }
 
     /// The last heartbeat heard.
@@ -179,6 +187,7 @@ impl NodeState {
     /// `now`. Visible until then.
     pub fn set_with_ttl(&mut self, key: &str, value: &str, now: Instant) {
         let version = self.next_version();
+        self.note_deletion(now);
         self.key_values.insert(
             key.to_owned(),
             VersionedValue {
@@ -196,6 +205,7 @@ impl NodeState {
             return false;
         }
         let version = self.next_version();
+        self.note_deletion(now);
         if let Some(v) = self.key_values.get_mut(key) {
             v.value.clear();
             v.version = version;
@@ -212,6 +222,7 @@ impl NodeState {
             return false;
         }
         let version = self.next_version();
+        self.note_deletion(now);
         if let Some(v) = self.key_values.get_mut(key) {
             v.version = version;
             v.status = DeletionStatus::DeleteAfterTtl;
@@ -224,17 +235,29 @@ impl NodeState {
     /// the keys removed.
     pub fn gc_tombstones(&mut self, now: Instant, grace: Duration) -> Vec<String> {
         let mut removed = Vec::new();
+        // Nothing can have expired yet: skip the scan (this runs every round for every node).
+        if self
+            .earliest_deletion
+            .is_none_or(|at| now.saturating_duration_since(at) <= grace)
+        {
+            return removed;
+        }
         let mut highest = self.last_gc_version;
+        let mut earliest: Option<Instant> = None;
         self.key_values.retain(|key, v| {
-            let expired = v
-                .deleted_at
-                .is_some_and(|at| now.saturating_duration_since(at) > grace);
-            if expired {
+            let Some(at) = v.deleted_at else {
+                return true;
+            };
+            if now.saturating_duration_since(at) > grace {
                 highest = highest.max(v.version);
                 removed.push(key.clone());
+                false
+            } else {
+                earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                true
             }
-            !expired
         });
+        self.earliest_deletion = earliest;
         self.last_gc_version = highest;
         removed
     }
@@ -277,6 +300,7 @@ impl NodeState {
             self.key_values.clear();
             self.max_version = 0;
             self.last_gc_version = delta.last_gc_version;
+            self.earliest_deletion = None;
         }
         let floor = self.max_version;
         for kv in &delta.key_values {
@@ -294,6 +318,9 @@ impl NodeState {
                 continue;
             }
             let deleted_at = (kv.status != DeletionStatus::Set).then_some(now);
+            if deleted_at.is_some() {
+                self.note_deletion(now);
+            }
             self.key_values.insert(
                 kv.key.clone(),
                 VersionedValue {
