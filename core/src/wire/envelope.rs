@@ -175,14 +175,14 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<(EnvelopeHeader<'_>, &[u8]), Deco
 /// Decodes a received datagram: a bare chitchat datagram (starting `53 b0`) or an enveloped
 /// one (starting `47 c0`), told apart by the first two bytes.
 ///
-/// The chitchat part is decoded by [`decode_chitchat`], so trailing bytes after its body are
-/// ignored. The authentication tag is returned as carried: verifying it is future work.
+/// The chitchat part is decoded by [`decode_chitchat_view`](super::decode_chitchat_view), so
+/// trailing bytes after its body are ignored. The authentication tag is returned as carried: verifying it is future work.
 ///
 /// # Errors
 ///
 /// [`DecodeError::Oversized`] above [`MAX_DATAGRAM_SIZE`] bytes, [`DecodeError::BadMagic`] if
 /// the datagram starts with neither magic, and every error of [`decode_envelope`] and
-/// [`decode_chitchat`].
+/// [`decode_chitchat`](super::decode_chitchat).
 ///
 /// ```
 /// use cohort_core::wire::{Message, ProtocolVersion, decode_datagram};
