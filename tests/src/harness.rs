@@ -27,13 +27,6 @@ pub enum SimError {
         /// Where the scenario waited.
         location: &'static Location<'static>,
     },
-    /// A slot index that was never added.
-    NoSuchNode {
-        /// The run's seed.
-        seed: u64,
-        /// The slot.
-        node: usize,
-    },
 }
 
 impl SimError {
@@ -41,7 +34,7 @@ impl SimError {
     #[must_use]
     pub fn seed(&self) -> u64 {
         match self {
-            Self::Timeout { seed, .. } | Self::NoSuchNode { seed, .. } => *seed,
+            Self::Timeout { seed, .. } => *seed,
         }
     }
 }
@@ -61,9 +54,6 @@ impl fmt::Display for SimError {
                  (waited at {location}, virtual clock {at:?}, seed {seed}); \
                  replay with {SEED_ENV}={seed}"
             ),
-            Self::NoSuchNode { seed, node } => {
-                write!(f, "no node in slot {node} (seed {seed})")
-            }
         }
     }
 }
