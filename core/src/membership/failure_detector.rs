@@ -1,16 +1,21 @@
 //! Phi-accrual failure detection, as chitchat 0.13 computes it.
 //!
-//! Owns, per remote node, a bounded window of heartbeat arrival intervals, and the live and dead
-//! sets derived from it. It never reads a clock (every call takes `now`) and never grows without
-//! bound: each window holds at most `sampling_window_size` intervals, and a node leaves the
-//! detector when it is garbage collected.
+//! Owns, per remote node, a bounded window of heartbeat arrival intervals and whether the node
+//! is live or dead ([`NodeDetector`]), and a keyed collection of them ([`FailureDetector`]). It
+//! never reads a clock (every call takes `now`) and never grows without bound: each window holds
+//! at most `sampling_window_size` intervals, and a node leaves the detector when it is garbage
+//! collected.
 //!
 //! The detector follows chitchat exactly so that cohort and chitchat nodes agree on timing:
 //! phi is the time since the last heartbeat divided by the smoothed mean interval
 //! (`(sum + 5 × initial_interval) / (count + 5)`), and a node is live while phi is at most
 //! `phi_threshold`. A node with no interval yet is dead.
+//!
+//! The membership machine keeps one [`NodeDetector`] beside each node's state, so that a
+//! heartbeat costs no lookup of its own; [`FailureDetector`] is the same logic keyed by
+//! [`NodeId`], for embedders that track nodes themselves.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::NodeId;
@@ -48,26 +53,31 @@ impl Default for FailureDetectorConfig {
     }
 }
 
-/// One node's heartbeat history. Intervals are kept in microseconds (`u32`, enough for the
-/// 10 s `max_interval` and any value up to 71 minutes): four bytes a sample, so a full window of
-/// 1,000 samples for each of 1,000 peers is 4 MB.
-#[derive(Clone, Debug)]
-struct Window {
+/// One node's failure detection: its heartbeat history and whether it is live.
+///
+/// Intervals are kept in microseconds (`u32`, enough for the 10 s `max_interval` and any value
+/// up to 71 minutes): four bytes a sample, so a full window of 1,000 samples for each of 1,000
+/// peers is 4 MB. A new detector is neither live nor dead until its first
+/// [`update_liveness`](Self::update_liveness).
+#[derive(Clone, Debug, Default)]
+pub struct NodeDetector {
     intervals: VecDeque<u32>,
     sum_micros: u64,
     last_heartbeat: Option<Instant>,
+    live: bool,
+    /// When it was first found dead (kept until it is live again).
+    dead_since: Option<Instant>,
 }
 
-impl Window {
-    fn new() -> Self {
-        Self {
-            intervals: VecDeque::new(),
-            sum_micros: 0,
-            last_heartbeat: None,
-        }
+impl NodeDetector {
+    /// A detector that heard no heartbeat yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    fn report(&mut self, now: Instant, config: &FailureDetectorConfig) {
+    /// Records that a newer heartbeat arrived at `now`.
+    pub fn report_heartbeat(&mut self, now: Instant, config: &FailureDetectorConfig) {
         if let Some(last) = self.last_heartbeat {
             let interval = now.saturating_duration_since(last);
             if interval <= config.max_interval {
@@ -99,7 +109,9 @@ impl Window {
         ))
     }
 
-    fn phi(&self, now: Instant, config: &FailureDetectorConfig) -> Option<f64> {
+    /// Phi at `now`, if at least one interval was sampled.
+    #[must_use]
+    pub fn phi(&self, now: Instant, config: &FailureDetectorConfig) -> Option<f64> {
         let mean = self.mean(config)?;
         let last = self.last_heartbeat?;
         let elapsed = now.saturating_duration_since(last);
@@ -115,20 +127,88 @@ impl Window {
         Some(elapsed.as_secs_f64() / mean.as_secs_f64())
     }
 
-    fn clear_samples(&mut self) {
-        self.intervals.clear();
-        self.sum_micros = 0;
+    /// Whether phi at `now` is at most the threshold.
+    #[must_use]
+    pub fn is_on_time(&self, now: Instant, config: &FailureDetectorConfig) -> bool {
+        self.phi(now, config)
+            .is_some_and(|phi| phi <= config.phi_threshold)
+    }
+
+    /// How long the node may stay silent before it is declared dead, given its history so far
+    /// (`phi_threshold × smoothed mean interval`); `None` before its first interval.
+    #[must_use]
+    pub fn failure_timeout(&self, config: &FailureDetectorConfig) -> Option<Duration> {
+        let mean = self.mean(config)?;
+        Some(mean.mul_f64(config.phi_threshold.max(0.0)))
+    }
+
+    /// The number of sampled intervals held.
+    #[must_use]
+    pub fn samples(&self) -> usize {
+        self.intervals.len()
+    }
+
+    /// Re-evaluates the node at `now`.
+    ///
+    /// A node going dead stops being live, is recorded as dead since `now` (only the first
+    /// time) and loses its sampled intervals (its last heartbeat time is kept). A dead node
+    /// whose phi is back under the threshold is live again.
+    pub fn update_liveness(&mut self, now: Instant, config: &FailureDetectorConfig) -> Liveness {
+        if self.is_on_time(now, config) {
+            self.dead_since = None;
+            if std::mem::replace(&mut self.live, true) {
+                Liveness::Live
+            } else {
+                Liveness::BecameLive
+            }
+        } else {
+            self.intervals.clear();
+            self.sum_micros = 0;
+            self.dead_since.get_or_insert(now);
+            if std::mem::replace(&mut self.live, false) {
+                Liveness::BecameDead
+            } else {
+                Liveness::Dead
+            }
+        }
+    }
+
+    /// Whether the node is live (as of the last [`update_liveness`](Self::update_liveness)).
+    #[must_use]
+    pub fn is_live(&self) -> bool {
+        self.live
+    }
+
+    /// When the node was found dead, if it is dead.
+    #[must_use]
+    pub fn dead_since(&self) -> Option<Instant> {
+        self.dead_since
+    }
+
+    /// Whether the node has been dead for more than half the grace period: it is no longer
+    /// gossiped, though still kept.
+    #[must_use]
+    pub fn is_scheduled_for_deletion(&self, now: Instant, config: &FailureDetectorConfig) -> bool {
+        self.dead_since.is_some_and(|since| {
+            now.saturating_duration_since(since) > config.dead_node_grace_period / 2
+        })
+    }
+
+    /// Whether the node has been dead for more than the whole grace period: it is to be
+    /// removed.
+    #[must_use]
+    pub fn is_expired(&self, now: Instant, config: &FailureDetectorConfig) -> bool {
+        self.dead_since.is_some_and(|since| {
+            now.saturating_duration_since(since) > config.dead_node_grace_period
+        })
     }
 }
 
-/// Tracks heartbeat arrivals and decides which nodes are live.
+/// Tracks heartbeat arrivals of many nodes, keyed by id, and decides which are live.
 #[derive(Clone, Debug)]
 pub struct FailureDetector {
     config: FailureDetectorConfig,
-    windows: HashMap<NodeId, Window, MapHasher>,
-    live: HashSet<NodeId, MapHasher>,
-    /// Dead nodes and when they were first found dead.
-    dead: HashMap<NodeId, Instant, MapHasher>,
+    nodes: HashMap<NodeId, NodeDetector, MapHasher>,
 }
 
 impl FailureDetector {
@@ -138,14 +218,12 @@ impl FailureDetector {
         Self::with_hash_seed(config, 0)
     }
 
-    /// A detector whose maps hash with `seed`.
+    /// A detector whose map hashes with `seed`.
     #[must_use]
     pub fn with_hash_seed(config: FailureDetectorConfig, seed: u64) -> Self {
         Self {
             config,
-            windows: HashMap::with_hasher(map_hasher(seed)),
-            live: HashSet::with_hasher(map_hasher(seed)),
-            dead: HashMap::with_hasher(map_hasher(seed)),
+            nodes: HashMap::with_hasher(map_hasher(seed)),
         }
     }
 
@@ -158,12 +236,12 @@ impl FailureDetector {
     /// Records that a newer heartbeat of `node` arrived at `now`.
     pub fn report_heartbeat(&mut self, node: &NodeId, now: Instant) {
         let config = &self.config;
-        match self.windows.get_mut(node) {
-            Some(window) => window.report(now, config),
+        match self.nodes.get_mut(node) {
+            Some(detector) => detector.report_heartbeat(now, config),
             None => {
-                let mut window = Window::new();
-                window.report(now, config);
-                self.windows.insert(node.clone(), window);
+                let mut detector = NodeDetector::new();
+                detector.report_heartbeat(now, config);
+                self.nodes.insert(node.clone(), detector);
             }
         }
     }
@@ -171,91 +249,62 @@ impl FailureDetector {
     /// Phi of `node` at `now`, if it has at least one sampled interval.
     #[must_use]
     pub fn phi(&self, node: &NodeId, now: Instant) -> Option<f64> {
-        self.windows.get(node)?.phi(now, &self.config)
+        self.nodes.get(node)?.phi(now, &self.config)
     }
 
     /// How long `node` may stay silent before it is declared dead, given its history so far
     /// (`phi_threshold × smoothed mean interval`); `None` before its first interval.
     #[must_use]
     pub fn failure_timeout(&self, node: &NodeId) -> Option<Duration> {
-        let mean = self.windows.get(node)?.mean(&self.config)?;
-        Some(mean.mul_f64(self.config.phi_threshold.max(0.0)))
+        self.nodes.get(node)?.failure_timeout(&self.config)
     }
 
-    /// Re-evaluates `node` at `now` and returns whether it is live.
-    ///
-    /// A node going dead leaves the live set, is recorded as dead since `now` (only the first
-    /// time) and loses its sampled intervals (its last heartbeat time is kept). A dead node
-    /// whose phi is back under the threshold is live again.
+    /// Re-evaluates `node` at `now` and returns whether it is live (see
+    /// [`NodeDetector::update_liveness`]). An unknown node starts being tracked, as dead.
     pub fn update_liveness(&mut self, node: &NodeId, now: Instant) -> Liveness {
-        let alive = match self.windows.get_mut(node) {
-            Some(window) => {
-                let alive = window
-                    .phi(now, &self.config)
-                    .is_some_and(|phi| phi <= self.config.phi_threshold);
-                if !alive {
-                    window.clear_samples();
-                }
-                alive
-            }
-            None => {
-                self.windows.insert(node.clone(), Window::new());
-                false
-            }
-        };
-        if alive {
-            if self.live.contains(node) {
-                Liveness::Live
-            } else {
-                self.dead.remove(node);
-                self.live.insert(node.clone());
-                Liveness::BecameLive
-            }
-        } else {
-            let was_live = self.live.remove(node);
-            if !self.dead.contains_key(node) {
-                self.dead.insert(node.clone(), now);
-            }
-            if was_live {
-                Liveness::BecameDead
-            } else {
-                Liveness::Dead
-            }
+        let config = &self.config;
+        if let Some(detector) = self.nodes.get_mut(node) {
+            return detector.update_liveness(now, config);
         }
+        let mut detector = NodeDetector::new();
+        let liveness = detector.update_liveness(now, config);
+        self.nodes.insert(node.clone(), detector);
+        liveness
     }
 
-    /// Whether `node` is currently in the live set.
+    /// Whether `node` is currently live.
     #[must_use]
     pub fn is_live(&self, node: &NodeId) -> bool {
-        self.live.contains(node)
+        self.nodes.get(node).is_some_and(NodeDetector::is_live)
     }
 
     /// The live nodes, in no particular order.
-    pub fn live_nodes(&self) -> impl ExactSizeIterator<Item = &NodeId> + '_ {
-        self.live.iter()
+    pub fn live_nodes(&self) -> impl Iterator<Item = &NodeId> + '_ {
+        self.nodes.iter().filter(|(_, d)| d.live).map(|(id, _)| id)
     }
 
     /// The dead nodes, in no particular order, with the time each was found dead.
-    pub fn dead_nodes(&self) -> impl ExactSizeIterator<Item = (&NodeId, Instant)> + '_ {
-        self.dead.iter().map(|(id, at)| (id, *at))
+    pub fn dead_nodes(&self) -> impl Iterator<Item = (&NodeId, Instant)> + '_ {
+        self.nodes
+            .iter()
+            .filter_map(|(id, d)| d.dead_since.map(|at| (id, at)))
     }
 
     /// Whether `node` has been dead for more than half the grace period: it is no longer
     /// gossiped, though still kept.
     #[must_use]
     pub fn is_scheduled_for_deletion(&self, node: &NodeId, now: Instant) -> bool {
-        self.dead.get(node).is_some_and(|&since| {
-            now.saturating_duration_since(since) > self.config.dead_node_grace_period / 2
-        })
+        self.nodes
+            .get(node)
+            .is_some_and(|d| d.is_scheduled_for_deletion(now, &self.config))
     }
 
     /// Forgets the nodes dead for more than the grace period and returns them, ascending.
     pub fn garbage_collect(&mut self, now: Instant) -> Vec<NodeId> {
-        let grace = self.config.dead_node_grace_period;
         let mut expired: Vec<NodeId> = self
-            .dead
+            .nodes
             .iter()
-            .filter(|(_, since)| now.saturating_duration_since(**since) > grace)
+            .filter(|(_, d)| d.is_expired(now, &self.config))
             .map(|(id, _)| id.clone())
             .collect();
         expired.sort_unstable();
@@ -267,9 +316,7 @@ impl FailureDetector {
 
     /// Forgets everything about `node`.
     pub fn forget(&mut self, node: &NodeId) {
-        self.windows.remove(node);
-        self.live.remove(node);
-        self.dead.remove(node);
+        self.nodes.remove(node);
     }
 }
 
@@ -416,7 +463,7 @@ mod tests {
             fd.failure_timeout(&a).unwrap(),
             (ms(40) + ms(5_000)) * 8 / 9
         );
-        assert_eq!(fd.windows[&a].intervals.len(), 4);
+        assert_eq!(fd.nodes[&a].samples(), 4);
     }
 
     #[test]

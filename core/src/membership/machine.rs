@@ -1,15 +1,13 @@
 //! The membership state machine.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-
-use crate::hash::{MapHasher, map_hasher};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use super::{ClusterState, FailureDetector, Liveness, MembershipConfig, NodeState, Staleness};
+use super::{ClusterState, Liveness, MembershipConfig, NodeDetector, NodeState, Staleness};
 use crate::NodeId;
 use crate::wire::{
     self, DecodeError, Delta, DeltaWriter, DigestView, MessageType, MessageView, NodeDigest,
@@ -165,6 +163,22 @@ impl Removed {
     }
 }
 
+/// What the machine tracks of a known node beside its gossiped state.
+#[derive(Clone, Debug)]
+struct Peer {
+    status: MemberStatus,
+    detector: NodeDetector,
+}
+
+impl Default for Peer {
+    fn default() -> Self {
+        Self {
+            status: MemberStatus::Joining,
+            detector: NodeDetector::new(),
+        }
+    }
+}
+
 /// The gossip membership of one node: chitchat's Scuttlebutt protocol and failure detector,
 /// as a state machine with no I/O.
 ///
@@ -218,11 +232,11 @@ impl Removed {
 /// ```
 pub struct Membership {
     config: MembershipConfig,
-    state: ClusterState,
-    fd: FailureDetector,
+    state: ClusterState<Peer>,
     rng: Xoshiro256PlusPlus,
-    statuses: HashMap<NodeId, MemberStatus, MapHasher>,
     removed: Removed,
+    /// The peer's digest entries aligned with `state`, reused from message to message.
+    aligned: Vec<Option<NodeDigest>>,
     next_round: Instant,
     last_round: Option<Instant>,
     last_received: Option<Instant>,
@@ -242,20 +256,20 @@ impl Membership {
     pub fn new(config: MembershipConfig, now: Instant) -> Self {
         // Hash seeds derived from the configured seed: reproducible, unknown to peers.
         let hash_seed = crate::hash::mix64(config.rng_seed ^ 0x6a09_e667_f3bc_c909);
-        let mut state = ClusterState::with_hash_seed(hash_seed);
+        let mut state: ClusterState<Peer> = ClusterState::with_hash_seed(hash_seed);
         let own = state.node_or_insert(&config.node_id);
         own.bump_heartbeat();
         for (k, v) in &config.initial_key_values {
             own.set(k, v);
         }
-        let mut statuses = HashMap::with_hasher(map_hasher(hash_seed));
-        statuses.insert(config.node_id.clone(), MemberStatus::Live);
+        if let Some((_, peer)) = state.entry_mut(&config.node_id) {
+            peer.status = MemberStatus::Live;
+        }
         Self {
-            fd: FailureDetector::with_hash_seed(config.failure_detector.clone(), hash_seed),
             rng: Xoshiro256PlusPlus::seed_from_u64(config.rng_seed),
             state,
-            statuses,
             removed: Removed::default(),
+            aligned: Vec::new(),
             next_round: now,
             last_round: None,
             last_received: None,
@@ -297,9 +311,9 @@ impl Membership {
     #[must_use]
     pub fn live_members(&self) -> Vec<Member> {
         self.state
-            .iter()
-            .filter(|(id, _)| self.status(id) == Some(MemberStatus::Live))
-            .map(|(id, state)| self.snapshot(id, state))
+            .iter_with_meta()
+            .filter(|(_, _, peer)| peer.status == MemberStatus::Live)
+            .map(|(id, state, _)| self.snapshot(id, state))
             .collect()
     }
 
@@ -312,7 +326,7 @@ impl Membership {
     /// What we believe of `id`.
     #[must_use]
     pub fn status(&self, id: &NodeId) -> Option<MemberStatus> {
-        self.statuses.get(id).copied()
+        self.state.meta(id).map(|peer| peer.status)
     }
 
     /// The raw state of `id` (tombstones and reserved keys included).
@@ -325,7 +339,10 @@ impl Membership {
     /// heartbeat history; `None` before enough heartbeats.
     #[must_use]
     pub fn failure_timeout(&self, id: &NodeId) -> Option<Duration> {
-        self.fd.failure_timeout(id)
+        self.state
+            .meta(id)?
+            .detector
+            .failure_timeout(&self.config.failure_detector)
     }
 
     /// The number of datagrams dropped because the driver did not drain them in time.
@@ -405,7 +422,9 @@ impl Membership {
         }
         self.own_state().set(LEAVING_KEY, "1");
         let me = self.config.node_id.clone();
-        self.statuses.insert(me, MemberStatus::Left);
+        if let Some((_, peer)) = self.state.entry_mut(&me) {
+            peer.status = MemberStatus::Left;
+        }
         let mut targets: Vec<SocketAddr> = self.live_peer_addrs();
         shuffle(&mut self.rng, &mut targets);
         targets.truncate(self.config.leave_fanout.max(1));
@@ -538,8 +557,8 @@ impl Membership {
                     self.push_event(MembershipEvent::BadCluster { from });
                     return;
                 }
-                let peer = self.report_heartbeats(&digest, now);
-                let mut out = Vec::with_capacity(64 + self.state.len() * 48);
+                self.report_heartbeats(&digest, now);
+                let mut out = Vec::with_capacity(64 + self.state.len() * 64);
                 wire::encode_header(version, MessageType::SynAck, &mut out);
                 let digest_len = wire::encode_digest_entries(
                     version,
@@ -548,16 +567,16 @@ impl Membership {
                     &mut out,
                 );
                 let budget = wire::delta_budget(digest_len + self.config.reserved_bytes);
-                self.write_delta(&peer, budget, now, &mut out);
+                self.write_delta(budget, now, &mut out);
                 self.push_transmit(from, out);
             }
             MessageView::SynAck { digest, delta } => {
-                let peer = self.report_heartbeats(&digest, now);
+                self.report_heartbeats(&digest, now);
                 self.apply_delta(delta, now);
                 let mut out = Vec::with_capacity(1_024);
                 wire::encode_header(version, MessageType::Ack, &mut out);
                 let budget = wire::delta_budget(self.config.reserved_bytes);
-                self.write_delta(&peer, budget, now, &mut out);
+                self.write_delta(budget, now, &mut out);
                 self.push_transmit(from, out);
                 if let Some(leaving) = &mut self.leaving {
                     leaving.acks_sent += 1;
@@ -585,11 +604,13 @@ impl Membership {
     fn live_peer_addrs(&self) -> Vec<SocketAddr> {
         let me = self.config.node_id.gossip_addr();
         self.state
-            .iter()
-            .map(|(id, _)| id)
-            .filter(|id| id.gossip_addr() != me)
-            .filter(|id| self.fd.is_live(id) && self.status(id) != Some(MemberStatus::Left))
-            .map(NodeId::gossip_addr)
+            .iter_with_meta()
+            .filter(|(id, _, peer)| {
+                id.gossip_addr() != me
+                    && peer.detector.is_live()
+                    && peer.status != MemberStatus::Left
+            })
+            .map(|(id, _, _)| id.gossip_addr())
             .collect()
     }
 
@@ -598,12 +619,12 @@ impl Membership {
         let me = self.config.node_id.gossip_addr();
         let live = self.live_peer_addrs();
         let mut dead: Vec<SocketAddr> = self
-            .fd
-            .dead_nodes()
-            .map(|(id, _)| id)
-            .filter(|id| self.status(id) != Some(MemberStatus::Left))
-            .filter(|id| self.state.node(id).is_some())
-            .map(NodeId::gossip_addr)
+            .state
+            .iter_with_meta()
+            .filter(|(_, _, peer)| {
+                peer.detector.dead_since().is_some() && peer.status != MemberStatus::Left
+            })
+            .map(|(id, _, _)| id.gossip_addr())
             .filter(|a| *a != me)
             .collect();
         dead.sort_unstable();
@@ -677,7 +698,7 @@ impl Membership {
 
     /// A Syn carrying our digest (nodes scheduled for deletion at `now` left out).
     fn encode_syn(&self, now: Option<Instant>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.state.len() * 48);
+        let mut out = Vec::with_capacity(64 + self.state.len() * 64);
         wire::encode_syn(
             self.config.protocol_version,
             self.digest_entries(now),
@@ -693,40 +714,47 @@ impl Membership {
         &self,
         now: Option<Instant>,
     ) -> impl Iterator<Item = (&NodeId, NodeDigest)> + '_ {
+        let fd = &self.config.failure_detector;
         self.state
-            .iter()
-            .filter(move |(id, _)| {
-                now.is_none_or(|now| !self.fd.is_scheduled_for_deletion(id, now))
+            .iter_with_meta()
+            .filter(move |(_, _, peer)| {
+                now.is_none_or(|now| !peer.detector.is_scheduled_for_deletion(now, fd))
             })
-            .map(|(id, state)| (id, state.digest()))
+            .map(|(id, state, _)| (id, state.digest()))
     }
 
     /// Records the heartbeats a peer's digest carries (chitchat's rules, plus: an older
-    /// generation of a name we know a newer generation of is ignored), and returns the peer's
-    /// digest entries aligned with our state's order (for [`Self::write_delta`]).
-    fn report_heartbeats(
-        &mut self,
-        digest: &DigestView<'_>,
-        now: Instant,
-    ) -> Vec<Option<NodeDigest>> {
-        let mut aligned = vec![None; self.state.len()];
+    /// generation of a name we know a newer generation of is ignored), and leaves the peer's
+    /// digest entries in `self.aligned`, aligned with our state's order (for
+    /// [`Self::write_delta`]).
+    fn report_heartbeats(&mut self, digest: &DigestView<'_>, now: Instant) {
+        let mut aligned = std::mem::take(&mut self.aligned);
+        aligned.clear();
+        aligned.resize(self.state.len(), None);
         let mut reindex = false;
-        for (id_ref, entry) in digest.iter() {
-            if let Some(i) = self.state.index_of(id_ref) {
-                // Known (the common case): one hash lookup, no allocation.
+        // Digests list ids in ascending order, as our state does: walk both together.
+        let mut hint = 0;
+        for (raw, entry) in digest.iter_raw() {
+            if let Some(i) = self.state.position_near_raw(hint, raw) {
+                // Known (the common case): no hash, no allocation.
+                hint = i + 1;
                 if let Some(slot) = aligned.get_mut(i) {
                     *slot = Some(entry);
                 }
-                let (id, state) = self.state.entry_at_mut(i);
+                let (id, state, peer) = self.state.entry_at_mut(i);
                 if *id == self.config.node_id {
                     continue;
                 }
                 let first = state.heartbeat() == 0;
                 if state.observe_heartbeat(entry.heartbeat) && !first {
-                    self.fd.report_heartbeat(id, now);
+                    peer.detector
+                        .report_heartbeat(now, &self.config.failure_detector);
                 }
                 continue;
             }
+            let Some(id_ref) = raw.to_ref() else {
+                continue;
+            };
             let id = &id_ref.to_owned();
             // Unknown. A removed node comes back only with a newer heartbeat; a known node
             // was not superseded when it was added (a newer generation removes the older
@@ -740,24 +768,27 @@ impl Membership {
             if self.superseded(id) {
                 continue;
             }
-            // First sighting: the heartbeat is stored but not reported (chitchat's rule).
+            // First sighting: the heartbeat is stored but not reported (chitchat's rule). The
+            // new entry starts as Joining.
             self.state
                 .node_or_insert(id)
                 .observe_heartbeat(entry.heartbeat);
-            self.statuses.insert(id.clone(), MemberStatus::Joining);
             self.retire_older_generations(id, now);
             reindex = true;
         }
         if reindex {
             // Nodes were added or removed, so positions moved: align again (joins are rare).
-            aligned = vec![None; self.state.len()];
-            for (id_ref, entry) in digest.iter() {
-                if let Some(i) = self.state.index_of(id_ref) {
+            aligned.clear();
+            aligned.resize(self.state.len(), None);
+            let mut hint = 0;
+            for (raw, entry) in digest.iter_raw() {
+                if let Some(i) = self.state.position_near_raw(hint, raw) {
+                    hint = i + 1;
                     aligned[i] = Some(entry);
                 }
             }
         }
-        aligned
+        self.aligned = aligned;
     }
 
     /// Whether a newer generation of `id`'s name is known.
@@ -789,8 +820,6 @@ impl Membership {
                 self.config.removed_nodes_remembered,
             );
         }
-        self.fd.forget(id);
-        self.statuses.remove(id);
         self.push_event(MembershipEvent::Removed(id.clone()));
     }
 
@@ -799,14 +828,17 @@ impl Membership {
             if node_delta.node == self.config.node_id {
                 continue;
             }
-            let Some(state) = self.state.node_mut(&node_delta.node) else {
+            let Some((state, peer)) = self.state.entry_mut(&node_delta.node) else {
                 continue;
             };
             let Ok(applied) = state.apply_delta(&node_delta, now) else {
                 continue;
             };
             let id = node_delta.node;
-            let left = state.get(LEAVING_KEY).is_some();
+            let newly_left = state.get(LEAVING_KEY).is_some() && peer.status != MemberStatus::Left;
+            if newly_left {
+                peer.status = MemberStatus::Left;
+            }
             let changed: Vec<(String, Option<String>)> = applied
                 .changed_keys
                 .into_iter()
@@ -816,8 +848,7 @@ impl Membership {
                     (k, v)
                 })
                 .collect();
-            if left && self.status(&id) != Some(MemberStatus::Left) {
-                self.statuses.insert(id.clone(), MemberStatus::Left);
+            if newly_left {
                 if let Some(member) = self.member(&id) {
                     self.push_event(MembershipEvent::Left(member));
                 }
@@ -836,16 +867,10 @@ impl Membership {
         }
     }
 
-    /// Writes, within `budget` bytes, the delta a peer with `peer_digest` lacks (chitchat's
-    /// order: nodes the peer must take from scratch first, fewest versions first; then the most
-    /// stale; ties in random order).
-    fn write_delta(
-        &mut self,
-        peer: &[Option<NodeDigest>],
-        budget: usize,
-        now: Instant,
-        out: &mut Vec<u8>,
-    ) {
+    /// Writes, within `budget` bytes, the delta that the peer whose digest is in `self.aligned`
+    /// lacks (chitchat's order: nodes the peer must take from scratch first, fewest versions
+    /// first; then the most stale; ties in random order).
+    fn write_delta(&mut self, budget: usize, now: Instant, out: &mut Vec<u8>) {
         /// A node the peer lacks something of.
         struct Pending<'a> {
             tie: u64,
@@ -855,11 +880,12 @@ impl Membership {
             stale: Staleness<'a>,
         }
         let mut pending: Vec<Pending<'_>> = Vec::new();
-        for (i, (id, state)) in self.state.iter().enumerate() {
-            if self.fd.is_scheduled_for_deletion(id, now) {
+        let fd = &self.config.failure_detector;
+        for (i, (id, state, meta)) in self.state.iter_with_meta().enumerate() {
+            if meta.detector.is_scheduled_for_deletion(now, fd) {
                 continue;
             }
-            let peer_entry = peer.get(i).copied().flatten();
+            let peer_entry = self.aligned.get(i).copied().flatten();
             let Some(stale) = state.stale_for(peer_entry.as_ref()) else {
                 continue;
             };
@@ -911,45 +937,39 @@ impl Membership {
     // ---------------------------------------------------------------- liveness
 
     fn update_liveness(&mut self, now: Instant) {
-        let threshold = self.config.failure_detector.phi_threshold;
+        let fd = &self.config.failure_detector;
         // What the detector says, before we act on it (for the self-suspicion guard).
         let (mut live_before, mut dying) = (0, 0);
-        for (id, _) in self.state.iter() {
-            let status = self.statuses.get(id).copied();
-            if status == Some(MemberStatus::Live) {
+        for (_, _, peer) in self.state.iter_with_meta() {
+            if peer.status == MemberStatus::Live {
                 live_before += 1;
             }
-            if matches!(status, Some(MemberStatus::Live | MemberStatus::Unready))
-                && !self.fd.phi(id, now).is_some_and(|phi| phi <= threshold)
+            if matches!(peer.status, MemberStatus::Live | MemberStatus::Unready)
+                && !peer.detector.is_on_time(now, fd)
             {
                 dying += 1;
             }
         }
         let hold = self.deaths_held(now, dying, live_before);
+        let fd = &self.config.failure_detector;
         let me = &self.config.node_id;
+        let predicate = self.config.liveness_predicate.as_ref();
         let mut changes: Vec<(NodeId, MemberStatus, MemberStatus)> = Vec::new();
-        for (id, state) in self.state.iter() {
+        for (id, state, peer) in self.state.iter_with_meta_mut() {
             if id == me {
                 continue;
             }
-            let Some(slot) = self.statuses.get_mut(id) else {
-                continue;
-            };
-            let status = *slot;
+            let status = peer.status;
             if status == MemberStatus::Left {
                 // A departed node stays Left; the detector still tracks it for collection.
-                self.fd.update_liveness(id, now);
+                peer.detector.update_liveness(now, fd);
                 continue;
             }
             if hold && matches!(status, MemberStatus::Live | MemberStatus::Unready) {
                 continue;
             }
-            let liveness = self.fd.update_liveness(id, now);
-            let ready = self
-                .config
-                .liveness_predicate
-                .as_ref()
-                .is_none_or(|predicate| predicate(state));
+            let liveness = peer.detector.update_liveness(now, fd);
+            let ready = predicate.is_none_or(|predicate| predicate(state));
             let next = match (liveness.is_live(), ready) {
                 (true, true) => MemberStatus::Live,
                 (true, false) => MemberStatus::Unready,
@@ -958,7 +978,7 @@ impl Membership {
                 (false, _) => MemberStatus::Failed,
             };
             if next != status {
-                *slot = next;
+                peer.status = next;
                 changes.push((id.clone(), status, next));
             }
         }
@@ -999,10 +1019,15 @@ impl Membership {
     }
 
     fn collect_dead(&mut self, now: Instant) {
-        for id in self.fd.garbage_collect(now) {
-            if id == self.config.node_id {
-                continue;
-            }
+        let fd = &self.config.failure_detector;
+        let me = &self.config.node_id;
+        let expired: Vec<NodeId> = self
+            .state
+            .iter_with_meta()
+            .filter(|(id, _, peer)| *id != me && peer.detector.is_expired(now, fd))
+            .map(|(id, _, _)| id.clone())
+            .collect();
+        for id in expired {
             if let Some(state) = self.state.remove(&id) {
                 self.removed.insert(
                     id.clone(),
@@ -1010,7 +1035,6 @@ impl Membership {
                     self.config.removed_nodes_remembered,
                 );
             }
-            self.statuses.remove(&id);
             self.push_event(MembershipEvent::Removed(id));
         }
     }
@@ -1021,7 +1045,14 @@ impl std::fmt::Debug for Membership {
         f.debug_struct("Membership")
             .field("node_id", &self.config.node_id)
             .field("nodes", &self.state.len())
-            .field("live", &self.fd.live_nodes().len())
+            .field(
+                "live",
+                &self
+                    .state
+                    .iter_with_meta()
+                    .filter(|(_, _, peer)| peer.detector.is_live())
+                    .count(),
+            )
             .field("pending_transmits", &self.transmits.len())
             .field("pending_events", &self.events.len())
             .finish_non_exhaustive()

@@ -11,7 +11,7 @@ mod machine;
 pub mod state;
 
 pub use config::{LivenessPredicate, MembershipConfig};
-pub use failure_detector::{FailureDetector, FailureDetectorConfig, Liveness};
+pub use failure_detector::{FailureDetector, FailureDetectorConfig, Liveness, NodeDetector};
 pub use machine::{
     HandleError, LEAVING_KEY, Member, MemberStatus, Membership, MembershipEvent,
     RESERVED_KEY_PREFIX, Transmit,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::hash::{MapHasher, map_hasher};
 use crate::node_id::NodeKey;
-use crate::wire::{DeletionStatus, NodeDelta, NodeDigest};
+use crate::wire::{DeletionStatus, NodeDelta, NodeDigest, RawNodeId};
 use crate::{NodeId, NodeIdRef};
 
 /// A stored value with its version and status.
@@ -404,24 +404,36 @@ pub enum Refused {
     PredatesCollection,
 }
 
-/// Every known node's state, ordered by node id.
+/// Every known node's state, ordered by node id, with a value of type `M` beside each (the
+/// membership machine keeps its failure detection and member status there).
 ///
 /// Stored as a vector sorted by id (for ordered iteration: digests are written in id order)
 /// with a hash index beside it (for lookups by id). Inserting or removing a node costs O(n);
-/// looking one up costs one hash.
+/// looking one up costs one hash, or none when the caller walks ids in order
+/// ([`position_near`](Self::position_near)).
 #[derive(Clone, Debug)]
-pub struct ClusterState {
-    entries: Vec<(NodeId, NodeState)>,
+pub struct ClusterState<M = ()> {
+    entries: Vec<Entry<M>>,
     index: HashMap<NodeId, usize, MapHasher>,
 }
 
-impl Default for ClusterState {
+#[derive(Clone, Debug)]
+struct Entry<M> {
+    id: NodeId,
+    state: NodeState,
+    meta: M,
+}
+
+/// How many positions [`ClusterState::position_near`] steps forward before it hashes.
+const NEAR_STEPS: usize = 4;
+
+impl<M> Default for ClusterState<M> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl ClusterState {
+impl<M> ClusterState<M> {
     /// An empty cluster state.
     #[must_use]
     pub fn new() -> Self {
@@ -440,12 +452,25 @@ impl ClusterState {
     /// The state of `node`.
     #[must_use]
     pub fn node(&self, node: &NodeId) -> Option<&NodeState> {
-        self.index.get(node).map(|&i| &self.entries[i].1)
+        self.index.get(node).map(|&i| &self.entries[i].state)
     }
 
     /// The state of `node`, mutably.
     pub fn node_mut(&mut self, node: &NodeId) -> Option<&mut NodeState> {
-        self.index.get(node).map(|&i| &mut self.entries[i].1)
+        self.index.get(node).map(|&i| &mut self.entries[i].state)
+    }
+
+    /// The value kept beside `node`'s state.
+    #[must_use]
+    pub fn meta(&self, node: &NodeId) -> Option<&M> {
+        self.index.get(node).map(|&i| &self.entries[i].meta)
+    }
+
+    /// The state of `node` and the value beside it, mutably.
+    pub fn entry_mut(&mut self, node: &NodeId) -> Option<(&mut NodeState, &mut M)> {
+        let &i = self.index.get(node)?;
+        let entry = &mut self.entries[i];
+        Some((&mut entry.state, &mut entry.meta))
     }
 
     /// The position of `node` in [`iter`](Self::iter) order, looked up without allocating.
@@ -455,44 +480,99 @@ impl ClusterState {
         self.index.get(key).copied()
     }
 
-    /// The identity and state at position `index` of [`iter`](Self::iter) order.
+    /// The position of `node`, searched first at `hint` and a few positions after it (by
+    /// comparing ids, without hashing), then through the index.
+    ///
+    /// Walking a digest that lists ids in ascending order (as every chitchat and cohort node
+    /// writes it) with `hint` one past the previous hit finds each known id at the first
+    /// comparison.
+    #[must_use]
+    pub fn position_near(&self, hint: usize, node: NodeIdRef<'_>) -> Option<usize> {
+        let end = self.entries.len().min(hint.saturating_add(NEAR_STEPS));
+        for i in hint..end {
+            match self.entries[i].id.as_ref().cmp(&node) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => return Some(i),
+                // Sorted: it is not further on.
+                std::cmp::Ordering::Greater => {
+                    return if i == hint { self.index_of(node) } else { None };
+                }
+            }
+        }
+        self.index_of(node)
+    }
+
+    /// [`position_near`](Self::position_near) for an id read from a validated digest.
+    pub(crate) fn position_near_raw(&self, hint: usize, node: RawNodeId<'_>) -> Option<usize> {
+        let end = self.entries.len().min(hint.saturating_add(NEAR_STEPS));
+        for i in hint..end {
+            let id = &self.entries[i].id;
+            if node.is(id) {
+                return Some(i);
+            }
+            match node.cmp_from(id) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => return Some(i),
+                std::cmp::Ordering::Greater => {
+                    return if i == hint {
+                        self.index_of(node.to_ref()?)
+                    } else {
+                        None
+                    };
+                }
+            }
+        }
+        self.index_of(node.to_ref()?)
+    }
+
+    /// The identity, state and value at position `index` of [`iter`](Self::iter) order.
     ///
     /// # Panics
     ///
     /// When `index >= self.len()`.
-    pub fn entry_at_mut(&mut self, index: usize) -> (&NodeId, &mut NodeState) {
-        let (id, state) = &mut self.entries[index];
-        (&*id, state)
+    pub fn entry_at_mut(&mut self, index: usize) -> (&NodeId, &mut NodeState, &mut M) {
+        let entry = &mut self.entries[index];
+        (&entry.id, &mut entry.state, &mut entry.meta)
     }
 
-    /// The state of `node`, created empty if missing.
-    pub fn node_or_insert(&mut self, node: &NodeId) -> &mut NodeState {
+    /// The state of `node`, created empty (with `M::default()` beside it) if missing.
+    pub fn node_or_insert(&mut self, node: &NodeId) -> &mut NodeState
+    where
+        M: Default,
+    {
         let i = match self.index.get(node) {
             Some(&i) => i,
             None => {
-                let at = self.entries.partition_point(|(id, _)| id < node);
-                self.entries.insert(at, (node.clone(), NodeState::new()));
+                let at = self.entries.partition_point(|e| e.id < *node);
+                self.entries.insert(
+                    at,
+                    Entry {
+                        id: node.clone(),
+                        state: NodeState::new(),
+                        meta: M::default(),
+                    },
+                );
                 self.reindex_from(at);
                 at
             }
         };
-        &mut self.entries[i].1
+        &mut self.entries[i].state
     }
 
-    /// Removes `node`'s state.
+    /// Removes `node`'s state (and the value beside it).
     pub fn remove(&mut self, node: &NodeId) -> Option<NodeState> {
         let at = self.index.remove(node)?;
-        let (_, state) = self.entries.remove(at);
+        let entry = self.entries.remove(at);
         self.reindex_from(at);
-        Some(state)
+        Some(entry.state)
     }
 
     fn reindex_from(&mut self, at: usize) {
-        for (i, (id, _)) in self.entries.iter().enumerate().skip(at) {
-            match self.index.get_mut(id) {
+        for (i, entry) in self.entries.iter().enumerate().skip(at) {
+            match self.index.get_mut(&entry.id) {
                 Some(slot) => *slot = i,
                 None => {
-                    self.index.insert(id.clone(), i);
+                    self.index.insert(entry.id.clone(), i);
                 }
             }
         }
@@ -500,21 +580,35 @@ impl ClusterState {
 
     /// The known nodes named `name` (every generation and address), ascending.
     pub fn with_name<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a NodeId> + 'a {
-        let start = self.entries.partition_point(|(id, _)| id.name() < name);
+        let start = self.entries.partition_point(|e| e.id.name() < name);
         self.entries[start..]
             .iter()
-            .map(|(id, _)| id)
+            .map(|e| &e.id)
             .take_while(move |id| id.name() == name)
     }
 
     /// Every node and its state, ascending by id.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&NodeId, &NodeState)> + '_ {
-        self.entries.iter().map(|(id, state)| (id, state))
+        self.entries.iter().map(|e| (&e.id, &e.state))
     }
 
     /// Every node and its state, mutably, ascending by id.
     pub fn iter_mut(&mut self) -> impl ExactSizeIterator<Item = (&NodeId, &mut NodeState)> + '_ {
-        self.entries.iter_mut().map(|(id, state)| (&*id, state))
+        self.entries.iter_mut().map(|e| (&e.id, &mut e.state))
+    }
+
+    /// Every node, its state and the value beside it, ascending by id.
+    pub fn iter_with_meta(&self) -> impl ExactSizeIterator<Item = (&NodeId, &NodeState, &M)> + '_ {
+        self.entries.iter().map(|e| (&e.id, &e.state, &e.meta))
+    }
+
+    /// Every node, its state and the value beside it, mutably, ascending by id.
+    pub fn iter_with_meta_mut(
+        &mut self,
+    ) -> impl ExactSizeIterator<Item = (&NodeId, &mut NodeState, &mut M)> + '_ {
+        self.entries
+            .iter_mut()
+            .map(|e| (&e.id, &mut e.state, &mut e.meta))
     }
 
     /// The number of known nodes.

@@ -7,6 +7,13 @@
 //! stream to at most [`MAX_STREAM_DECOMPRESSED`]. It must never allocate what a frame header
 //! claims beyond those limits, never panic on any input, and never emit a compressed block
 //! larger than the raw chunk it replaces.
+//!
+//! libzstd contexts are costly to create (a compression context at level 3 is over a megabyte
+//! of fresh memory), so each thread keeps one compressor and one decompressor and reuses them
+//! for every stream. They carry no data from one block to the next (every block is a complete
+//! frame compressed or decompressed from a reset context), so reuse changes no output.
+
+use std::cell::RefCell;
 
 use zstd::bulk::{Compressor, Decompressor};
 
@@ -28,10 +35,28 @@ const DST_TOO_SMALL: &str = "Destination buffer is too small";
 /// zstd's level argument `0`: libzstd's default level (3), what chitchat passes.
 const ZSTD_LEVEL: i32 = 0;
 
+thread_local! {
+    /// This thread's decompression context (created on first use).
+    static INFLATER: RefCell<Option<Inflater>> = const { RefCell::new(None) };
+    /// This thread's compression context: `None` until first used, `Some(None)` if libzstd
+    /// could not allocate one (blocks are then written raw).
+    static COMPRESSOR: RefCell<Option<Option<Compressor<'static>>>> = const { RefCell::new(None) };
+}
+
 /// Reads a block stream up to and including its end tag and returns the concatenated payload.
 pub(super) fn read_stream(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
+    INFLATER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => read_stream_with(r, &mut slot),
+        // Only reachable if a stream were read from inside another: use a context of its own.
+        Err(_) => read_stream_with(r, &mut None),
+    })
+}
+
+fn read_stream_with(
+    r: &mut Reader<'_>,
+    inflater: &mut Option<Inflater>,
+) -> Result<Vec<u8>, DecodeError> {
     let mut payload = Vec::new();
-    let mut inflater: Option<Inflater> = None;
     loop {
         let tag = r.u8("block tag")?;
         let block: &[u8] = match tag {
@@ -39,7 +64,7 @@ pub(super) fn read_stream(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
             TAG_ZSTD => {
                 let len = usize::from(r.u16("block length")?);
                 let frame = r.take(len, "zstd block")?;
-                let inflater = match &mut inflater {
+                let inflater = match inflater {
                     Some(inflater) => inflater,
                     None => inflater.insert(Inflater::new()?),
                 };
@@ -114,10 +139,6 @@ pub(super) struct StreamWriter {
     blocks: Vec<u8>,
     /// Raw bytes not yet in a block (at most [`BLOCK_THRESHOLD`] between calls).
     pending: Vec<u8>,
-    /// Created on the first block; `None` afterwards only if libzstd could not allocate one,
-    /// in which case blocks are written raw.
-    compressor: Option<Compressor<'static>>,
-    compressor_tried: bool,
     /// Output buffer for one compressed block, as long as the chunk.
     scratch: Vec<u8>,
 }
@@ -128,8 +149,6 @@ impl StreamWriter {
             compression,
             blocks: Vec::new(),
             pending: Vec::new(),
-            compressor: None,
-            compressor_tried: false,
             scratch: Vec::new(),
         }
     }
@@ -180,23 +199,24 @@ impl StreamWriter {
         let raw_len = u16::try_from(n).unwrap_or(u16::MAX);
         let mut written = false;
         if self.compression == Compression::Zstd {
-            if !self.compressor_tried {
-                self.compressor_tried = true;
-                self.compressor = Compressor::new(ZSTD_LEVEL).ok();
-            }
-            if let Some(compressor) = &mut self.compressor {
-                // chitchat compresses into a buffer exactly as long as the chunk: the block is
-                // compressed only if that fits.
-                self.scratch.clear();
-                self.scratch.resize(n, 0);
-                if let Ok(len) = compressor.compress_to_buffer(chunk, self.scratch.as_mut_slice()) {
-                    if let (Ok(len16), Some(frame)) = (u16::try_from(len), self.scratch.get(..len))
-                    {
-                        self.blocks.push(TAG_ZSTD);
-                        self.blocks.extend_from_slice(&len16.to_le_bytes());
-                        self.blocks.extend_from_slice(frame);
-                        written = true;
-                    }
+            // chitchat compresses into a buffer exactly as long as the chunk: the block is
+            // compressed only if that fits.
+            self.scratch.clear();
+            self.scratch.resize(n, 0);
+            let scratch = self.scratch.as_mut_slice();
+            let compressed = COMPRESSOR.with(|cell| {
+                let mut slot = cell.try_borrow_mut().ok()?;
+                let compressor = slot
+                    .get_or_insert_with(|| Compressor::new(ZSTD_LEVEL).ok())
+                    .as_mut()?;
+                compressor.compress_to_buffer(chunk, scratch).ok()
+            });
+            if let Some(len) = compressed {
+                if let (Ok(len16), Some(frame)) = (u16::try_from(len), self.scratch.get(..len)) {
+                    self.blocks.push(TAG_ZSTD);
+                    self.blocks.extend_from_slice(&len16.to_le_bytes());
+                    self.blocks.extend_from_slice(frame);
+                    written = true;
                 }
             }
         }

@@ -119,6 +119,27 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// A digest entry whose name is left as bytes (for entries already validated).
+    fn raw_digest_entry(&mut self) -> Result<(RawNodeId<'a>, NodeDigest), DecodeError> {
+        let len = usize::from(self.u16("node name length")?);
+        let name = self.take(len, "node name")?;
+        let generation = self.u64("generation")?;
+        let gossip_addr = self.socket_addr()?;
+        let digest = NodeDigest {
+            heartbeat: self.u64("heartbeat")?,
+            last_gc_version: self.u64("last_gc_version")?,
+            max_version: self.u64("max_version")?,
+        };
+        Ok((
+            RawNodeId {
+                name,
+                generation,
+                gossip_addr,
+            },
+            digest,
+        ))
+    }
+
     fn digest_entry(&mut self) -> Result<(NodeIdRef<'a>, NodeDigest), DecodeError> {
         let node = self.node_id_ref()?;
         let digest = NodeDigest {
@@ -259,6 +280,24 @@ impl DigestView<'_> {
         self.len
     }
 
+    /// The entries, in wire order, with names as bytes: the view was validated when it was
+    /// made, so a name's UTF-8 need not be checked again to compare it with a known one.
+    pub(crate) fn iter_raw(&self) -> impl Iterator<Item = (RawNodeId<'_>, NodeDigest)> + '_ {
+        let mut reader = Reader::new(&self.bytes);
+        let mut remaining = self.len;
+        std::iter::from_fn(move || {
+            if remaining == 0 {
+                return None;
+            }
+            remaining -= 1;
+            // Validated when the view was made: an error cannot happen, and would end the walk.
+            reader.raw_digest_entry().ok().or_else(|| {
+                remaining = 0;
+                None
+            })
+        })
+    }
+
     /// Whether there is no entry.
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -272,6 +311,58 @@ impl DigestView<'_> {
             entries: self.iter().map(|(id, d)| (id.to_owned(), d)).collect(),
         }
     }
+}
+
+/// A node id read from a validated digest, its name left as bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawNodeId<'a> {
+    /// The name's bytes (valid UTF-8: the digest was validated).
+    pub(crate) name: &'a [u8],
+    /// The generation.
+    pub(crate) generation: u64,
+    /// The gossip address.
+    pub(crate) gossip_addr: SocketAddr,
+}
+
+impl<'a> RawNodeId<'a> {
+    /// The id with its name as text (`None` only if the bytes were not UTF-8).
+    pub(crate) fn to_ref(self) -> Option<NodeIdRef<'a>> {
+        Some(NodeIdRef {
+            name: std::str::from_utf8(self.name).ok()?,
+            generation: self.generation,
+            gossip_addr: self.gossip_addr,
+        })
+    }
+
+    /// Whether this is `id`, comparing the cheap parts first.
+    pub(crate) fn is(&self, id: &NodeId) -> bool {
+        self.generation == id.generation()
+            && self.gossip_addr == id.gossip_addr()
+            && short_bytes_eq(self.name, id.name().as_bytes())
+    }
+
+    /// How `id` orders against this id (`id.cmp(self)`, in [`NodeId`]'s order).
+    pub(crate) fn cmp_from(&self, id: &NodeId) -> std::cmp::Ordering {
+        id.name()
+            .as_bytes()
+            .cmp(self.name)
+            .then(id.generation().cmp(&self.generation))
+            .then(id.gossip_addr().cmp(&self.gossip_addr))
+    }
+}
+
+/// Byte equality that compares in 8-byte words, without a library call for short names.
+fn short_bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut a_words, mut b_words) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in a_words.by_ref().zip(b_words.by_ref()) {
+        if x != y {
+            return false;
+        }
+    }
+    a_words.remainder() == b_words.remainder()
 }
 
 /// The entries of a [`DigestView`].

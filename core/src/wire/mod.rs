@@ -66,6 +66,7 @@ mod envelope;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use codec::RawNodeId;
 pub use codec::{
     DigestEntries, DigestView, MessageView, decode_chitchat, decode_chitchat_view, decode_header,
     delta_budget, encode_chitchat, encode_chitchat_with, encode_digest, encode_digest_entries,
