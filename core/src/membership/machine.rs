@@ -731,7 +731,7 @@ impl Membership {
         let mut aligned = std::mem::take(&mut self.aligned);
         aligned.clear();
         aligned.resize(self.state.len(), None);
-        let mut reindex = false;
+        let mut new: Vec<(NodeId, u64)> = Vec::new();
         // Digests list ids in ascending order, as our state does: walk both together.
         let mut hint = 0;
         for (raw, entry) in digest.iter_raw() {
@@ -755,29 +755,36 @@ impl Membership {
             let Some(id_ref) = raw.to_ref() else {
                 continue;
             };
-            let id = &id_ref.to_owned();
+            let id = id_ref.to_owned();
             // Unknown. A removed node comes back only with a newer heartbeat; a known node
             // was not superseded when it was added (a newer generation removes the older
             // ones when it appears), so only unknown ids need that check.
-            if let Some(remembered) = self.removed.get(id) {
+            if let Some(remembered) = self.removed.get(&id) {
                 if entry.heartbeat <= remembered {
                     continue;
                 }
-                self.removed.remove(id);
+                self.removed.remove(&id);
             }
-            if self.superseded(id) {
+            if self.superseded(&id) {
                 continue;
             }
-            // First sighting: the heartbeat is stored but not reported (chitchat's rule). The
-            // new entry starts as Joining.
-            self.state
-                .node_or_insert(id)
-                .observe_heartbeat(entry.heartbeat);
-            self.retire_older_generations(id, now);
-            reindex = true;
+            new.push((id, entry.heartbeat));
         }
-        if reindex {
-            // Nodes were added or removed, so positions moved: align again (joins are rare).
+        if !new.is_empty() {
+            // First sightings, added together: the heartbeat is stored but not reported
+            // (chitchat's rule), and each starts as Joining.
+            self.state.insert_many(new.iter().map(|(id, _)| id.clone()));
+            for (id, heartbeat) in &new {
+                if let Some(state) = self.state.node_mut(id) {
+                    state.observe_heartbeat(*heartbeat);
+                }
+            }
+            for (id, _) in &new {
+                if self.state.node(id).is_some() {
+                    self.retire_older_generations(id, now);
+                }
+            }
+            // Nodes were added (and maybe removed), so positions moved: align again.
             aligned.clear();
             aligned.resize(self.state.len(), None);
             let mut hint = 0;

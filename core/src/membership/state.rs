@@ -559,6 +559,41 @@ impl<M> ClusterState<M> {
         &mut self.entries[i].state
     }
 
+    /// Adds empty states (with `M::default()` beside each) for the ids of `nodes` not yet
+    /// known, in one pass: O(n + k log k) for k new ids, where inserting them one by one costs
+    /// O(n) each. Returns how many were added.
+    pub fn insert_many(&mut self, nodes: impl IntoIterator<Item = NodeId>) -> usize
+    where
+        M: Default,
+    {
+        let before = self.entries.len();
+        for id in nodes {
+            if self.index.contains_key(&id) {
+                continue;
+            }
+            // Reserve its index slot now so that a duplicate in `nodes` is skipped; the
+            // position is fixed below.
+            self.index.insert(id.clone(), usize::MAX);
+            self.entries.push(Entry {
+                id,
+                state: NodeState::new(),
+                meta: M::default(),
+            });
+        }
+        let added = self.entries.len() - before;
+        if added > 0 {
+            // Two sorted runs: the stable sort merges them in linear time.
+            self.entries.sort_by(|a, b| a.id.cmp(&b.id));
+            let first = self
+                .entries
+                .iter()
+                .position(|e| self.index.get(&e.id) == Some(&usize::MAX))
+                .unwrap_or(0);
+            self.reindex_from(first);
+        }
+        added
+    }
+
     /// Removes `node`'s state (and the value beside it).
     pub fn remove(&mut self, node: &NodeId) -> Option<NodeState> {
         let at = self.index.remove(node)?;

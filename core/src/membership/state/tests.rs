@@ -398,3 +398,117 @@ fn a_delta_older_than_an_applied_collection_cannot_bring_values_back() {
     );
     assert_eq!(r.get("old"), None);
 }
+
+/// `ClusterState` kept by the two insertion paths, and lookups by position, must agree with a
+/// plain sorted list whatever order ids arrive in.
+mod cluster_state {
+    use super::*;
+    use crate::wire::{Compression, ProtocolVersion, decode_chitchat_view};
+    use crate::wire::{NodeDigest, encode_digest_entries};
+
+    fn id(name: &str, generation: u64, port: u16) -> NodeId {
+        NodeId::new(
+            name,
+            generation,
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        )
+    }
+
+    fn check_index(state: &ClusterState<u32>) {
+        for (i, (node, _)) in state.iter().enumerate() {
+            assert_eq!(state.index_of(node.as_ref()), Some(i), "{node}");
+        }
+        let ids: Vec<&NodeId> = state.iter().map(|(id, _)| id).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "sorted, no duplicate");
+    }
+
+    /// A SynAck holding `ids` in the given order, decoded, for walking its digest.
+    fn digest_bytes(ids: &[NodeId]) -> Vec<u8> {
+        let mut out = Vec::new();
+        crate::wire::encode_header(
+            ProtocolVersion::V0,
+            crate::wire::MessageType::SynAck,
+            &mut out,
+        );
+        let entries = ids.iter().map(|id| {
+            (
+                id,
+                NodeDigest {
+                    heartbeat: 1,
+                    last_gc_version: 0,
+                    max_version: 0,
+                },
+            )
+        });
+        encode_digest_entries(ProtocolVersion::V0, entries, Compression::None, &mut out);
+        crate::wire::DeltaWriter::with_compression(1_000, Compression::None).finish(&mut out);
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn insert_many_and_node_or_insert_agree(
+            first in proptest::collection::vec((0u8..20, 1u64..3, 0u16..3), 0..30),
+            second in proptest::collection::vec((0u8..20, 1u64..3, 0u16..3), 0..30),
+        ) {
+            let make = |v: &[(u8, u64, u16)]| -> Vec<NodeId> {
+                v.iter().map(|&(n, g, p)| id(&format!("n{n}"), g, 7000 + p)).collect()
+            };
+            let (first, second) = (make(&first), make(&second));
+            let mut batched: ClusterState<u32> = ClusterState::new();
+            let mut single: ClusterState<u32> = ClusterState::new();
+            batched.insert_many(first.iter().cloned());
+            let added = batched.insert_many(second.iter().cloned());
+            for node in first.iter().chain(&second) {
+                single.node_or_insert(node);
+            }
+            let mut expected: Vec<NodeId> = first.iter().chain(&second).cloned().collect();
+            expected.sort();
+            expected.dedup();
+            let before: std::collections::BTreeSet<&NodeId> = first.iter().collect();
+            let fresh: std::collections::BTreeSet<&NodeId> =
+                second.iter().filter(|id| !before.contains(id)).collect();
+            prop_assert_eq!(added, fresh.len());
+            let got: Vec<NodeId> = batched.iter().map(|(id, _)| id.clone()).collect();
+            let got_single: Vec<NodeId> = single.iter().map(|(id, _)| id.clone()).collect();
+            prop_assert_eq!(&got, &expected);
+            prop_assert_eq!(&got_single, &expected);
+            check_index(&batched);
+        }
+
+        #[test]
+        fn a_digest_walk_finds_every_known_id_in_any_order(
+            known in proptest::collection::btree_set((0u8..30, 1u64..3), 1..20),
+            unknown in proptest::collection::btree_set((30u8..40, 1u64..3), 0..5),
+            order in any::<u64>(),
+        ) {
+            let mut state: ClusterState<u32> = ClusterState::new();
+            let known: Vec<NodeId> = known.iter().map(|&(n, g)| id(&format!("n{n:02}"), g, 7000)).collect();
+            state.insert_many(known.iter().cloned());
+            let mut listed: Vec<NodeId> = known.clone();
+            listed.extend(unknown.iter().map(|&(n, g)| id(&format!("n{n:02}"), g, 7000)));
+            // Sorted (the usual case), or shuffled by a seeded rotation and reversal.
+            match order % 3 {
+                0 => listed.sort(),
+                1 => listed.reverse(),
+                _ => {
+                    let by = (order as usize / 3) % listed.len();
+                    listed.rotate_left(by);
+                }
+            }
+            let bytes = digest_bytes(&listed);
+            let (_, message) = decode_chitchat_view(&bytes).unwrap();
+            let crate::wire::MessageView::SynAck { digest, .. } = message else {
+                panic!("a SynAck");
+            };
+            let mut hint = 0;
+            for ((raw, _), listed_id) in digest.iter_raw().zip(&listed) {
+                let found = state.position_near_raw(hint, raw);
+                prop_assert_eq!(found, state.index_of(listed_id.as_ref()));
+                if let Some(i) = found {
+                    hint = i + 1;
+                }
+            }
+        }
+    }
+}
