@@ -17,6 +17,10 @@
 //! - [`selector`]: replica selection over a snapshot of live members ([`Topology`]):
 //!   data-center aware ([`DcAwareSelector`]), key affinity ([`RendezvousSelector`]) and random
 //!   ([`RandomSelector`]), behind the public [`NodeSelector`] trait.
+//! - [`membership`]: chitchat's gossip protocol and phi-accrual failure detection as a state
+//!   machine ([`membership::Membership`]); [`Node`] adds the clock and cohort's envelope, and
+//!   is what drivers run; [`Members`] is the snapshot they publish.
+//! - [`wire`]: chitchat 0.13's gossip format and cohort's envelope.
 //! - [`NodeId`]: node identity with generations.
 //!
 //! ```
@@ -37,6 +41,7 @@
 
 pub mod clock;
 pub mod hash;
+pub mod members;
 pub mod membership;
 pub mod node;
 mod node_id;
@@ -44,6 +49,7 @@ pub mod selector;
 pub mod wire;
 
 pub use clock::{ClockError, Hlc, HlcConfig, NodeTag, SharedHlc, Timestamp, WallTime};
+pub use members::Members;
 pub use node::{Node, NodeConfig, NodeError, NodeEvent};
 pub use node_id::{NodeId, NodeIdRef};
 pub use selector::{

@@ -443,6 +443,12 @@ impl Membership {
         }
     }
 
+    /// Replaces the seed addresses (a driver re-resolving seed host names calls this). Takes
+    /// effect from the next round.
+    pub fn set_seeds(&mut self, seeds: Vec<SocketAddr>) {
+        self.config.seeds = seeds;
+    }
+
     /// Starts one handshake with `addr` now, outside the regular rounds.
     pub fn gossip_to(&mut self, addr: SocketAddr) {
         self.send_syn(addr);
@@ -945,9 +951,11 @@ impl Membership {
 
     fn update_liveness(&mut self, now: Instant) {
         let fd = &self.config.failure_detector;
-        // What the detector says, before we act on it (for the self-suspicion guard).
+        let me = &self.config.node_id;
+        // What the detector says of the peers, before we act on it (for the self-suspicion
+        // guard). The local node is not a peer: the detector never hears it.
         let (mut live_before, mut dying) = (0, 0);
-        for (_, _, peer) in self.state.iter_with_meta() {
+        for (_, _, peer) in self.state.iter_with_meta().filter(|(id, _, _)| *id != me) {
             if peer.status == MemberStatus::Live {
                 live_before += 1;
             }

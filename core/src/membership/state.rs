@@ -199,9 +199,14 @@ impl NodeState {
         );
     }
 
-    /// Deletes `key` (a tombstone replaces it). Returns whether the key existed.
+    /// Deletes `key` (a tombstone replaces it). Returns whether the key existed (a key already
+    /// deleted does not: deleting it again changes nothing).
     pub fn delete(&mut self, key: &str, now: Instant) -> bool {
-        if !self.key_values.contains_key(key) {
+        if self
+            .key_values
+            .get(key)
+            .is_none_or(|v| v.status == DeletionStatus::Deleted)
+        {
             return false;
         }
         let version = self.next_version();

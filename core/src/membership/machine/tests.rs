@@ -389,3 +389,18 @@ fn replies_echo_the_version_of_the_request() {
     let ack = mb.poll_transmit().unwrap();
     assert_eq!(&ack.payload[..4], &[0x53, 0xb0, 1, 2]);
 }
+
+#[test]
+fn the_only_peer_of_a_two_node_cluster_is_failed_when_it_crashes() {
+    // The local node is not a peer of its own: with one peer, its silence is one death, not a
+    // mass death that would make the node suspect itself.
+    let ids: Vec<NodeId> = (0..2).map(|i| id(&format!("n{i}"), 1, 7300 + i)).collect();
+    let configs = vec![config(&ids[0], None), config(&ids[1], Some(&ids[0]))];
+    let mut net = Net::new(configs);
+    net.rounds(30);
+    assert_eq!(net.nodes[0].live_members().len(), 2);
+    net.down[1] = true;
+    net.rounds(30);
+    assert_eq!(net.nodes[0].status(&ids[1]), Some(MemberStatus::Failed));
+    assert!(!net.events[0].contains(&MembershipEvent::SelfSuspected));
+}

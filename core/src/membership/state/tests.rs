@@ -57,6 +57,8 @@ fn local_writes_take_increasing_versions() {
     assert_eq!(s.get("a"), Some("2"));
     assert!(s.delete("a", t));
     assert!(!s.delete("missing", t));
+    assert!(!s.delete("a", t), "already deleted: nothing to do");
+    assert_eq!(s.max_version(), 4, "and no new version");
     assert_eq!(s.get("a"), None, "tombstones are invisible");
     assert_eq!(
         s.get_versioned("a").unwrap().status,

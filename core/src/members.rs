@@ -1,0 +1,345 @@
+//! Versioned snapshots of the membership, and the metadata keys cohort gives a meaning to.
+//!
+//! Owns [`Members`], the value a driver publishes to readers after every change (a list of
+//! [`Member`]s with a version that grows with each change), and the conversion from members to
+//! the [`Topology`] that selectors work on. Both drivers use it, so readers of either see the
+//! same shapes. It never does I/O and holds no reference into a machine: a snapshot is a copy.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::NodeId;
+use crate::membership::{Member, MemberStatus, Membership, MembershipEvent};
+use crate::selector::{Candidate, Topology};
+
+/// The metadata key holding a member's data center (the key datacake-node gossips).
+pub const DATA_CENTER_KEY: &str = "data_center";
+
+/// The metadata key holding the address a member serves RPC on (`ip:port`).
+pub const RPC_ADDR_KEY: &str = "rpc_addr";
+
+/// The data center of a member that publishes none.
+pub const DEFAULT_DATA_CENTER: &str = "default";
+
+/// A snapshot of the membership as the local node sees it, at one version.
+///
+/// The version starts at 1 and grows by one with each published change, so a reader can tell
+/// whether two snapshots differ without comparing them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Members {
+    version: u64,
+    local: NodeId,
+    members: Arc<[Member]>,
+}
+
+impl Members {
+    /// The snapshot of `membership` at `version`.
+    #[must_use]
+    pub fn capture(membership: &Membership, version: u64) -> Self {
+        Self {
+            version,
+            local: membership.node_id().clone(),
+            members: membership.members().into(),
+        }
+    }
+
+    /// The version of this snapshot.
+    #[must_use]
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The local node's identity.
+    #[must_use]
+    pub fn local(&self) -> &NodeId {
+        &self.local
+    }
+
+    /// The local node as a member.
+    #[must_use]
+    pub fn local_member(&self) -> Option<&Member> {
+        self.get(&self.local)
+    }
+
+    /// Every known member (the local node included), ascending by id.
+    #[must_use]
+    pub fn all(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// The live members (the local node included unless it is leaving), ascending by id.
+    pub fn live(&self) -> impl Iterator<Item = &Member> + '_ {
+        self.members
+            .iter()
+            .filter(|m| m.status == MemberStatus::Live)
+    }
+
+    /// The number of live members.
+    #[must_use]
+    pub fn live_count(&self) -> usize {
+        self.live().count()
+    }
+
+    /// The member with identity `id`.
+    #[must_use]
+    pub fn get(&self, id: &NodeId) -> Option<&Member> {
+        self.members
+            .binary_search_by(|m| m.id.cmp(id))
+            .ok()
+            .map(|i| &self.members[i])
+    }
+
+    /// The members named `name` (every generation known), ascending by generation.
+    pub fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Member> + 'a {
+        self.members.iter().filter(move |m| m.id.name() == name)
+    }
+
+    /// The topology that selectors choose from: the local node and every other live member,
+    /// each with its data center ([`DATA_CENTER_KEY`]) and its request address
+    /// ([`RPC_ADDR_KEY`], or the gossip address when it publishes none or an unparsable one).
+    #[must_use]
+    pub fn topology(&self) -> Topology {
+        let local = self.local_member().map_or_else(
+            || {
+                Candidate::new(
+                    self.local.clone(),
+                    self.local.gossip_addr(),
+                    DEFAULT_DATA_CENTER,
+                )
+            },
+            candidate,
+        );
+        Topology::new(
+            local,
+            self.live().filter(|m| m.id != self.local).map(candidate),
+        )
+    }
+}
+
+/// `member` as a selection candidate (see [`Members::topology`]).
+#[must_use]
+pub fn candidate(member: &Member) -> Candidate {
+    Candidate::new(
+        member.id.clone(),
+        rpc_addr(member),
+        member.get(DATA_CENTER_KEY).unwrap_or(DEFAULT_DATA_CENTER),
+    )
+}
+
+/// The address `member` serves RPC on: its [`RPC_ADDR_KEY`], or its gossip address when that is
+/// missing or does not parse.
+#[must_use]
+pub fn rpc_addr(member: &Member) -> SocketAddr {
+    member
+        .get(RPC_ADDR_KEY)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| member.id.gossip_addr())
+}
+
+/// Whether `event` changes what a [`Members`] snapshot holds (so a new one should be published).
+#[must_use]
+pub fn changes_members(event: &MembershipEvent) -> bool {
+    !matches!(
+        event,
+        MembershipEvent::BadCluster { .. }
+            | MembershipEvent::SelfSuspected
+            | MembershipEvent::LeaveAnnounced
+    )
+}
+
+/// What a driver tells the readers of its event stream: the membership events of the core,
+/// flattened, with a snapshot wherever a reader must resynchronize.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClusterEvent {
+    /// A member became live for the first time.
+    Joined(Member),
+    /// A member that had failed or was unready is live again.
+    Recovered(Member),
+    /// A live member's liveness predicate stopped holding.
+    Unready(Member),
+    /// The failure detector declared a member dead.
+    Failed(Member),
+    /// A member announced a graceful departure.
+    Left(Member),
+    /// A member's state was garbage collected (dead for the grace period, or replaced by a
+    /// newer generation).
+    Removed(NodeId),
+    /// A key of a member changed; `value` is `None` when it was deleted.
+    KeyChanged {
+        /// The member, with its state after the change.
+        member: Member,
+        /// The key.
+        key: String,
+        /// The new visible value.
+        value: Option<String>,
+    },
+    /// A peer's clock is further ahead than the drift bound; the local clock did not move.
+    ClockSkew {
+        /// The peer's gossip address.
+        from: SocketAddr,
+        /// The timestamp it sent.
+        remote: crate::Timestamp,
+    },
+    /// The local node suspects itself (starved, or cut off) and holds deaths for a while.
+    SelfSuspected,
+    /// A node of another cluster contacted us.
+    BadCluster {
+        /// Its address.
+        from: SocketAddr,
+    },
+    /// Events were lost because this reader (or the core's queue) fell behind. `members` is
+    /// the membership now: a reader rebuilds its view from it, so no departure goes unseen.
+    Lagged {
+        /// How many events were lost.
+        missed: u64,
+        /// The current snapshot.
+        members: Members,
+    },
+}
+
+impl ClusterEvent {
+    /// The event for `event`, or `None` for events that concern only the driver (the leave
+    /// announcement). A lag needs the current snapshot, given by `members`.
+    pub fn from_node_event(
+        event: crate::NodeEvent,
+        members: impl FnOnce() -> Members,
+    ) -> Option<Self> {
+        use crate::NodeEvent;
+        Some(match event {
+            NodeEvent::ClockSkew { from, remote, .. } => Self::ClockSkew { from, remote },
+            NodeEvent::Membership(event) => match event {
+                MembershipEvent::Joined(m) => Self::Joined(m),
+                MembershipEvent::Recovered(m) => Self::Recovered(m),
+                MembershipEvent::Unready(m) => Self::Unready(m),
+                MembershipEvent::Failed(m) => Self::Failed(m),
+                MembershipEvent::Left(m) => Self::Left(m),
+                MembershipEvent::Removed(id) => Self::Removed(id),
+                MembershipEvent::KeyChanged { member, key, value } => {
+                    Self::KeyChanged { member, key, value }
+                }
+                MembershipEvent::Lagged { missed } => Self::Lagged {
+                    missed,
+                    members: members(),
+                },
+                MembershipEvent::BadCluster { from } => Self::BadCluster { from },
+                MembershipEvent::SelfSuspected => Self::SelfSuspected,
+                MembershipEvent::LeaveAnnounced => return None,
+            },
+        })
+    }
+
+    /// The member the event is about, if it is about one.
+    #[must_use]
+    pub fn member(&self) -> Option<&Member> {
+        match self {
+            Self::Joined(m)
+            | Self::Recovered(m)
+            | Self::Unready(m)
+            | Self::Failed(m)
+            | Self::Left(m)
+            | Self::KeyChanged { member: m, .. } => Some(m),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::membership::MembershipConfig;
+    use crate::selector::{Consistency, DcAwareSelector, NodeSelector};
+
+    fn member(name: &str, port: u16, status: MemberStatus, keys: &[(&str, &str)]) -> Member {
+        Member {
+            id: NodeId::new(name, 1, SocketAddr::from(([127, 0, 0, 1], port))),
+            status,
+            heartbeat: 1,
+            max_version: 0,
+            keys: keys
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_of_a_fresh_machine_holds_the_local_node() {
+        let id = NodeId::new("a", 1, SocketAddr::from(([127, 0, 0, 1], 7000)));
+        let mut config = MembershipConfig::new(id.clone(), "c");
+        config.initial_key_values = vec![(DATA_CENTER_KEY.into(), "dc-1".into())];
+        let membership = Membership::new(config, Instant::now());
+        let members = Members::capture(&membership, 3);
+        assert_eq!(members.version(), 3);
+        assert_eq!(members.local(), &id);
+        assert_eq!(members.live_count(), 1);
+        let topology = members.topology();
+        assert_eq!(topology.len(), 1);
+        assert_eq!(topology.local().data_center().as_str(), "dc-1");
+    }
+
+    #[test]
+    fn the_topology_holds_live_members_with_their_rpc_address_and_data_center() {
+        let local = member("a", 7000, MemberStatus::Live, &[(DATA_CENTER_KEY, "east")]);
+        let b = member(
+            "b",
+            7001,
+            MemberStatus::Live,
+            &[(DATA_CENTER_KEY, "west"), (RPC_ADDR_KEY, "127.0.0.1:9001")],
+        );
+        let c = member(
+            "c",
+            7002,
+            MemberStatus::Failed,
+            &[(DATA_CENTER_KEY, "west")],
+        );
+        let d = member(
+            "d",
+            7003,
+            MemberStatus::Live,
+            &[(RPC_ADDR_KEY, "not an address")],
+        );
+        let members = Members {
+            version: 1,
+            local: local.id.clone(),
+            members: vec![local.clone(), b.clone(), c, d.clone()].into(),
+        };
+        assert_eq!(members.get(&b.id), Some(&b));
+        assert_eq!(members.named("b").count(), 1);
+        let topology = members.topology();
+        assert_eq!(topology.len(), 3, "the failed member is not a candidate");
+        let by_id = |id: &NodeId| topology.members().iter().find(|m| m.id() == id).cloned();
+        let b_candidate = by_id(&b.id).unwrap();
+        assert_eq!(b_candidate.addr(), SocketAddr::from(([127, 0, 0, 1], 9001)));
+        assert_eq!(b_candidate.data_center().as_str(), "west");
+        let d_candidate = by_id(&d.id).unwrap();
+        assert_eq!(
+            d_candidate.addr(),
+            d.id.gossip_addr(),
+            "unparsable: gossip address"
+        );
+        assert_eq!(d_candidate.data_center().as_str(), DEFAULT_DATA_CENTER);
+        // The DC-aware selector prefers the other data centers.
+        let mut rng =
+            <rand_xoshiro::Xoshiro256PlusPlus as rand_core::SeedableRng>::seed_from_u64(1);
+        let picked = DcAwareSelector
+            .select(&topology, Consistency::One, &mut rng)
+            .unwrap();
+        assert_eq!(picked.len(), 1);
+    }
+
+    #[test]
+    fn only_events_about_members_change_the_snapshot() {
+        assert!(!changes_members(&MembershipEvent::SelfSuspected));
+        assert!(!changes_members(&MembershipEvent::LeaveAnnounced));
+        assert!(changes_members(&MembershipEvent::Lagged { missed: 1 }));
+        assert!(changes_members(&MembershipEvent::Removed(NodeId::new(
+            "x",
+            1,
+            SocketAddr::from(([127, 0, 0, 1], 1))
+        ))));
+    }
+}

@@ -1,0 +1,267 @@
+//! How a node is described before it starts: [`ConnectionConfig`] and [`NodeBuilder`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cohort_core::membership::{FailureDetectorConfig, LivenessPredicate, MembershipConfig};
+use cohort_core::wire::ProtocolVersion;
+use cohort_core::{DcAwareSelector, NodeSelector};
+
+use crate::{ConnectError, Node};
+
+/// Where a node listens, the address peers reach it at, and where it finds the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionConfig {
+    /// The address the gossip socket binds (for example `0.0.0.0:7000`).
+    pub listen: SocketAddr,
+    /// The address peers send to: part of the node's identity and advertised to everyone. It
+    /// may differ from `listen` (behind a NAT, or listening on every interface).
+    pub public: SocketAddr,
+    /// Peers to contact first, as `host:port` or `ip:port`. Host names are resolved at start
+    /// and again every [`NodeBuilder::seed_refresh_interval`]. No seed needs to be up.
+    pub seeds: Vec<String>,
+}
+
+impl ConnectionConfig {
+    /// A connection listening on `listen`, reached at `public`, joining through `seeds`.
+    pub fn new(
+        listen: SocketAddr,
+        public: SocketAddr,
+        seeds: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self {
+            listen,
+            public,
+            seeds: seeds.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// The settings of a node, and [`connect`](Self::connect) to start it.
+///
+/// Every setting has a default; only the name and the addresses are required.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use cohort_tokio::{ConnectionConfig, NodeBuilder};
+///
+/// let listen = "127.0.0.1:7001".parse()?;
+/// let node = NodeBuilder::new("node-1", ConnectionConfig::new(listen, listen, ["127.0.0.1:7000"]))
+///     .cluster_id("orders")
+///     .data_center("eu-west-1a")
+///     .gossip_interval(Duration::from_millis(500))
+///     .metadata("role", "indexer")
+///     .connect()
+///     .await?;
+/// node.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use]
+pub struct NodeBuilder {
+    pub(crate) name: String,
+    pub(crate) connection: ConnectionConfig,
+    pub(crate) cluster_id: String,
+    pub(crate) data_center: String,
+    pub(crate) selector: Arc<dyn NodeSelector + Send + Sync>,
+    pub(crate) gossip_interval: Duration,
+    pub(crate) failure_detector: Option<FailureDetectorConfig>,
+    pub(crate) metadata: Vec<(String, String)>,
+    pub(crate) chitchat_compatible: bool,
+    pub(crate) protocol_version: ProtocolVersion,
+    pub(crate) generation: Option<u64>,
+    pub(crate) rpc_addr: Option<SocketAddr>,
+    pub(crate) seed_refresh_interval: Duration,
+    pub(crate) event_capacity: usize,
+    pub(crate) leave_timeout: Duration,
+    pub(crate) max_clock_drift: Duration,
+    pub(crate) liveness_predicate: Option<LivenessPredicate>,
+    pub(crate) rng_seed: Option<u64>,
+    pub(crate) tune: Option<TuneMembership>,
+}
+
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("name", &self.name)
+            .field("connection", &self.connection)
+            .field("cluster_id", &self.cluster_id)
+            .field("data_center", &self.data_center)
+            .field("gossip_interval", &self.gossip_interval)
+            .field("chitchat_compatible", &self.chitchat_compatible)
+            .field("protocol_version", &self.protocol_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A last adjustment of the membership settings ([`NodeBuilder::membership_config`]).
+pub(crate) type TuneMembership = Box<dyn FnOnce(&mut MembershipConfig) + Send>;
+
+/// The cluster id of a node that sets none.
+pub const DEFAULT_CLUSTER_ID: &str = "cohort";
+
+impl NodeBuilder {
+    /// A node named `name` (unique in the cluster; a restart keeps the name and takes a new
+    /// generation), connected as `connection` says.
+    pub fn new(name: impl Into<String>, connection: ConnectionConfig) -> Self {
+        Self {
+            name: name.into(),
+            connection,
+            cluster_id: DEFAULT_CLUSTER_ID.to_owned(),
+            data_center: cohort_core::members::DEFAULT_DATA_CENTER.to_owned(),
+            selector: Arc::new(DcAwareSelector),
+            gossip_interval: Duration::from_secs(1),
+            failure_detector: None,
+            metadata: Vec::new(),
+            chitchat_compatible: false,
+            protocol_version: ProtocolVersion::V0,
+            generation: None,
+            rpc_addr: None,
+            seed_refresh_interval: Duration::from_secs(60),
+            event_capacity: 1_024,
+            leave_timeout: Duration::from_secs(2),
+            max_clock_drift: cohort_core::clock::DEFAULT_MAX_DRIFT,
+            liveness_predicate: None,
+            rng_seed: None,
+            tune: None,
+        }
+    }
+
+    /// The cluster to join (nodes of other clusters are refused). Default
+    /// [`DEFAULT_CLUSTER_ID`].
+    pub fn cluster_id(mut self, id: impl Into<String>) -> Self {
+        self.cluster_id = id.into();
+        self
+    }
+
+    /// This node's data center, published as
+    /// [`DATA_CENTER_KEY`](cohort_core::members::DATA_CENTER_KEY). Default `"default"`.
+    pub fn data_center(mut self, dc: impl Into<String>) -> Self {
+        self.data_center = dc.into();
+        self
+    }
+
+    /// The replica selector of [`Node::select_nodes`]. Default [`DcAwareSelector`].
+    pub fn selector(mut self, selector: impl NodeSelector + Send + Sync + 'static) -> Self {
+        self.selector = Arc::new(selector);
+        self
+    }
+
+    /// How often a gossip round runs. Default 1 s (datacake's interval; chitchat's tests use
+    /// 100 ms to 1 s).
+    pub fn gossip_interval(mut self, interval: Duration) -> Self {
+        self.gossip_interval = interval;
+        self
+    }
+
+    /// The failure detector's settings. Default: chitchat's, except the prior mean interval
+    /// (`initial_interval`), which is the gossip interval (as datacake sets it; chitchat's 5 s
+    /// prior makes detection slow during a node's first minutes).
+    pub fn failure_detector(mut self, config: FailureDetectorConfig) -> Self {
+        self.failure_detector = Some(config);
+        self
+    }
+
+    /// A key-value this node publishes from the start (see also [`Node::set_metadata`]).
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.push((key.into(), value.into()));
+        self
+    }
+
+    /// Send bare chitchat datagrams (no cohort envelope), so that real chitchat nodes of the
+    /// same protocol version understand this node. Default `false`. Both forms are always
+    /// accepted.
+    pub fn chitchat_compatible(mut self, compatible: bool) -> Self {
+        self.chitchat_compatible = compatible;
+        self
+    }
+
+    /// The protocol version of the Syns this node starts (replies always use the version of
+    /// the message they answer). Default V0, which every chitchat 0.13 node reads.
+    pub fn protocol_version(mut self, version: ProtocolVersion) -> Self {
+        self.protocol_version = version;
+        self
+    }
+
+    /// This incarnation's generation. Default: the wall clock in milliseconds at
+    /// [`connect`](Self::connect), so that a restarted node always has a higher one.
+    pub fn generation(mut self, generation: u64) -> Self {
+        self.generation = Some(generation);
+        self
+    }
+
+    /// The address this node serves RPC on, published as
+    /// [`RPC_ADDR_KEY`](cohort_core::members::RPC_ADDR_KEY). Default: the public gossip
+    /// address (RPC listens on the same port, over TCP).
+    pub fn rpc_addr(mut self, addr: SocketAddr) -> Self {
+        self.rpc_addr = Some(addr);
+        self
+    }
+
+    /// How often seed host names are resolved again. Default 60 s.
+    pub fn seed_refresh_interval(mut self, interval: Duration) -> Self {
+        self.seed_refresh_interval = interval;
+        self
+    }
+
+    /// How many events a reader of [`Node::membership_events`] may fall behind before it is
+    /// told it lagged. Default 1,024.
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity.max(1);
+        self
+    }
+
+    /// How long [`Node::shutdown`] waits for the departure to reach peers. Default 2 s.
+    pub fn leave_timeout(mut self, timeout: Duration) -> Self {
+        self.leave_timeout = timeout;
+        self
+    }
+
+    /// How far ahead of the local wall clock a peer's timestamp may be. Default 500 ms.
+    pub fn max_clock_drift(mut self, drift: Duration) -> Self {
+        self.max_clock_drift = drift;
+        self
+    }
+
+    /// An extra condition for a member to count as live (for example "has published the key
+    /// `ready`"). Members the detector hears but that fail it are `Unready`.
+    pub fn liveness_predicate(
+        mut self,
+        predicate: impl Fn(&cohort_core::membership::NodeState) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.liveness_predicate = Some(Arc::new(predicate));
+        self
+    }
+
+    /// The seed of the node's random choices (gossip targets, selections). Default: drawn from
+    /// the operating system. Fix it to make a node's choices reproducible.
+    pub fn rng_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = Some(seed);
+        self
+    }
+
+    /// Adjusts any other setting of the membership machine (queue bounds, grace periods, ...)
+    /// just before the node starts.
+    pub fn membership_config(
+        mut self,
+        tune: impl FnOnce(&mut MembershipConfig) + Send + 'static,
+    ) -> Self {
+        self.tune = Some(Box::new(tune));
+        self
+    }
+
+    /// Binds the gossip socket and starts the node.
+    ///
+    /// Returns once the socket is bound; joining happens in the background (use
+    /// [`Node::wait_for_members`] to wait for peers).
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::Bind`] when the listen address cannot be bound,
+    /// [`ConnectError::InvalidConfig`] for an empty name or a zero gossip interval.
+    pub async fn connect(self) -> Result<Node, ConnectError> {
+        Node::start(self).await
+    }
+}

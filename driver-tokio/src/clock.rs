@@ -1,0 +1,72 @@
+//! The node's clock as applications read it: the core's lock-free hybrid logical clock plus
+//! the system's wall clock.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cohort_core::{ClockError, SharedHlc, Timestamp, WallTime};
+
+/// The cluster clock of a node: hybrid logical timestamps, unique across the cluster and
+/// ordered after everything this node has received (gossip carries every sender's clock).
+///
+/// Cheap to clone and to read from any thread: no lock, no message to the node's task.
+#[derive(Clone, Debug)]
+pub struct Clock {
+    hlc: Arc<SharedHlc>,
+}
+
+/// The system wall clock as the core takes it. A clock set before 1970 reads as the epoch,
+/// one beyond the 48-bit millisecond range (the year 10889) as the last representable time.
+pub(crate) fn wall_now() -> WallTime {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    WallTime::from_unix_duration(since).unwrap_or(WallTime::MAX)
+}
+
+impl Clock {
+    pub(crate) fn new(hlc: Arc<SharedHlc>) -> Self {
+        Self { hlc }
+    }
+
+    /// A new timestamp, greater than every one this clock issued or observed before.
+    ///
+    /// At the end of the clock's range (the year 10889) this returns the last timestamp
+    /// issued instead of a new one; use [`try_now`](Self::try_now) to see that case.
+    #[must_use]
+    pub fn now(&self) -> Timestamp {
+        match self.try_now() {
+            Ok(t) => t,
+            Err(_) => self
+                .hlc
+                .last()
+                .unwrap_or_else(|| Timestamp::from_packed(0, self.hlc.node())),
+        }
+    }
+
+    /// A new timestamp.
+    ///
+    /// # Errors
+    ///
+    /// [`ClockError::Exhausted`] at the end of the clock's range.
+    pub fn try_now(&self) -> Result<Timestamp, ClockError> {
+        self.hlc.now(wall_now())
+    }
+
+    /// Merges a timestamp received from elsewhere (an application message), so that later
+    /// timestamps order after it.
+    ///
+    /// # Errors
+    ///
+    /// [`ClockError::DriftExceeded`] (or another [`ClockError`]) when `remote` is further ahead
+    /// of the wall clock than the drift bound; the clock does not move.
+    pub fn observe(&self, remote: Timestamp) -> Result<Timestamp, ClockError> {
+        self.hlc.observe(remote, wall_now())
+    }
+
+    /// The core clock itself.
+    #[must_use]
+    pub fn hlc(&self) -> &Arc<SharedHlc> {
+        &self.hlc
+    }
+}

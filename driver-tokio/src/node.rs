@@ -1,0 +1,551 @@
+//! The node handle applications hold, and the state it shares with the node's task.
+
+use std::collections::hash_map::RandomState;
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cohort_core::members::{ClusterEvent, DATA_CENTER_KEY, Members, RPC_ADDR_KEY};
+use cohort_core::membership::{MembershipConfig, RESERVED_KEY_PREFIX};
+use cohort_core::{
+    Candidate, Consistency, NodeConfig, NodeId, NodeSelector, SelectError, Topology,
+};
+use rand_core::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use tokio::net::UdpSocket;
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::task::JoinHandle;
+
+use crate::builder::NodeBuilder;
+use crate::clock::Clock;
+use crate::events::MembershipEvents;
+use crate::extension::ClusterExtension;
+use crate::runtime;
+use crate::{ConnectError, MetadataError, WaitError};
+
+type ShutdownHook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// The core machine and the version of the last snapshot published from it, behind one lock
+/// (held for one input or one command, never across an await).
+pub(crate) struct Locked {
+    pub(crate) node: cohort_core::Node,
+    pub(crate) version: u64,
+}
+
+/// Counters kept by the node's task.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) datagrams_sent: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) datagrams_received: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) decode_errors: AtomicU64,
+    pub(crate) send_errors: AtomicU64,
+}
+
+/// Traffic counters of a node since it started ([`Node::statistics`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Statistics {
+    /// Gossip datagrams sent.
+    pub datagrams_sent: u64,
+    /// Bytes of gossip sent (UDP payloads).
+    pub bytes_sent: u64,
+    /// Gossip datagrams received.
+    pub datagrams_received: u64,
+    /// Bytes of gossip received (UDP payloads).
+    pub bytes_received: u64,
+    /// Received datagrams that did not decode (and were ignored).
+    pub decode_errors: u64,
+    /// Datagrams the socket refused to send.
+    pub send_errors: u64,
+}
+
+/// What the handles and the node's task share.
+pub(crate) struct Shared {
+    pub(crate) id: NodeId,
+    pub(crate) listen_addr: SocketAddr,
+    pub(crate) rpc_addr: SocketAddr,
+    pub(crate) core: Mutex<Locked>,
+    /// Wakes the task after a command changed the machine.
+    pub(crate) wake: Notify,
+    pub(crate) members_tx: watch::Sender<Members>,
+    /// `None` once the node has shut down, so that event streams end.
+    events_tx: Mutex<Option<broadcast::Sender<ClusterEvent>>>,
+    clock: Clock,
+    selector: Arc<dyn NodeSelector + Send + Sync>,
+    rng: Mutex<Xoshiro256PlusPlus>,
+    topology: Mutex<Option<(u64, Arc<Topology>)>>,
+    hooks: Mutex<Vec<ShutdownHook>>,
+    stopping: AtomicBool,
+    /// Set to `true` to make the task leave and stop.
+    pub(crate) stop_tx: watch::Sender<bool>,
+    /// `true` once the task has ended.
+    pub(crate) done_tx: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    resolver: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) counters: Counters,
+    pub(crate) leave_timeout: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; keep going with it.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn lock_core(&self) -> MutexGuard<'_, Locked> {
+        lock(&self.core)
+    }
+
+    pub(crate) fn members(&self) -> Members {
+        self.members_tx.borrow().clone()
+    }
+
+    /// Publishes a new snapshot of `locked`'s membership.
+    pub(crate) fn publish(&self, locked: &mut Locked) {
+        locked.version += 1;
+        let members = Members::capture(locked.node.membership(), locked.version);
+        self.members_tx.send_replace(members);
+    }
+
+    pub(crate) fn events_sender(&self) -> Option<broadcast::Sender<ClusterEvent>> {
+        lock(&self.events_tx).clone()
+    }
+}
+
+/// Aborts the node's tasks when the last handle is dropped without a shutdown.
+struct AbortOnDrop(Arc<Shared>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.0.task).take() {
+            task.abort();
+        }
+        if let Some(task) = lock(&self.0.resolver).take() {
+            task.abort();
+        }
+    }
+}
+
+/// A running cluster node. Cheap to clone; every clone is the same node.
+///
+/// Queries ([`members`](Self::members), [`select_nodes`](Self::select_nodes),
+/// [`clock`](Self::clock)) read state the node's task publishes and never wait for it.
+/// Commands ([`set_metadata`](Self::set_metadata), ...) take effect at once and are gossiped
+/// from the next round. Call [`shutdown`](Self::shutdown) to leave the cluster gracefully;
+/// dropping every handle without it stops the node abruptly (peers then need the failure
+/// detector to notice).
+#[derive(Clone)]
+pub struct Node {
+    shared: Arc<Shared>,
+    _guard: Arc<AbortOnDrop>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.shared.id)
+            .field("listen_addr", &self.shared.listen_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A seed as configured: an address, or a host name to resolve.
+pub(crate) enum Seed {
+    Addr(SocketAddr),
+    Host(String),
+}
+
+pub(crate) fn parse_seeds(seeds: &[String]) -> Vec<Seed> {
+    seeds
+        .iter()
+        .map(|s| match s.parse::<SocketAddr>() {
+            Ok(addr) => Seed::Addr(addr),
+            Err(_) => Seed::Host(s.clone()),
+        })
+        .collect()
+}
+
+/// The addresses of `seeds` now (host names that do not resolve are skipped and logged).
+pub(crate) async fn resolve_seeds(seeds: &[Seed], own: SocketAddr) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for seed in seeds {
+        match seed {
+            Seed::Addr(addr) => out.push(*addr),
+            Seed::Host(host) => {
+                let lookup = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    tokio::net::lookup_host(host.as_str()),
+                );
+                match lookup.await {
+                    Ok(Ok(addrs)) => out.extend(addrs),
+                    Ok(Err(error)) => tracing::warn!(%host, %error, "seed does not resolve"),
+                    Err(_) => tracing::warn!(%host, "seed resolution timed out"),
+                }
+            }
+        }
+    }
+    out.retain(|a| *a != own);
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+impl Node {
+    pub(crate) async fn start(builder: NodeBuilder) -> Result<Self, ConnectError> {
+        if builder.name.is_empty() {
+            return Err(ConnectError::InvalidConfig("the node name is empty"));
+        }
+        if builder.gossip_interval.is_zero() {
+            return Err(ConnectError::InvalidConfig("the gossip interval is zero"));
+        }
+        let listen = builder.connection.listen;
+        let socket = UdpSocket::bind(listen)
+            .await
+            .map_err(|source| ConnectError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let listen_addr = socket.local_addr().map_err(|source| ConnectError::Bind {
+            addr: listen,
+            source,
+        })?;
+        let mut public = builder.connection.public;
+        if public.port() == 0 {
+            // Listening on an ephemeral port: peers reach us on the one we got.
+            public.set_port(listen_addr.port());
+        }
+        let generation = builder.generation.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        });
+        let id = NodeId::new(builder.name.as_str(), generation, public);
+        let rpc_addr = builder.rpc_addr.unwrap_or(public);
+        let seeds = parse_seeds(&builder.connection.seeds);
+        let resolved = resolve_seeds(&seeds, public).await;
+
+        let mut membership = MembershipConfig::new(id.clone(), builder.cluster_id.as_str());
+        membership.seeds = resolved;
+        membership.gossip_interval = builder.gossip_interval;
+        membership.failure_detector = builder.failure_detector.clone().unwrap_or_else(|| {
+            // chitchat's detector, with the prior interval set to the gossip interval (as
+            // datacake does): a 5 s prior makes detection slow for the first minutes.
+            let mut fd = cohort_core::membership::FailureDetectorConfig::default();
+            fd.initial_interval = builder.gossip_interval;
+            fd
+        });
+        membership.protocol_version = builder.protocol_version;
+        membership.liveness_predicate = builder.liveness_predicate.clone();
+        membership.rng_seed = builder
+            .rng_seed
+            .unwrap_or_else(|| RandomState::new().hash_one(generation));
+        membership.initial_key_values = vec![
+            (DATA_CENTER_KEY.to_owned(), builder.data_center.clone()),
+            (RPC_ADDR_KEY.to_owned(), rpc_addr.to_string()),
+        ];
+        membership
+            .initial_key_values
+            .extend(builder.metadata.iter().cloned());
+        if let Some(tune) = builder.tune {
+            tune(&mut membership);
+        }
+        let rng_seed = membership.rng_seed ^ 0x9e37_79b9_7f4a_7c15;
+        let mut config = NodeConfig::new(membership);
+        config.max_clock_drift = builder.max_clock_drift;
+        config.chitchat_compatible = builder.chitchat_compatible;
+        let core = cohort_core::Node::new(config, Instant::now());
+        let clock = Clock::new(Arc::clone(core.clock()));
+        let first = Members::capture(core.membership(), 1);
+
+        let (members_tx, _) = watch::channel(first);
+        let (events_tx, _) = broadcast::channel(builder.event_capacity);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (done_tx, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            id,
+            listen_addr,
+            rpc_addr,
+            core: Mutex::new(Locked {
+                node: core,
+                version: 1,
+            }),
+            wake: Notify::new(),
+            members_tx,
+            events_tx: Mutex::new(Some(events_tx.clone())),
+            clock,
+            selector: Arc::clone(&builder.selector),
+            rng: Mutex::new(Xoshiro256PlusPlus::seed_from_u64(rng_seed)),
+            topology: Mutex::new(None),
+            hooks: Mutex::new(Vec::new()),
+            stopping: AtomicBool::new(false),
+            stop_tx,
+            done_tx,
+            task: Mutex::new(None),
+            resolver: Mutex::new(None),
+            counters: Counters::default(),
+            leave_timeout: builder.leave_timeout,
+        });
+        let task = tokio::spawn(runtime::run(
+            Arc::clone(&shared),
+            socket,
+            stop_rx,
+            events_tx,
+        ));
+        *lock(&shared.task) = Some(task);
+        if seeds.iter().any(|s| matches!(s, Seed::Host(_))) {
+            let resolver = tokio::spawn(runtime::refresh_seeds(
+                Arc::clone(&shared),
+                seeds,
+                public,
+                builder.seed_refresh_interval,
+            ));
+            *lock(&shared.resolver) = Some(resolver);
+        }
+        tracing::debug!(node = %shared.id, %listen_addr, "node started");
+        Ok(Self {
+            _guard: Arc::new(AbortOnDrop(Arc::clone(&shared))),
+            shared,
+        })
+    }
+
+    /// This node's identity (name, generation, public gossip address).
+    #[must_use]
+    pub fn id(&self) -> &NodeId {
+        &self.shared.id
+    }
+
+    /// The address the gossip socket is bound to (the listen address, with the actual port
+    /// when port 0 was asked for).
+    #[must_use]
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.shared.listen_addr
+    }
+
+    /// The address peers gossip to.
+    #[must_use]
+    pub fn public_addr(&self) -> SocketAddr {
+        self.shared.id.gossip_addr()
+    }
+
+    /// The RPC address this node publishes ([`RPC_ADDR_KEY`]).
+    #[must_use]
+    pub fn rpc_addr(&self) -> SocketAddr {
+        self.shared.rpc_addr
+    }
+
+    /// The membership now: every known member with its status and metadata, and a version
+    /// that grows with each change.
+    #[must_use]
+    pub fn members(&self) -> Members {
+        self.shared.members()
+    }
+
+    /// A stream of membership events from now on (see [`MembershipEvents`] for what a slow
+    /// reader gets). Each call gives an independent reader.
+    #[must_use]
+    pub fn membership_events(&self) -> MembershipEvents {
+        let receiver = match self.shared.events_sender() {
+            Some(sender) => sender.subscribe(),
+            // Shut down: a stream that ends at once.
+            None => broadcast::channel(1).1,
+        };
+        MembershipEvents::new(receiver, Arc::clone(&self.shared))
+    }
+
+    /// Waits until `predicate` holds for the membership, and returns that snapshot.
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError::Timeout`] (with the last snapshot) when `timeout` passes first,
+    /// [`WaitError::ShutDown`] when the node shuts down.
+    pub async fn wait_for_members(
+        &self,
+        mut predicate: impl FnMut(&Members) -> bool,
+        timeout: Duration,
+    ) -> Result<Members, WaitError> {
+        let mut members = self.shared.members_tx.subscribe();
+        let mut done = self.shared.done_tx.subscribe();
+        let wait = async {
+            loop {
+                let now = members.borrow_and_update().clone();
+                if predicate(&now) {
+                    return Ok(now);
+                }
+                tokio::select! {
+                    changed = members.changed() => {
+                        if changed.is_err() {
+                            return Err(WaitError::ShutDown);
+                        }
+                    }
+                    _ = done.wait_for(|d| *d) => return Err(WaitError::ShutDown),
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(WaitError::Timeout {
+                last: self.members(),
+            }),
+        }
+    }
+
+    /// Picks live members for a request at `consistency`, with the node's selector (the local
+    /// node is never picked; see [`Consistency`] for the exact counts).
+    ///
+    /// # Errors
+    ///
+    /// [`SelectError::NotEnoughNodes`] when too few members are live.
+    pub fn select_nodes(&self, consistency: Consistency) -> Result<Vec<Candidate>, SelectError> {
+        let topology = self.topology();
+        let mut rng = lock(&self.shared.rng);
+        let picked = self
+            .shared
+            .selector
+            .select(&topology, consistency, &mut *rng)?;
+        Ok(picked.into_iter().cloned().collect())
+    }
+
+    /// The topology selections are made from (rebuilt once per membership change).
+    #[must_use]
+    pub fn topology(&self) -> Arc<Topology> {
+        let members = self.members();
+        let mut cache = lock(&self.shared.topology);
+        if let Some((version, topology)) = &*cache {
+            if *version == members.version() {
+                return Arc::clone(topology);
+            }
+        }
+        let topology = Arc::new(members.topology());
+        *cache = Some((members.version(), Arc::clone(&topology)));
+        topology
+    }
+
+    /// The node's hybrid logical clock.
+    #[must_use]
+    pub fn clock(&self) -> &Clock {
+        &self.shared.clock
+    }
+
+    /// Publishes `key = value` in this node's metadata (gossiped to every member).
+    ///
+    /// # Errors
+    ///
+    /// [`MetadataError::Reserved`] for keys under `__cohort/`, [`MetadataError::ShuttingDown`]
+    /// once [`shutdown`](Self::shutdown) has begun.
+    pub fn set_metadata(&self, key: &str, value: &str) -> Result<(), MetadataError> {
+        self.command(key, |membership| {
+            membership.set(key, value);
+        })
+    }
+
+    /// Removes `key` from this node's metadata (a tombstone is gossiped). Returns whether it
+    /// existed.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_metadata`](Self::set_metadata).
+    pub fn delete_metadata(&self, key: &str) -> Result<bool, MetadataError> {
+        let mut existed = false;
+        self.command(key, |membership| {
+            existed = membership.delete(key, Instant::now());
+        })?;
+        Ok(existed)
+    }
+
+    fn command(
+        &self,
+        key: &str,
+        apply: impl FnOnce(&mut cohort_core::membership::Membership),
+    ) -> Result<(), MetadataError> {
+        if key.starts_with(RESERVED_KEY_PREFIX) {
+            return Err(MetadataError::Reserved(key.to_owned()));
+        }
+        if self.shared.stopping.load(Ordering::Acquire) {
+            return Err(MetadataError::ShuttingDown);
+        }
+        let mut locked = self.shared.lock_core();
+        apply(locked.node.membership_mut());
+        self.shared.publish(&mut locked);
+        drop(locked);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Starts `extension` on this node and returns what it gives back.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the extension's `init_extension` returns.
+    pub async fn add_extension<E: ClusterExtension>(
+        &self,
+        extension: E,
+    ) -> Result<E::Output, E::Error> {
+        extension.init_extension(self).await
+    }
+
+    /// Registers `hook` to run when [`shutdown`](Self::shutdown) begins, before the node
+    /// leaves the cluster. Hooks run one after another, the last registered first.
+    pub fn on_shutdown<F, Fut>(&self, hook: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        lock(&self.shared.hooks).push(Box::new(move || Box::pin(hook())));
+    }
+
+    /// Traffic counters since the node started.
+    #[must_use]
+    pub fn statistics(&self) -> Statistics {
+        let c = &self.shared.counters;
+        Statistics {
+            datagrams_sent: c.datagrams_sent.load(Ordering::Relaxed),
+            bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
+            datagrams_received: c.datagrams_received.load(Ordering::Relaxed),
+            bytes_received: c.bytes_received.load(Ordering::Relaxed),
+            decode_errors: c.decode_errors.load(Ordering::Relaxed),
+            send_errors: c.send_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Leaves the cluster gracefully and stops: runs the shutdown hooks, announces the
+    /// departure to peers (waiting at most the leave timeout for it to go out), then ends every
+    /// task of the node and closes its socket. Peers see this node as
+    /// [`Left`](crate::MemberStatus::Left) within a round trip.
+    ///
+    /// Calling it again, from any clone, waits for the first call to finish.
+    pub async fn shutdown(&self) {
+        let mut done = self.shared.done_tx.subscribe();
+        if self.shared.stopping.swap(true, Ordering::AcqRel) {
+            let _ = done.wait_for(|d| *d).await;
+            return;
+        }
+        let hooks: Vec<ShutdownHook> = std::mem::take(&mut *lock(&self.shared.hooks));
+        for hook in hooks.into_iter().rev() {
+            hook().await;
+        }
+        let resolver = lock(&self.shared.resolver).take();
+        if let Some(resolver) = resolver {
+            resolver.abort();
+            let _ = resolver.await;
+        }
+        self.shared.stop_tx.send_replace(true);
+        let task = lock(&self.shared.task).take();
+        if let Some(task) = task {
+            if let Err(error) = task.await {
+                if error.is_panic() {
+                    tracing::error!(node = %self.shared.id, "the node task panicked");
+                }
+            }
+        }
+        // Ends every event stream once the task's own sender is gone too.
+        lock(&self.shared.events_tx).take();
+        self.shared.done_tx.send_replace(true);
+        tracing::debug!(node = %self.shared.id, "node shut down");
+    }
+}

@@ -1,0 +1,203 @@
+//! The node's task: one loop that feeds the core machine and carries out what it returns.
+//!
+//! It is the only place that touches the gossip socket. Each turn it drains the machine in the
+//! order the core documents (datagrams to send, then events), re-arms its single timer only
+//! when the machine's deadline moved, and waits for the next input: a datagram, the timer, a
+//! command from a handle, or the request to stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use cohort_core::NodeEvent;
+use cohort_core::members::{ClusterEvent, changes_members};
+use cohort_core::membership::{MembershipEvent, Transmit};
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, watch};
+
+use crate::clock::wall_now;
+use crate::node::{Seed, Shared, resolve_seeds};
+
+/// The largest UDP payload.
+const MAX_DATAGRAM: usize = 65_536;
+
+/// How many queued datagrams are handled under one lock before outputs are drained.
+const RECEIVE_BATCH: usize = 64;
+
+/// What one drain of the machine found.
+struct Drained {
+    deadline: Option<Instant>,
+    leave_announced: bool,
+}
+
+/// Takes the machine's pending datagrams into `out` and publishes its events.
+fn drain(
+    shared: &Shared,
+    events: &broadcast::Sender<ClusterEvent>,
+    out: &mut Vec<Transmit>,
+) -> Drained {
+    let mut locked = shared.lock_core();
+    let wall = wall_now();
+    while let Some(transmit) = locked.node.poll_transmit(wall) {
+        out.push(transmit);
+    }
+    let mut pending = Vec::new();
+    let mut changed = false;
+    let mut leave_announced = false;
+    while let Some(event) = locked.node.poll_event() {
+        if let NodeEvent::Membership(m) = &event {
+            changed |= changes_members(m);
+            leave_announced |= matches!(m, MembershipEvent::LeaveAnnounced);
+        }
+        pending.push(event);
+    }
+    if changed {
+        shared.publish(&mut locked);
+    }
+    let deadline = locked.node.poll_timeout();
+    drop(locked);
+    for event in pending {
+        if let Some(event) = ClusterEvent::from_node_event(event, || shared.members()) {
+            // No reader is not an error.
+            let _ = events.send(event);
+        }
+    }
+    Drained {
+        deadline,
+        leave_announced,
+    }
+}
+
+async fn send_all(shared: &Shared, socket: &UdpSocket, out: &mut Vec<Transmit>) {
+    for transmit in out.drain(..) {
+        match socket
+            .send_to(&transmit.payload, transmit.destination)
+            .await
+        {
+            Ok(n) => {
+                shared
+                    .counters
+                    .datagrams_sent
+                    .fetch_add(1, Ordering::Relaxed);
+                shared
+                    .counters
+                    .bytes_sent
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(error) => {
+                shared.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(to = %transmit.destination, %error, "gossip send failed");
+            }
+        }
+    }
+}
+
+fn receive(shared: &Shared, locked: &mut crate::node::Locked, from: SocketAddr, bytes: &[u8]) {
+    shared
+        .counters
+        .datagrams_received
+        .fetch_add(1, Ordering::Relaxed);
+    shared
+        .counters
+        .bytes_received
+        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    if let Err(error) = locked
+        .node
+        .handle_datagram(Instant::now(), wall_now(), from, bytes)
+    {
+        shared
+            .counters
+            .decode_errors
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%from, %error, "ignored a datagram that does not decode");
+    }
+}
+
+/// The node's loop. Ends when a stop is requested (after the departure went out or the leave
+/// timeout passed), or when every handle is gone.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    socket: UdpSocket,
+    mut stop: watch::Receiver<bool>,
+    events: broadcast::Sender<ClusterEvent>,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut out: Vec<Transmit> = Vec::new();
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
+    let mut leave_by: Option<tokio::time::Instant> = None;
+    let mut announced = false;
+    loop {
+        let drained = drain(&shared, &events, &mut out);
+        send_all(&shared, &socket, &mut out).await;
+        announced |= drained.leave_announced;
+        if leave_by.is_some() && announced {
+            break;
+        }
+        if drained.deadline != armed {
+            if let Some(deadline) = drained.deadline {
+                timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::from_std(deadline));
+            }
+            armed = drained.deadline;
+        }
+        let leave_deadline = leave_by.unwrap_or_else(tokio::time::Instant::now);
+        tokio::select! {
+            biased;
+            changed = stop.changed(), if leave_by.is_none() => {
+                if changed.is_ok() && !*stop.borrow() {
+                    continue;
+                }
+                // Asked to stop (or every handle is gone): announce the departure.
+                shared.lock_core().node.membership_mut().leave(Instant::now());
+                leave_by = Some(tokio::time::Instant::now() + shared.leave_timeout);
+            }
+            () = tokio::time::sleep_until(leave_deadline), if leave_by.is_some() => {
+                tracing::debug!(node = %shared.id, "leave timeout: stopping without confirmation");
+                break;
+            }
+            received = socket.recv_from(&mut buf) => {
+                match received {
+                    Ok((n, from)) => {
+                        let mut locked = shared.lock_core();
+                        receive(&shared, &mut locked, from, &buf[..n]);
+                        // Whatever else is queued, under the same lock.
+                        for _ in 1..RECEIVE_BATCH {
+                            match socket.try_recv_from(&mut buf) {
+                                Ok((n, from)) => receive(&shared, &mut locked, from, &buf[..n]),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    // ICMP errors for earlier sends surface here on some systems: not fatal.
+                    Err(error) => tracing::debug!(%error, "gossip receive failed"),
+                }
+            }
+            () = &mut timer, if armed.is_some() => {
+                shared.lock_core().node.handle_timeout(Instant::now());
+            }
+            () = shared.wake.notified() => {}
+        }
+    }
+    // What the last input produced (the final Acks of the departure).
+    drain(&shared, &events, &mut out);
+    send_all(&shared, &socket, &mut out).await;
+}
+
+/// Resolves the seed host names again every `every`, for as long as the node runs.
+pub(crate) async fn refresh_seeds(
+    shared: Arc<Shared>,
+    seeds: Vec<Seed>,
+    own: SocketAddr,
+    every: Duration,
+) {
+    let every = every.max(Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(every).await;
+        let resolved = resolve_seeds(&seeds, own).await;
+        shared.lock_core().node.membership_mut().set_seeds(resolved);
+    }
+}

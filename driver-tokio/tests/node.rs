@@ -1,0 +1,371 @@
+//! Real-socket tests of the tokio driver, on loopback. Every wait is bounded.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use cohort_tokio::{
+    ClusterEvent, ClusterExtension, ConnectionConfig, Consistency, MemberStatus, Members,
+    MetadataError, Node, NodeBuilder, RPC_ADDR_KEY, SelectError, WaitError,
+};
+use tokio_stream::StreamExt;
+
+const WAIT: Duration = Duration::from_secs(10);
+const INTERVAL: Duration = Duration::from_millis(100);
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn builder(name: &str, seeds: &[SocketAddr]) -> NodeBuilder {
+    NodeBuilder::new(
+        name,
+        ConnectionConfig::new(
+            loopback(),
+            loopback(),
+            seeds.iter().map(ToString::to_string),
+        ),
+    )
+    .cluster_id("test")
+    .gossip_interval(INTERVAL)
+    .leave_timeout(Duration::from_secs(1))
+}
+
+fn live_names(members: &Members) -> Vec<String> {
+    members.live().map(|m| m.id.name().to_owned()).collect()
+}
+
+async fn all_live(nodes: &[&Node], n: usize) {
+    for node in nodes {
+        node.wait_for_members(|m| m.live_count() == n, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{} did not see {n} live: {e}", node.id()));
+    }
+}
+
+#[tokio::test]
+async fn three_nodes_converge_share_metadata_and_select_across_data_centers() {
+    let a = builder("a", &[])
+        .data_center("east")
+        .connect()
+        .await
+        .unwrap();
+    let seeds = [a.public_addr()];
+    let b = builder("b", &seeds)
+        .data_center("west")
+        .connect()
+        .await
+        .unwrap();
+    let c = builder("c", &seeds)
+        .data_center("west")
+        .metadata("role", "indexer")
+        .connect()
+        .await
+        .unwrap();
+    all_live(&[&a, &b, &c], 3).await;
+
+    let members = a.members();
+    assert_eq!(live_names(&members), ["a", "b", "c"]);
+    let c_seen = members.get(c.id()).expect("c is known");
+    assert_eq!(c_seen.get("role"), Some("indexer"));
+    assert_eq!(c_seen.get("data_center"), Some("west"));
+    assert_eq!(
+        c_seen.get(RPC_ADDR_KEY),
+        Some(c.rpc_addr().to_string().as_str()),
+        "the RPC address is published"
+    );
+
+    // DC-aware: from "east", one replica comes from the other data center.
+    let picked = a.select_nodes(Consistency::One).unwrap();
+    assert_eq!(picked.len(), 1);
+    assert_eq!(picked[0].data_center().as_str(), "west");
+    assert_eq!(a.select_nodes(Consistency::All).unwrap().len(), 2);
+    assert!(matches!(
+        a.select_nodes(Consistency::Three),
+        Err(SelectError::NotEnoughNodes {
+            live: 2,
+            required: 3
+        })
+    ));
+
+    // A key set on b reaches a, and so does its deletion; a's stream says so.
+    let mut events = a.membership_events();
+    b.set_metadata("shard", "7").unwrap();
+    a.wait_for_members(
+        |m| m.get(b.id()).and_then(|b| b.get("shard")) == Some("7"),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert!(b.delete_metadata("shard").unwrap());
+    assert!(!b.delete_metadata("shard").unwrap(), "already deleted");
+    a.wait_for_members(
+        |m| m.get(b.id()).is_some_and(|b| b.get("shard").is_none()),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let mut saw_set = false;
+    let mut saw_delete = false;
+    while !(saw_set && saw_delete) {
+        let event = tokio::time::timeout(WAIT, events.next())
+            .await
+            .expect("events arrive")
+            .expect("the stream is open");
+        if let ClusterEvent::KeyChanged { member, key, value } = event {
+            if member.id == *b.id() && key == "shard" {
+                saw_set |= value.as_deref() == Some("7");
+                saw_delete |= value.is_none();
+            }
+        }
+    }
+
+    // The clock moves forward, and gossip carries it: once b has seen a key a set after
+    // stamping `t1`, b's clock is past `t1` too (causality without extra messages).
+    let t1 = a.clock().now();
+    assert!(a.clock().now() > t1);
+    a.set_metadata("after", "t1").unwrap();
+    b.wait_for_members(
+        |m| m.get(a.id()).and_then(|a| a.get("after")).is_some(),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert!(b.clock().now() > t1);
+
+    // Reserved keys are refused with a typed error.
+    assert_eq!(
+        a.set_metadata("__cohort/leaving", "1"),
+        Err(MetadataError::Reserved("__cohort/leaving".to_owned()))
+    );
+    for node in [&a, &b, &c] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_is_seen_as_left_quickly_and_frees_the_port() {
+    let a = builder("a", &[]).connect().await.unwrap();
+    let b = builder("b", &[a.public_addr()]).connect().await.unwrap();
+    all_live(&[&a, &b], 2).await;
+    let mut events = a.membership_events();
+    let b_addr = b.listen_addr();
+    let b_id = b.id().clone();
+    let started = std::time::Instant::now();
+    b.shutdown().await;
+    // The socket is closed: the same address binds again at once.
+    UdpSocket::bind(b_addr).expect("the gossip port is free after shutdown");
+    a.wait_for_members(
+        |m| m.get(&b_id).is_some_and(|b| b.status == MemberStatus::Left),
+        WAIT,
+    )
+    .await
+    .expect("b is seen as left");
+    // Well under the failure detector's timeout (8 intervals plus the phi history).
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let left = tokio::time::timeout(WAIT, async {
+        while let Some(event) = events.next().await {
+            if let ClusterEvent::Left(member) = event {
+                return member;
+            }
+        }
+        panic!("stream ended");
+    })
+    .await
+    .expect("a Left event arrives");
+    assert_eq!(left.id, b_id, "the Left event carries the member");
+    // Commands after shutdown are refused; shutting down twice is harmless.
+    assert_eq!(b.set_metadata("k", "v"), Err(MetadataError::ShuttingDown));
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_dropped_without_shutdown_is_declared_failed() {
+    let a = builder("a", &[]).connect().await.unwrap();
+    let b = builder("b", &[a.public_addr()]).connect().await.unwrap();
+    all_live(&[&a, &b], 2).await;
+    let b_id = b.id().clone();
+    drop(b);
+    a.wait_for_members(
+        |m| {
+            m.get(&b_id)
+                .is_some_and(|b| b.status == MemberStatus::Failed)
+        },
+        WAIT,
+    )
+    .await
+    .expect("b is declared failed");
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn listening_on_every_interface_with_a_loopback_public_address() {
+    let a = NodeBuilder::new(
+        "a",
+        ConnectionConfig::new(
+            SocketAddr::from(([0, 0, 0, 0], 0)),
+            loopback(),
+            Vec::<String>::new(),
+        ),
+    )
+    .cluster_id("test")
+    .gossip_interval(INTERVAL)
+    .connect()
+    .await
+    .unwrap();
+    assert!(a.listen_addr().ip().is_unspecified());
+    assert_eq!(a.public_addr().ip(), std::net::Ipv4Addr::LOCALHOST);
+    assert_eq!(a.public_addr().port(), a.listen_addr().port());
+    // b reaches a by its public address, a answers to b's: both converge.
+    let b = builder("b", &[a.public_addr()]).connect().await.unwrap();
+    all_live(&[&a, &b], 2).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn seeds_may_be_host_names() {
+    let a = builder("a", &[]).connect().await.unwrap();
+    let seed = format!("localhost:{}", a.public_addr().port());
+    let b = NodeBuilder::new("b", ConnectionConfig::new(loopback(), loopback(), [seed]))
+        .cluster_id("test")
+        .gossip_interval(INTERVAL)
+        .connect()
+        .await
+        .unwrap();
+    all_live(&[&a, &b], 2).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reader_that_falls_behind_is_told_and_gets_a_snapshot() {
+    let a = builder("a", &[]).event_capacity(2).connect().await.unwrap();
+    let mut slow = a.membership_events();
+    for i in 0..20 {
+        a.set_metadata(&format!("k{i}"), "v").unwrap();
+    }
+    let b = builder("b", &[a.public_addr()]).connect().await.unwrap();
+    all_live(&[&a, &b], 2).await;
+    // Plenty happened (b joined, its keys arrived) while nobody read.
+    let first = tokio::time::timeout(WAIT, slow.next())
+        .await
+        .unwrap()
+        .unwrap();
+    match first {
+        ClusterEvent::Lagged { missed, members } => {
+            assert!(missed > 0);
+            assert_eq!(members.live_count(), 2, "the snapshot is current");
+        }
+        other => panic!("expected a lag first, got {other:?}"),
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    // The stream ends after shutdown.
+    let end = tokio::time::timeout(WAIT, async { while slow.next().await.is_some() {} }).await;
+    assert!(
+        end.is_ok(),
+        "the event stream ends once the node is shut down"
+    );
+}
+
+#[tokio::test]
+async fn waiting_times_out_with_the_last_snapshot_and_ends_on_shutdown() {
+    let a = builder("a", &[]).connect().await.unwrap();
+    let err = a
+        .wait_for_members(|m| m.live_count() == 5, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    match err {
+        WaitError::Timeout { last } => assert_eq!(last.live_count(), 1),
+        other => panic!("{other:?}"),
+    }
+    let waiter = {
+        let a = a.clone();
+        tokio::spawn(async move { a.wait_for_members(|m| m.live_count() == 5, WAIT).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    a.shutdown().await;
+    let result = tokio::time::timeout(WAIT, waiter).await.unwrap().unwrap();
+    assert!(matches!(result, Err(WaitError::ShutDown)), "{result:?}");
+}
+
+/// An extension that publishes a key and records its shutdown.
+struct Recorder {
+    stopped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ClusterExtension for Recorder {
+    type Output = usize;
+    type Error = MetadataError;
+
+    async fn init_extension(self, node: &Node) -> Result<usize, MetadataError> {
+        node.set_metadata("extension", "recorder")?;
+        let stopped = self.stopped;
+        node.on_shutdown(move || async move {
+            stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        Ok(node.members().all().len())
+    }
+}
+
+#[tokio::test]
+async fn extensions_start_on_the_node_and_their_hooks_run_at_shutdown() {
+    let a = builder("a", &[]).connect().await.unwrap();
+    let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = a
+        .add_extension(Recorder {
+            stopped: stopped.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, 1);
+    assert_eq!(
+        a.members().local_member().and_then(|m| m.get("extension")),
+        Some("recorder")
+    );
+    assert!(!stopped.load(std::sync::atomic::Ordering::SeqCst));
+    a.shutdown().await;
+    assert!(stopped.load(std::sync::atomic::Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_a_bind_error() {
+    let taken = UdpSocket::bind(loopback()).unwrap();
+    let addr = taken.local_addr().unwrap();
+    let err = NodeBuilder::new("a", ConnectionConfig::new(addr, addr, Vec::<String>::new()))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, cohort_tokio::ConnectError::Bind { addr: a, .. } if a == addr),
+        "{err}"
+    );
+    let err = NodeBuilder::new(
+        "",
+        ConnectionConfig::new(loopback(), loopback(), Vec::<String>::new()),
+    )
+    .connect()
+    .await
+    .unwrap_err();
+    assert!(matches!(err, cohort_tokio::ConnectError::InvalidConfig(_)));
+}
+
+#[tokio::test]
+async fn garbage_datagrams_are_counted_and_ignored() {
+    let a = builder("a", &[]).connect().await.unwrap();
+    let sender = UdpSocket::bind(loopback()).unwrap();
+    for junk in [&b""[..], b"\x00", b"\x53\xb0\x01", &[0xff; 200][..]] {
+        sender.send_to(junk, a.public_addr()).unwrap();
+    }
+    let b = builder("b", &[a.public_addr()]).connect().await.unwrap();
+    all_live(&[&a, &b], 2).await;
+    assert_eq!(a.statistics().decode_errors, 4);
+    assert!(a.statistics().datagrams_sent > 0);
+    a.shutdown().await;
+    b.shutdown().await;
+}
