@@ -1,134 +1,156 @@
-//! A small cluster simulated in one process with cohort's core: five nodes in three data
-//! centers exchange messages stamped by their hybrid logical clocks (one node's wall clock is
-//! two seconds fast, and its messages are refused), then each consistency level picks
-//! replicas, and rendezvous hashing assigns keys to owners.
+//! A real three-node cluster on loopback, in one process, with the tokio driver.
 //!
-//! Run it with `cargo run --example cluster`.
-//!
-//! Everything here runs on virtual time: the core never reads a clock, so the example passes
-//! the wall time of each simulated node in. There is no networking yet; the tokio driver will
-//! turn this into a real cluster on loopback.
+//! Run it with `cargo run --example cluster`. It starts three nodes in two data centers
+//! (`eu-west` and `us-east`) gossiping over UDP on 127.0.0.1 every 100 ms, prints the membership
+//! as it converges, picks replicas with the data-center aware selector, reads the cluster clock a
+//! few times, then shuts every node down gracefully and exits. It takes about a second and exits
+//! with an error (code 1) if the cluster does not form within 10 seconds.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use cohort_core::{
-    Candidate, ClockError, Consistency, DcAwareSelector, Hlc, HlcConfig, NodeId, NodeSelector,
-    NodeTag, RendezvousSelector, Timestamp, Topology, WallTime,
+use cohort_tokio::{
+    ClusterEvent, ConnectionConfig, Consistency, DATA_CENTER_KEY, Members, Node, NodeBuilder,
 };
-use rand_core::SeedableRng;
-use rand_xoshiro::Xoshiro256PlusPlus;
+use tokio_stream::StreamExt;
 
-/// One simulated node: identity, data center, clock and wall-clock skew.
-struct SimNode {
-    id: NodeId,
-    dc: &'static str,
-    clock: Hlc,
-    skew_ms: i64,
-}
+const INTERVAL: Duration = Duration::from_millis(100);
+const DEADLINE: Duration = Duration::from_secs(10);
 
-impl SimNode {
-    fn wall(&self, virtual_ms: u64) -> WallTime {
-        WallTime::from_unix_millis(virtual_ms.saturating_add_signed(self.skew_ms))
-            .expect("simulated wall times are in range")
-    }
-
-    fn candidate(&self) -> Candidate {
-        Candidate::new(self.id.clone(), self.id.gossip_addr(), self.dc)
-    }
-}
-
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let layout = [
-        ("node-1", "eu-west", 0),
-        ("node-2", "eu-west", 3),
-        ("node-3", "us-east", -7),
-        ("node-4", "us-east", 12),
-        ("node-5", "ap-south", 2_000),
-    ];
-    let mut nodes: Vec<SimNode> = layout
+fn show(members: &Members) -> String {
+    members
+        .all()
         .iter()
-        .enumerate()
-        .map(|(i, &(name, dc, skew_ms))| {
-            let addr = SocketAddr::from(([127, 0, 0, 1], 7001 + i as u16));
-            let id = NodeId::new(name, 1, addr);
-            let clock = Hlc::new(HlcConfig::new(NodeTag::from_node_id(&id)));
-            SimNode {
-                id,
-                dc,
-                clock,
-                skew_ms,
-            }
+        .map(|m| {
+            format!(
+                "{}({}, {:?})",
+                m.id.name(),
+                m.get(DATA_CENTER_KEY).unwrap_or("?"),
+                m.status
+            )
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
-    println!("== clocks: each node sends to the next, 1 ms of virtual time per message ==");
-    let start_ms = 1_760_000_000_000u64;
-    let mut last_accepted: Option<Timestamp> = None;
-    for step in 0..10u64 {
-        let now = start_ms + step;
-        let from = (step as usize) % nodes.len();
-        let to = (from + 1) % nodes.len();
-        let wall_from = nodes[from].wall(now);
-        let sent = nodes[from].clock.now(wall_from)?;
-        let wall_to = nodes[to].wall(now);
-        match nodes[to].clock.observe(sent, wall_to) {
-            Ok(received) => {
-                println!(
-                    "{} -> {}: sent {sent}, received as {received}",
-                    nodes[from].id.name(),
-                    nodes[to].id.name()
-                );
-                assert!(received > sent, "causality");
-                last_accepted = Some(received);
+async fn start(
+    name: &str,
+    dc: &str,
+    seeds: &[SocketAddr],
+) -> Result<Node, cohort_tokio::ConnectError> {
+    // Port 0: the system picks a free port, and the node advertises the one it got.
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    NodeBuilder::new(
+        name,
+        ConnectionConfig::new(any, any, seeds.iter().map(ToString::to_string)),
+    )
+    .cluster_id("example")
+    .data_center(dc)
+    .gossip_interval(INTERVAL)
+    .metadata(
+        "role",
+        if name == "node-1" {
+            "coordinator"
+        } else {
+            "worker"
+        },
+    )
+    .connect()
+    .await
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    let first = start("node-1", "eu-west", &[]).await?;
+    println!("node-1 listening on {} (eu-west)", first.public_addr());
+    // Watch node-1's view of the cluster form.
+    let mut events = first.membership_events();
+    let seed = [first.public_addr()];
+    let second = start("node-2", "eu-west", &seed).await?;
+    let third = start("node-3", "us-east", &seed).await?;
+    println!("node-2 listening on {} (eu-west)", second.public_addr());
+    println!("node-3 listening on {} (us-east)", third.public_addr());
+
+    let converge = async {
+        let mut joined = 0;
+        while joined < 2 {
+            match events.next().await {
+                Some(ClusterEvent::Joined(m)) => {
+                    joined += 1;
+                    println!(
+                        "[{:>4} ms] node-1 sees {} join (data center {})",
+                        started.elapsed().as_millis(),
+                        m.id,
+                        m.get(DATA_CENTER_KEY).unwrap_or("?")
+                    );
+                }
+                Some(_) => {}
+                None => break,
             }
-            Err(ClockError::DriftExceeded { .. }) => {
-                println!(
-                    "{} -> {}: refused, {} runs {} ms ahead (maximum drift {} ms)",
-                    nodes[from].id.name(),
-                    nodes[to].id.name(),
-                    nodes[from].id.name(),
-                    nodes[from].skew_ms - nodes[to].skew_ms,
-                    nodes[to].clock.max_drift().as_millis()
-                );
-            }
-            Err(e) => return Err(e.into()),
         }
+        println!("node-1's membership: {}", show(&first.members()));
+    };
+    if tokio::time::timeout(DEADLINE, converge).await.is_err() {
+        return Err("node-1 did not see the cluster form within 10 s".into());
     }
-    if let Some(t) = last_accepted {
-        println!(
-            "last accepted receive: {t} (physical {} ms, counter {})",
-            t.millis(),
-            t.counter()
-        );
+    for node in [&second, &third] {
+        node.wait_for_members(|m| m.live_count() == 3, DEADLINE)
+            .await?;
     }
-
-    println!();
-    println!("== replica selection from node-1 (eu-west) ==");
-    let topology = Topology::new(
-        nodes[0].candidate(),
-        nodes[1..].iter().map(SimNode::candidate),
+    println!(
+        "[{:>4} ms] converged: every node sees 3 live members",
+        started.elapsed().as_millis()
     );
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(42);
-    for level in Consistency::ALL_LEVELS {
-        match DcAwareSelector.select(&topology, level, &mut rng) {
-            Ok(picked) => {
-                let names: Vec<String> = picked
-                    .iter()
-                    .map(|m| format!("{} ({})", m.id().name(), m.data_center()))
-                    .collect();
-                println!("{level:<12} -> [{}]", names.join(", "));
-            }
-            Err(e) => println!("{level:<12} -> error: {e}"),
-        }
+
+    // Replica selection from node-1 (eu-west): the DC-aware selector prefers the other data
+    // center, and never returns node-1 itself.
+    for consistency in [Consistency::One, Consistency::Two, Consistency::All] {
+        let picked = first.select_nodes(consistency)?;
+        let names: Vec<String> = picked
+            .iter()
+            .map(|c| format!("{} ({}, rpc {})", c.id().name(), c.data_center(), c.addr()))
+            .collect();
+        println!("select {consistency:?} from node-1: {}", names.join(", "));
+    }
+    match first.select_nodes(Consistency::Three) {
+        Ok(picked) => println!("select Three: {} nodes", picked.len()),
+        Err(e) => println!("select Three from node-1: {e} (only two other members)"),
     }
 
-    println!();
-    println!("== key owners by rendezvous hashing (2 replicas per key) ==");
-    let rendezvous = RendezvousSelector;
-    for key in ["orders/1", "orders/2", "users/alice", "users/bob"] {
-        let owners = rendezvous.select_for_key(&topology, key.as_bytes(), 2)?;
-        let names: Vec<&str> = owners.iter().map(|m| m.id().name()).collect();
-        println!("{key:<12} -> {names:?}");
-    }
+    // The cluster clock: hybrid logical timestamps, unique and ordered, read without waiting.
+    let a = first.clock().now();
+    let b = first.clock().now();
+    let c = third.clock().now();
+    println!("clock node-1: {a}");
+    println!("clock node-1: {b} (later than the first: {})", b > a);
+    println!("clock node-3: {c}");
+
+    // Graceful shutdown: each node announces its departure; the others see it leave at once.
+    third.shutdown().await;
+    first
+        .wait_for_members(|m| m.live_count() == 2, DEADLINE)
+        .await?;
+    println!(
+        "[{:>4} ms] node-3 left; node-1 sees: {}",
+        started.elapsed().as_millis(),
+        show(&first.members())
+    );
+    second.shutdown().await;
+    first.shutdown().await;
+    println!(
+        "[{:>4} ms] all nodes shut down",
+        started.elapsed().as_millis()
+    );
     Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cluster example failed: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -140,6 +140,37 @@ impl Drop for AbortOnDrop {
 /// from the next round. Call [`shutdown`](Self::shutdown) to leave the cluster gracefully;
 /// dropping every handle without it stops the node abruptly (peers then need the failure
 /// detector to notice).
+///
+/// ```
+/// use std::time::Duration;
+/// use cohort_tokio::{ConnectionConfig, MemberStatus, NodeBuilder};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // Port 0: the system picks a free port, which the node then advertises.
+/// let any = "127.0.0.1:0".parse()?;
+/// let a = NodeBuilder::new("a", ConnectionConfig::new(any, any, Vec::<String>::new()))
+///     .gossip_interval(Duration::from_millis(100))
+///     .connect()
+///     .await?;
+/// let seed = a.public_addr().to_string();
+/// let b = NodeBuilder::new("b", ConnectionConfig::new(any, any, [seed]))
+///     .gossip_interval(Duration::from_millis(100))
+///     .metadata("role", "worker")
+///     .connect()
+///     .await?;
+/// let members = a.wait_for_members(|m| m.live_count() == 2, Duration::from_secs(10)).await?;
+/// assert_eq!(members.get(b.id()).and_then(|m| m.get("role")), Some("worker"));
+///
+/// b.shutdown().await;
+/// let members = a
+///     .wait_for_members(|m| m.get(b.id()).is_some_and(|m| m.status == MemberStatus::Left), Duration::from_secs(10))
+///     .await?;
+/// assert_eq!(members.live_count(), 1);
+/// a.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Node {
     shared: Arc<Shared>,
