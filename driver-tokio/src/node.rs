@@ -377,6 +377,20 @@ impl Node {
         self.shared.members()
     }
 
+    /// The raw gossiped state of `id` as this node holds it now: every key-value with its
+    /// version and status (tombstones and reserved `__cohort/` keys included), the heartbeat,
+    /// `max_version` and `last_gc_version`. For diagnostics and tests; applications read
+    /// [`members`](Self::members).
+    #[must_use]
+    pub fn node_state(&self, id: &NodeId) -> Option<cohort_core::membership::NodeState> {
+        self.shared
+            .lock_core()
+            .node
+            .membership()
+            .node_state(id)
+            .cloned()
+    }
+
     /// A stream of membership events from now on (see [`MembershipEvents`] for what a slow
     /// reader gets). Each call gives an independent reader.
     #[must_use]
