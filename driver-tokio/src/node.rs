@@ -19,6 +19,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::builder::NodeBuilder;
 use crate::clock::Clock;
@@ -322,12 +323,10 @@ impl Node {
             counters: Counters::default(),
             leave_timeout: builder.leave_timeout,
         });
-        let task = tokio::spawn(runtime::run(
-            Arc::clone(&shared),
-            socket,
-            stop_rx,
-            events_tx,
-        ));
+        let span = tracing::debug_span!("cohort_node", node = %shared.id);
+        let task = tokio::spawn(
+            runtime::run(Arc::clone(&shared), socket, stop_rx, events_tx).instrument(span),
+        );
         *lock(&shared.task) = Some(task);
         if seeds.iter().any(|s| matches!(s, Seed::Host(_))) {
             let resolver = tokio::spawn(runtime::refresh_seeds(

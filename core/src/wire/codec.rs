@@ -356,13 +356,18 @@ fn short_bytes_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
+    let word = |c: &[u8]| u64::from_le_bytes(c.try_into().unwrap_or_default());
     let (mut a_words, mut b_words) = (a.chunks_exact(8), b.chunks_exact(8));
     for (x, y) in a_words.by_ref().zip(b_words.by_ref()) {
-        if x != y {
+        if word(x) != word(y) {
             return false;
         }
     }
-    a_words.remainder() == b_words.remainder()
+    a_words
+        .remainder()
+        .iter()
+        .zip(b_words.remainder())
+        .all(|(x, y)| x == y)
 }
 
 /// The entries of a [`DigestView`].
@@ -891,4 +896,24 @@ fn encode_delta(delta: &Delta, compression: Compression, out: &mut Vec<u8>) {
         }
     }
     writer.finish(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_bytes_eq;
+
+    #[test]
+    fn short_bytes_eq_is_byte_equality() {
+        let base: Vec<u8> = (0u8..40).collect();
+        for len in 0..=base.len() {
+            let a = &base[..len];
+            assert!(short_bytes_eq(a, a), "{len}");
+            assert!(!short_bytes_eq(a, &base[..len.saturating_sub(1)]) || len == 0);
+            for flip in 0..len {
+                let mut b = a.to_vec();
+                b[flip] ^= 0x80;
+                assert!(!short_bytes_eq(a, &b), "len {len}, byte {flip}");
+            }
+        }
+    }
 }
