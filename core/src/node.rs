@@ -103,6 +103,10 @@ impl Node {
                 .membership
                 .reserved_bytes
                 .max(wire::ENVELOPE_OVERHEAD);
+            // The envelope is written in place, in front of the chitchat message.
+            config.membership.transmit_headroom = wire::ENVELOPE_OVERHEAD;
+        } else {
+            config.membership.transmit_headroom = 0;
         }
         let tag = NodeTag::from_node_id(&config.membership.node_id);
         let clock = SharedHlc::new(HlcConfig::new(tag).with_max_drift(config.max_clock_drift));
@@ -176,25 +180,23 @@ impl Node {
     /// The next datagram to send, wrapped in cohort's envelope stamped at wall time `wall`
     /// (bare in compatible mode).
     pub fn poll_transmit(&mut self, wall: WallTime) -> Option<Transmit> {
-        let transmit = self.membership.poll_transmit()?;
+        let mut transmit = self.membership.poll_transmit()?;
         if self.compatible {
             return Some(transmit);
         }
-        let mut payload = Vec::with_capacity(wire::ENVELOPE_OVERHEAD + transmit.payload.len());
-        // A clock at the end of its range cannot stamp: send the datagram bare rather than
-        // drop it (it is still valid gossip).
-        let Ok(timestamp) = self.clock.now(wall) else {
-            return Some(transmit);
-        };
-        // No authentication tag yet, so encoding cannot fail.
-        if wire::encode_envelope(timestamp, None, &mut payload).is_err() {
-            return Some(transmit);
+        // The membership left `ENVELOPE_OVERHEAD` bytes free at the front: stamp them. A clock
+        // at the end of its range cannot stamp: send the datagram bare rather than drop it (it
+        // is still valid gossip).
+        let stamped = self.clock.now(wall).ok().map(wire::envelope_bytes);
+        match (stamped, transmit.payload.get_mut(..wire::ENVELOPE_OVERHEAD)) {
+            (Some(envelope), Some(front)) => front.copy_from_slice(&envelope),
+            _ => {
+                transmit
+                    .payload
+                    .drain(..wire::ENVELOPE_OVERHEAD.min(transmit.payload.len()));
+            }
         }
-        payload.extend_from_slice(&transmit.payload);
-        Some(Transmit {
-            destination: transmit.destination,
-            payload,
-        })
+        Some(transmit)
     }
 
     /// The next event.

@@ -26,7 +26,7 @@ use crate::hash::{Fnv1a64, mix64};
 /// assert_eq!(id.to_string(), "node-1/7@127.0.0.1:7000");
 /// assert_eq!(id.generation(), 7);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, Eq, PartialOrd, Ord)]
 pub struct NodeId {
     name: Arc<str>,
     generation: u64,
@@ -110,6 +110,17 @@ impl NodeId {
             generation: self.generation,
             gossip_addr: self.gossip_addr,
         }
+    }
+}
+
+impl PartialEq for NodeId {
+    /// Equal when every part is: the same as comparing name, generation and address in turn
+    /// (as [`Ord`] does), but the cheap parts go first and a shared name is not compared byte by
+    /// byte, because ids are compared on every digest entry.
+    fn eq(&self, other: &Self) -> bool {
+        self.generation == other.generation
+            && self.gossip_addr == other.gossip_addr
+            && (Arc::ptr_eq(&self.name, &other.name) || self.name == other.name)
     }
 }
 

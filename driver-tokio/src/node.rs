@@ -17,7 +17,7 @@ use cohort_core::{
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use tokio::net::UdpSocket;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -72,8 +72,9 @@ pub(crate) struct Shared {
     pub(crate) listen_addr: SocketAddr,
     pub(crate) rpc_addr: SocketAddr,
     pub(crate) core: Mutex<Locked>,
-    /// Wakes the task after a command changed the machine.
-    pub(crate) wake: Notify,
+    /// Wakes the task after a command changed the machine, or to make it stop (a capacity of
+    /// one: a wake-up already pending is enough).
+    signal_tx: mpsc::Sender<()>,
     pub(crate) members_tx: watch::Sender<Members>,
     /// `None` once the node has shut down, so that event streams end.
     events_tx: Mutex<Option<broadcast::Sender<ClusterEvent>>>,
@@ -83,8 +84,8 @@ pub(crate) struct Shared {
     topology: Mutex<Option<(u64, Arc<Topology>)>>,
     hooks: Mutex<Vec<ShutdownHook>>,
     stopping: AtomicBool,
-    /// Set to `true` to make the task leave and stop.
-    pub(crate) stop_tx: watch::Sender<bool>,
+    /// Set (then the task signalled) to make the task leave and stop.
+    pub(crate) stop_requested: AtomicBool,
     /// `true` once the task has ended.
     pub(crate) done_tx: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -112,6 +113,11 @@ impl Shared {
         locked.version += 1;
         let members = Members::capture(locked.node.membership(), locked.version);
         self.members_tx.send_replace(members);
+    }
+
+    /// Wakes the node's task (a full channel means a wake-up is already pending).
+    pub(crate) fn signal(&self) {
+        let _ = self.signal_tx.try_send(());
     }
 
     pub(crate) fn events_sender(&self) -> Option<broadcast::Sender<ClusterEvent>> {
@@ -297,7 +303,7 @@ impl Node {
 
         let (members_tx, _) = watch::channel(first);
         let (events_tx, _) = broadcast::channel(builder.event_capacity);
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (signal_tx, signal_rx) = mpsc::channel(1);
         let (done_tx, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             id,
@@ -307,7 +313,7 @@ impl Node {
                 node: core,
                 version: 1,
             }),
-            wake: Notify::new(),
+            signal_tx,
             members_tx,
             events_tx: Mutex::new(Some(events_tx.clone())),
             clock,
@@ -316,7 +322,7 @@ impl Node {
             topology: Mutex::new(None),
             hooks: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
-            stop_tx,
+            stop_requested: AtomicBool::new(false),
             done_tx,
             task: Mutex::new(None),
             resolver: Mutex::new(None),
@@ -325,7 +331,7 @@ impl Node {
         });
         let span = tracing::debug_span!("cohort_node", node = %shared.id);
         let task = tokio::spawn(
-            runtime::run(Arc::clone(&shared), socket, stop_rx, events_tx).instrument(span),
+            runtime::run(Arc::clone(&shared), socket, signal_rx, events_tx).instrument(span),
         );
         *lock(&shared.task) = Some(task);
         if seeds.iter().any(|s| matches!(s, Seed::Host(_))) {
@@ -517,7 +523,7 @@ impl Node {
         apply(locked.node.membership_mut());
         self.shared.publish(&mut locked);
         drop(locked);
-        self.shared.wake.notify_one();
+        self.shared.signal();
         Ok(())
     }
 
@@ -578,7 +584,8 @@ impl Node {
             resolver.abort();
             let _ = resolver.await;
         }
-        self.shared.stop_tx.send_replace(true);
+        self.shared.stop_requested.store(true, Ordering::Release);
+        self.shared.signal();
         let task = lock(&self.shared.task).take();
         if let Some(task) = task {
             if let Err(error) = task.await {

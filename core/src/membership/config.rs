@@ -53,6 +53,10 @@ pub struct MembershipConfig {
     /// Bytes every outgoing datagram must leave free for a wrapper (cohort's envelope).
     /// Default 0.
     pub reserved_bytes: usize,
+    /// Bytes left free at the front of every [`Transmit`](super::Transmit) payload, for a
+    /// wrapper the caller writes in place (the node's envelope). Counted in the datagram
+    /// budget only through `reserved_bytes`. Default 0.
+    pub transmit_headroom: usize,
     /// How many garbage-collected node ids are remembered, so that stale gossip does not bring
     /// them back. Default 5,000 (chitchat's).
     pub removed_nodes_remembered: usize,
@@ -93,6 +97,7 @@ impl MembershipConfig {
             marked_for_deletion_grace_period: Duration::from_secs(3600),
             initial_key_values: Vec::new(),
             reserved_bytes: 0,
+            transmit_headroom: 0,
             removed_nodes_remembered: 5_000,
             max_pending_events: 1_024,
             max_pending_transmits: 1_024,
@@ -122,6 +127,7 @@ impl fmt::Debug for MembershipConfig {
             )
             .field("initial_key_values", &self.initial_key_values)
             .field("reserved_bytes", &self.reserved_bytes)
+            .field("transmit_headroom", &self.transmit_headroom)
             .field("removed_nodes_remembered", &self.removed_nodes_remembered)
             .field("max_pending_events", &self.max_pending_events)
             .field("max_pending_transmits", &self.max_pending_transmits)

@@ -27,7 +27,8 @@ pub const RESERVED_KEY_PREFIX: &str = "__cohort/";
 pub struct Transmit {
     /// Where to send it.
     pub destination: SocketAddr,
-    /// The datagram (a bare chitchat message).
+    /// The datagram: [`MembershipConfig::transmit_headroom`] bytes reserved for the caller
+    /// (zeros; none by default), then a bare chitchat message.
     pub payload: Vec<u8>,
 }
 
@@ -476,6 +477,15 @@ impl Membership {
         Some(self.next_round)
     }
 
+    /// An empty datagram buffer: [`MembershipConfig::transmit_headroom`] zero bytes, with room
+    /// for `capacity` more.
+    fn payload_buffer(&self, capacity: usize) -> Vec<u8> {
+        let headroom = self.config.transmit_headroom;
+        let mut out = Vec::with_capacity(headroom + capacity);
+        out.resize(headroom, 0);
+        out
+    }
+
     fn push_transmit(&mut self, destination: SocketAddr, payload: Vec<u8>) {
         if self.transmits.len() >= self.config.max_pending_transmits.max(1) {
             self.dropped_transmits += 1;
@@ -557,14 +567,14 @@ impl Membership {
         match message {
             MessageView::Syn { digest, cluster_id } => {
                 if cluster_id != self.config.cluster_id {
-                    let mut out = Vec::with_capacity(wire::HEADER_LEN);
+                    let mut out = self.payload_buffer(wire::HEADER_LEN);
                     wire::encode_header(version, MessageType::BadCluster, &mut out);
                     self.push_transmit(from, out);
                     self.push_event(MembershipEvent::BadCluster { from });
                     return;
                 }
                 self.report_heartbeats(&digest, now);
-                let mut out = Vec::with_capacity(64 + self.state.len() * 64);
+                let mut out = self.payload_buffer(64 + self.state.len() * 64);
                 wire::encode_header(version, MessageType::SynAck, &mut out);
                 let digest_len = wire::encode_digest_entries(
                     version,
@@ -579,7 +589,7 @@ impl Membership {
             MessageView::SynAck { digest, delta } => {
                 self.report_heartbeats(&digest, now);
                 self.apply_delta(delta, now);
-                let mut out = Vec::with_capacity(1_024);
+                let mut out = self.payload_buffer(1_024);
                 wire::encode_header(version, MessageType::Ack, &mut out);
                 let budget = wire::delta_budget(self.config.reserved_bytes);
                 self.write_delta(budget, now, &mut out);
@@ -704,7 +714,7 @@ impl Membership {
 
     /// A Syn carrying our digest (nodes scheduled for deletion at `now` left out).
     fn encode_syn(&self, now: Option<Instant>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.state.len() * 64);
+        let mut out = self.payload_buffer(64 + self.state.len() * 64);
         wire::encode_syn(
             self.config.protocol_version,
             self.digest_entries(now),

@@ -425,8 +425,51 @@ pub struct ClusterState<M = ()> {
 #[derive(Clone, Debug)]
 struct Entry<M> {
     id: NodeId,
+    /// The name's first [`INLINE_NAME`] bytes, zero padded, kept beside the id so that matching
+    /// a digest entry does not follow the name's pointer (a cache miss per entry when many
+    /// machines share a core).
+    name_inline: [u8; INLINE_NAME],
     state: NodeState,
     meta: M,
+}
+
+/// How many bytes of each name [`ClusterState`] keeps inline.
+const INLINE_NAME: usize = 24;
+
+impl<M: Default> Entry<M> {
+    fn new(id: NodeId) -> Self {
+        let mut name_inline = [0; INLINE_NAME];
+        let name = id.name().as_bytes();
+        let n = name.len().min(INLINE_NAME);
+        name_inline[..n].copy_from_slice(&name[..n]);
+        Self {
+            id,
+            name_inline,
+            state: NodeState::new(),
+            meta: M::default(),
+        }
+    }
+}
+
+impl<M> Entry<M> {
+    /// Whether `node` is this entry's id (cheap parts first, the name inline when short).
+    fn is(&self, node: &RawNodeId<'_>) -> bool {
+        let name = self.id.name().as_bytes();
+        if node.generation != self.id.generation()
+            || node.gossip_addr != self.id.gossip_addr()
+            || node.name.len() != name.len()
+        {
+            return false;
+        }
+        if node.name.len() > INLINE_NAME {
+            return node.name == name;
+        }
+        let mut differ = 0u8;
+        for (x, y) in node.name.iter().zip(&self.name_inline) {
+            differ |= x ^ y;
+        }
+        differ == 0
+    }
 }
 
 /// How many positions [`ClusterState::position_near`] steps forward before it hashes.
@@ -511,11 +554,11 @@ impl<M> ClusterState<M> {
     pub(crate) fn position_near_raw(&self, hint: usize, node: RawNodeId<'_>) -> Option<usize> {
         let end = self.entries.len().min(hint.saturating_add(NEAR_STEPS));
         for i in hint..end {
-            let id = &self.entries[i].id;
-            if node.is(id) {
+            let entry = &self.entries[i];
+            if entry.is(&node) {
                 return Some(i);
             }
-            match node.cmp_from(id) {
+            match node.cmp_from(&entry.id) {
                 std::cmp::Ordering::Less => {}
                 std::cmp::Ordering::Equal => return Some(i),
                 std::cmp::Ordering::Greater => {
@@ -549,14 +592,7 @@ impl<M> ClusterState<M> {
             Some(&i) => i,
             None => {
                 let at = self.entries.partition_point(|e| e.id < *node);
-                self.entries.insert(
-                    at,
-                    Entry {
-                        id: node.clone(),
-                        state: NodeState::new(),
-                        meta: M::default(),
-                    },
-                );
+                self.entries.insert(at, Entry::new(node.clone()));
                 self.reindex_from(at);
                 at
             }
@@ -579,11 +615,7 @@ impl<M> ClusterState<M> {
             // Reserve its index slot now so that a duplicate in `nodes` is skipped; the
             // position is fixed below.
             self.index.insert(id.clone(), usize::MAX);
-            self.entries.push(Entry {
-                id,
-                state: NodeState::new(),
-                meta: M::default(),
-            });
+            self.entries.push(Entry::new(id));
         }
         let added = self.entries.len() - before;
         if added > 0 {

@@ -334,13 +334,6 @@ impl<'a> RawNodeId<'a> {
         })
     }
 
-    /// Whether this is `id`, comparing the cheap parts first.
-    pub(crate) fn is(&self, id: &NodeId) -> bool {
-        self.generation == id.generation()
-            && self.gossip_addr == id.gossip_addr()
-            && short_bytes_eq(self.name, id.name().as_bytes())
-    }
-
     /// How `id` orders against this id (`id.cmp(self)`, in [`NodeId`]'s order).
     pub(crate) fn cmp_from(&self, id: &NodeId) -> std::cmp::Ordering {
         id.name()
@@ -349,25 +342,6 @@ impl<'a> RawNodeId<'a> {
             .then(id.generation().cmp(&self.generation))
             .then(id.gossip_addr().cmp(&self.gossip_addr))
     }
-}
-
-/// Byte equality that compares in 8-byte words, without a library call for short names.
-fn short_bytes_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let word = |c: &[u8]| u64::from_le_bytes(c.try_into().unwrap_or_default());
-    let (mut a_words, mut b_words) = (a.chunks_exact(8), b.chunks_exact(8));
-    for (x, y) in a_words.by_ref().zip(b_words.by_ref()) {
-        if word(x) != word(y) {
-            return false;
-        }
-    }
-    a_words
-        .remainder()
-        .iter()
-        .zip(b_words.remainder())
-        .all(|(x, y)| x == y)
 }
 
 /// The entries of a [`DigestView`].
@@ -896,24 +870,4 @@ fn encode_delta(delta: &Delta, compression: Compression, out: &mut Vec<u8>) {
         }
     }
     writer.finish(out);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::short_bytes_eq;
-
-    #[test]
-    fn short_bytes_eq_is_byte_equality() {
-        let base: Vec<u8> = (0u8..40).collect();
-        for len in 0..=base.len() {
-            let a = &base[..len];
-            assert!(short_bytes_eq(a, a), "{len}");
-            assert!(!short_bytes_eq(a, &base[..len.saturating_sub(1)]) || len == 0);
-            for flip in 0..len {
-                let mut b = a.to_vec();
-                b[flip] ^= 0x80;
-                assert!(!short_bytes_eq(a, &b), "len {len}, byte {flip}");
-            }
-        }
-    }
 }

@@ -76,6 +76,29 @@ pub struct Datagram<'a> {
     pub message: MessageView<'a>,
 }
 
+/// The envelope header without an authentication tag, as bytes (what
+/// [`encode_envelope`] writes when `auth_tag` is `None`), for writing in place.
+///
+/// ```
+/// use cohort_core::wire::{ENVELOPE_OVERHEAD, encode_envelope, envelope_bytes};
+/// use cohort_core::{NodeTag, Timestamp};
+/// let t = Timestamp::new(1_700_000_000_000, 7, NodeTag::new(9))?;
+/// let mut out = Vec::new();
+/// encode_envelope(t, None, &mut out).unwrap();
+/// assert_eq!(out, envelope_bytes(t));
+/// assert_eq!(out.len(), ENVELOPE_OVERHEAD);
+/// # Ok::<(), cohort_core::ClockError>(())
+/// ```
+#[must_use]
+pub fn envelope_bytes(timestamp: Timestamp) -> [u8; ENVELOPE_OVERHEAD] {
+    let mut out = [0u8; ENVELOPE_OVERHEAD];
+    out[..2].copy_from_slice(&ENVELOPE_MAGIC.to_le_bytes());
+    out[2] = ENVELOPE_VERSION;
+    out[3] = 0;
+    out[4..].copy_from_slice(&timestamp.to_bytes());
+    out
+}
+
 /// Appends an envelope header; the caller appends the complete chitchat datagram after it.
 /// Returns the bytes written ([`envelope_len`]).
 ///
@@ -115,18 +138,16 @@ pub fn encode_envelope(
         Some(tag) => u8::try_from(tag.len()).map_err(|_| InvalidAuthTag { len: tag.len() })?,
         None => 0,
     };
+    let Some(tag) = auth_tag else {
+        out.extend_from_slice(&envelope_bytes(timestamp));
+        return Ok(ENVELOPE_OVERHEAD);
+    };
     out.extend_from_slice(&ENVELOPE_MAGIC.to_le_bytes());
     out.push(ENVELOPE_VERSION);
-    out.push(if auth_tag.is_some() {
-        ENVELOPE_FLAG_AUTH_TAG
-    } else {
-        0
-    });
+    out.push(ENVELOPE_FLAG_AUTH_TAG);
     out.extend_from_slice(&timestamp.to_bytes());
-    if let Some(tag) = auth_tag {
-        out.push(tag_len);
-        out.extend_from_slice(tag);
-    }
+    out.push(tag_len);
+    out.extend_from_slice(tag);
     Ok(envelope_len(usize::from(tag_len)))
 }
 

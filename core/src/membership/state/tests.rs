@@ -485,10 +485,16 @@ mod cluster_state {
             order in any::<u64>(),
         ) {
             let mut state: ClusterState<u32> = ClusterState::new();
-            let known: Vec<NodeId> = known.iter().map(|&(n, g)| id(&format!("n{n:02}"), g, 7000)).collect();
+            // Even numbers get a long name sharing its first 40 bytes with the others: the
+            // inline name key cannot tell those apart alone.
+            let name = |n: u8| {
+                let long = "a-very-long-common-prefix-of-node-names-";
+                format!("{}n{n:02}", if n % 2 == 0 { long } else { "" })
+            };
+            let known: Vec<NodeId> = known.iter().map(|&(n, g)| id(&name(n), g, 7000)).collect();
             state.insert_many(known.iter().cloned());
             let mut listed: Vec<NodeId> = known.clone();
-            listed.extend(unknown.iter().map(|&(n, g)| id(&format!("n{n:02}"), g, 7000)));
+            listed.extend(unknown.iter().map(|&(n, g)| id(&name(n), g, 7000)));
             // Sorted (the usual case), or shuffled by a seeded rotation and reversal.
             match order % 3 {
                 0 => listed.sort(),
