@@ -142,6 +142,14 @@ impl NodeDetector {
         Some(mean.mul_f64(config.phi_threshold.max(0.0)))
     }
 
+    /// The instant after which, without a newer heartbeat, the node's phi exceeds the
+    /// threshold (`last heartbeat + failure timeout`); `None` before its first interval. A
+    /// newer heartbeat only moves it later.
+    #[must_use]
+    pub fn silence_deadline(&self, config: &FailureDetectorConfig) -> Option<Instant> {
+        Some(self.last_heartbeat? + self.failure_timeout(config)?)
+    }
+
     /// The number of sampled intervals held.
     #[must_use]
     pub fn samples(&self) -> usize {

@@ -239,6 +239,11 @@ pub struct Membership {
     /// The peer's digest entries aligned with `state`, reused from message to message.
     aligned: Vec<Option<NodeDigest>>,
     next_round: Instant,
+    /// When liveness must be evaluated again before the next round: the earliest instant a
+    /// live peer's silence can cross the detector's threshold, or now when a joining or failed
+    /// peer was just heard (so that deaths and recoveries are seen when they happen, not at
+    /// the next round).
+    next_liveness_check: Option<Instant>,
     last_round: Option<Instant>,
     last_received: Option<Instant>,
     /// No death is declared before this instant (self-suspicion after a late round).
@@ -272,6 +277,7 @@ impl Membership {
             removed: Removed::default(),
             aligned: Vec::new(),
             next_round: now,
+            next_liveness_check: None,
             last_round: None,
             last_received: None,
             deaths_held_until: None,
@@ -474,7 +480,10 @@ impl Membership {
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.next_round)
+        Some(
+            self.next_liveness_check
+                .map_or(self.next_round, |check| check.min(self.next_round)),
+        )
     }
 
     /// An empty datagram buffer: [`MembershipConfig::transmit_headroom`] zero bytes, with room
@@ -507,9 +516,13 @@ impl Membership {
 
     // ---------------------------------------------------------------- inputs
 
-    /// Runs a gossip round if one is due at `now`. Early or repeated calls do nothing.
+    /// Runs a gossip round if one is due at `now`, or re-evaluates liveness if that is due
+    /// (see [`poll_timeout`](Self::poll_timeout)). Early or repeated calls do nothing more.
     pub fn handle_timeout(&mut self, now: Instant) {
         if now < self.next_round {
+            if self.next_liveness_check.is_some_and(|at| now >= at) {
+                self.update_liveness(now, true);
+            }
             return;
         }
         if let Some(last) = self.last_round {
@@ -527,7 +540,7 @@ impl Membership {
         self.last_round = Some(now);
         self.next_round = now + self.config.gossip_interval;
         self.gossip_round(now);
-        self.update_liveness(now);
+        self.update_liveness(now, false);
         self.collect_dead(now);
     }
 
@@ -765,6 +778,12 @@ impl Membership {
                 if state.observe_heartbeat(entry.heartbeat) && !first {
                     peer.detector
                         .report_heartbeat(now, &self.config.failure_detector);
+                    if matches!(peer.status, MemberStatus::Joining | MemberStatus::Failed)
+                        && peer.detector.samples() > 0
+                    {
+                        // It may be live now: look at once rather than at the next round.
+                        self.next_liveness_check = Some(now);
+                    }
                 }
                 continue;
             }
@@ -959,7 +978,9 @@ impl Membership {
 
     // ---------------------------------------------------------------- liveness
 
-    fn update_liveness(&mut self, now: Instant) {
+    /// Re-evaluates every peer's liveness: at each round, and `between_rounds` when a peer's
+    /// deadline passes or a joining or failed peer was heard.
+    fn update_liveness(&mut self, now: Instant, between_rounds: bool) {
         let fd = &self.config.failure_detector;
         let me = &self.config.node_id;
         // What the detector says of the peers, before we act on it (for the self-suspicion
@@ -975,11 +996,25 @@ impl Membership {
                 dying += 1;
             }
         }
-        let hold = self.deaths_held(now, dying, live_before);
+        let hold = if between_rounds {
+            // Between rounds a death is declared only while the cluster is heard from: one peer
+            // going silent among others that talk is a death, but when nothing has arrived for
+            // a round the decision waits for the round and its self-suspicion guard (deaths
+            // then come one deadline at a time, which the mass-death rule would not see).
+            let heard = self
+                .last_received
+                .is_some_and(|at| now.saturating_duration_since(at) < self.config.gossip_interval);
+            !heard
+                || self.deaths_held_until.is_some_and(|until| now < until)
+                || self.silent_hold_since.is_some()
+        } else {
+            self.deaths_held(now, dying, live_before)
+        };
         let fd = &self.config.failure_detector;
         let me = &self.config.node_id;
         let predicate = self.config.liveness_predicate.as_ref();
         let mut changes: Vec<(NodeId, MemberStatus, MemberStatus)> = Vec::new();
+        let mut next_check: Option<Instant> = None;
         for (id, state, peer) in self.state.iter_with_meta_mut() {
             if id == me {
                 continue;
@@ -1006,7 +1041,17 @@ impl Membership {
                 peer.status = next;
                 changes.push((id.clone(), status, next));
             }
+            if !hold && matches!(next, MemberStatus::Live | MemberStatus::Unready) {
+                if let Some(deadline) = peer.detector.silence_deadline(fd) {
+                    next_check = Some(next_check.map_or(deadline, |c| c.min(deadline)));
+                }
+            }
         }
+        // Just after the earliest deadline (phi must exceed the threshold), and never at `now`
+        // again: a deadline already past (rounding) is looked at a millisecond later.
+        self.next_liveness_check = next_check.map(|deadline| {
+            (deadline + Duration::from_micros(1)).max(now + Duration::from_millis(1))
+        });
         for (id, before, after) in changes {
             let Some(member) = self.member(&id) else {
                 continue;

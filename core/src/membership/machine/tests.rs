@@ -404,3 +404,60 @@ fn the_only_peer_of_a_two_node_cluster_is_failed_when_it_crashes() {
     assert_eq!(net.nodes[0].status(&ids[1]), Some(MemberStatus::Failed));
     assert!(!net.events[0].contains(&MembershipEvent::SelfSuspected));
 }
+
+#[test]
+fn a_crash_is_declared_at_its_deadline_not_at_the_next_round() {
+    let ids: Vec<NodeId> = (0..3).map(|i| id(&format!("n{i}"), 1, 7400 + i)).collect();
+    let configs = ids
+        .iter()
+        .map(|me| config(me, (me != &ids[0]).then_some(&ids[0])))
+        .collect();
+    let mut net = Net::new(configs);
+    net.rounds(40);
+    assert_eq!(net.nodes[0].live_members().len(), 3);
+    // The last exchange happened one interval ago; node 2 crashes now. Its last heartbeats may
+    // still reach node 0 through node 1 for a round or two.
+    let last_exchange = net.now - INTERVAL;
+    let timeout = net.nodes[0].failure_timeout(&ids[2]).unwrap();
+    net.down[2] = true;
+    // Drive the survivors by their own timers, as a driver does; rounds stay on the
+    // interval grid (every node started at the same instant).
+    let mut detected = None;
+    for _ in 0..10_000 {
+        if detected.is_some() {
+            break;
+        }
+        let next = (0..2)
+            .filter_map(|i| net.nodes[i].poll_timeout())
+            .min()
+            .unwrap();
+        net.now = next.max(net.now);
+        for i in 0..2 {
+            net.nodes[i].handle_timeout(net.now);
+        }
+        net.flush();
+        if net.nodes[0].status(&ids[2]) == Some(MemberStatus::Failed) {
+            detected = Some(net.now);
+        }
+        assert!(
+            net.now < last_exchange + timeout + INTERVAL * 4,
+            "never detected"
+        );
+    }
+    let detected = detected.expect("detected within 10,000 timer events");
+    assert!(
+        detected > last_exchange + timeout,
+        "not before the detector's timeout"
+    );
+    // Declared when the deadline passed, between two rounds: a check at rounds only would
+    // have waited for the next multiple of the interval.
+    let into_round = (detected - last_exchange).as_nanos() % INTERVAL.as_nanos();
+    assert_ne!(into_round, 0, "detected on a round boundary");
+    assert_eq!(
+        net.events[0]
+            .iter()
+            .filter(|e| matches!(e, MembershipEvent::Failed(m) if m.id == ids[2]))
+            .count(),
+        1
+    );
+}
