@@ -151,7 +151,11 @@ pub(crate) async fn run(
                 if signal.is_some() && !shared.stop_requested.load(Ordering::Acquire) {
                     continue;
                 }
-                shared.lock_core().node.membership_mut().leave(Instant::now());
+                let mut locked = shared.lock_core();
+                locked.node.membership_mut().leave(Instant::now());
+                // The local node is Left now: readers of the snapshot see it too.
+                shared.publish(&mut locked);
+                drop(locked);
                 let by = tokio::time::Instant::now() + shared.leave_timeout;
                 leave_timer.as_mut().reset(by);
                 leave_by = Some(by);

@@ -152,6 +152,11 @@ async fn a_graceful_shutdown_is_seen_as_left_quickly_and_frees_the_port() {
     let b_id = b.id().clone();
     let started = std::time::Instant::now();
     b.shutdown().await;
+    assert_eq!(
+        b.members().local_member().map(|m| m.status),
+        Some(MemberStatus::Left),
+        "the node's own snapshot shows it left"
+    );
     // The socket is closed: the same address binds again at once.
     UdpSocket::bind(b_addr).expect("the gossip port is free after shutdown");
     a.wait_for_members(
