@@ -536,18 +536,14 @@ impl<M> ClusterState<M> {
     /// comparison.
     #[must_use]
     pub fn position_near(&self, hint: usize, node: NodeIdRef<'_>) -> Option<usize> {
-        let end = self.entries.len().min(hint.saturating_add(NEAR_STEPS));
-        for i in hint..end {
-            match self.entries[i].id.as_ref().cmp(&node) {
-                std::cmp::Ordering::Less => {}
-                std::cmp::Ordering::Equal => return Some(i),
-                // Sorted: it is not further on.
-                std::cmp::Ordering::Greater => {
-                    return if i == hint { self.index_of(node) } else { None };
-                }
-            }
-        }
-        self.index_of(node)
+        self.position_near_raw(
+            hint,
+            RawNodeId {
+                name: node.name.as_bytes(),
+                generation: node.generation,
+                gossip_addr: node.gossip_addr,
+            },
+        )
     }
 
     /// [`position_near`](Self::position_near) for an id read from a validated digest.
@@ -608,27 +604,27 @@ impl<M> ClusterState<M> {
         M: Default,
     {
         let before = self.entries.len();
+        let mut smallest: Option<NodeId> = None;
         for id in nodes {
             if self.index.contains_key(&id) {
                 continue;
             }
-            // Reserve its index slot now so that a duplicate in `nodes` is skipped; the
-            // position is fixed below.
+            if smallest.as_ref().is_none_or(|s| id < *s) {
+                smallest = Some(id.clone());
+            }
+            // Indexed now so that a duplicate in `nodes` is skipped; the position is fixed by
+            // the reindexing below.
             self.index.insert(id.clone(), usize::MAX);
             self.entries.push(Entry::new(id));
         }
-        let added = self.entries.len() - before;
-        if added > 0 {
-            // Two sorted runs: the stable sort merges them in linear time.
+        if let Some(smallest) = smallest {
+            // Two sorted runs: the stable sort merges them in linear time. Positions before
+            // the smallest new id did not move.
             self.entries.sort_by(|a, b| a.id.cmp(&b.id));
-            let first = self
-                .entries
-                .iter()
-                .position(|e| self.index.get(&e.id) == Some(&usize::MAX))
-                .unwrap_or(0);
+            let first = self.entries.partition_point(|e| e.id < smallest);
             self.reindex_from(first);
         }
-        added
+        self.entries.len() - before
     }
 
     /// Removes `node`'s state (and the value beside it).
