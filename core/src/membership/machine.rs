@@ -11,7 +11,7 @@ use super::{ClusterState, Liveness, MembershipConfig, NodeDetector, NodeState, S
 use crate::NodeId;
 use crate::wire::{
     self, DecodeError, Delta, DeltaWriter, DigestView, MessageType, MessageView, NodeDigest,
-    ProtocolVersion,
+    ProtocolVersion, WireId,
 };
 
 /// The key a node sets on itself to announce a graceful departure. Keys under the
@@ -538,7 +538,16 @@ impl Membership {
             }
         }
         self.last_round = Some(now);
-        self.next_round = now + self.config.gossip_interval;
+        // Rounds keep a fixed rate, as a tokio interval does: the next one is due one interval
+        // after the one just due, not after the moment it ran, so lateness does not add up
+        // round after round. A whole interval missed (a pause) is skipped, not made up in a
+        // burst.
+        let next = self.next_round + self.config.gossip_interval;
+        self.next_round = if next > now {
+            next
+        } else {
+            now + self.config.gossip_interval
+        };
         self.gossip_round(now);
         self.update_liveness(now, false);
         self.collect_dead(now);
@@ -589,7 +598,7 @@ impl Membership {
                 self.report_heartbeats(&digest, now);
                 let mut out = self.payload_buffer(64 + self.state.len() * 64);
                 wire::encode_header(version, MessageType::SynAck, &mut out);
-                let digest_len = wire::encode_digest_entries(
+                let digest_len = wire::encode_digest_keyed(
                     version,
                     self.digest_entries(Some(now)),
                     self.config.compression,
@@ -728,7 +737,7 @@ impl Membership {
     /// A Syn carrying our digest (nodes scheduled for deletion at `now` left out).
     fn encode_syn(&self, now: Option<Instant>) -> Vec<u8> {
         let mut out = self.payload_buffer(64 + self.state.len() * 64);
-        wire::encode_syn(
+        wire::encode_syn_keyed(
             self.config.protocol_version,
             self.digest_entries(now),
             &self.config.cluster_id,
@@ -742,14 +751,14 @@ impl Membership {
     fn digest_entries(
         &self,
         now: Option<Instant>,
-    ) -> impl Iterator<Item = (&NodeId, NodeDigest)> + '_ {
+    ) -> impl Iterator<Item = ((&NodeId, &WireId), NodeDigest)> + '_ {
         let fd = &self.config.failure_detector;
         self.state
-            .iter_with_meta()
-            .filter(move |(_, _, peer)| {
+            .iter_wire_with_meta()
+            .filter(move |(_, _, _, peer)| {
                 now.is_none_or(|now| !peer.detector.is_scheduled_for_deletion(now, fd))
             })
-            .map(|(id, state, _)| (id, state.digest()))
+            .map(|(id, wire, state, _)| ((id, wire), state.digest()))
     }
 
     /// Records the heartbeats a peer's digest carries (chitchat's rules, plus: an older

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::hash::{MapHasher, map_hasher};
 use crate::node_id::NodeKey;
-use crate::wire::{DeletionStatus, NodeDelta, NodeDigest, RawNodeId};
+use crate::wire::{DeletionStatus, NodeDelta, NodeDigest, RawNodeId, WireId};
 use crate::{NodeId, NodeIdRef};
 
 /// A stored value with its version and status.
@@ -425,26 +425,19 @@ pub struct ClusterState<M = ()> {
 #[derive(Clone, Debug)]
 struct Entry<M> {
     id: NodeId,
-    /// The name's first [`INLINE_NAME`] bytes, zero padded, kept beside the id so that matching
-    /// a digest entry does not follow the name's pointer (a cache miss per entry when many
-    /// machines share a core).
-    name_inline: [u8; INLINE_NAME],
+    /// The id's wire encoding, kept beside it: digests write it with one copy, and matching a
+    /// digest entry compares bytes without following the name's pointer (a cache miss per
+    /// entry when many machines share a core).
+    wire: WireId,
     state: NodeState,
     meta: M,
 }
 
-/// How many bytes of each name [`ClusterState`] keeps inline.
-const INLINE_NAME: usize = 24;
-
 impl<M: Default> Entry<M> {
     fn new(id: NodeId) -> Self {
-        let mut name_inline = [0; INLINE_NAME];
-        let name = id.name().as_bytes();
-        let n = name.len().min(INLINE_NAME);
-        name_inline[..n].copy_from_slice(&name[..n]);
         Self {
+            wire: WireId::new(id.as_ref()),
             id,
-            name_inline,
             state: NodeState::new(),
             meta: M::default(),
         }
@@ -452,23 +445,10 @@ impl<M: Default> Entry<M> {
 }
 
 impl<M> Entry<M> {
-    /// Whether `node` is this entry's id (cheap parts first, the name inline when short).
-    fn is(&self, node: &RawNodeId<'_>) -> bool {
-        let name = self.id.name().as_bytes();
-        if node.generation != self.id.generation()
-            || node.gossip_addr != self.id.gossip_addr()
-            || node.name.len() != name.len()
-        {
-            return false;
-        }
-        if node.name.len() > INLINE_NAME {
-            return node.name == name;
-        }
-        let mut differ = 0u8;
-        for (x, y) in node.name.iter().zip(&self.name_inline) {
-            differ |= x ^ y;
-        }
-        differ == 0
+    /// Whether `node` is this entry's id.
+    #[inline]
+    fn is(&self, node: RawNodeId<'_>) -> bool {
+        self.wire.matches(node, &self.id)
     }
 }
 
@@ -536,14 +516,12 @@ impl<M> ClusterState<M> {
     /// comparison.
     #[must_use]
     pub fn position_near(&self, hint: usize, node: NodeIdRef<'_>) -> Option<usize> {
-        self.position_near_raw(
-            hint,
-            RawNodeId {
-                name: node.name.as_bytes(),
-                generation: node.generation,
-                gossip_addr: node.gossip_addr,
-            },
-        )
+        let wire = WireId::new(node);
+        match wire.as_bytes() {
+            Some(bytes) => self.position_near_raw(hint, RawNodeId { bytes }),
+            // Too long to encode inline: hashing costs less than encoding it on the heap.
+            None => self.index_of(node),
+        }
     }
 
     /// [`position_near`](Self::position_near) for an id read from a validated digest.
@@ -551,7 +529,7 @@ impl<M> ClusterState<M> {
         let end = self.entries.len().min(hint.saturating_add(NEAR_STEPS));
         for i in hint..end {
             let entry = &self.entries[i];
-            if entry.is(&node) {
+            if entry.is(node) {
                 return Some(i);
             }
             match node.cmp_from(&entry.id) {
@@ -668,6 +646,15 @@ impl<M> ClusterState<M> {
     /// Every node, its state and the value beside it, ascending by id.
     pub fn iter_with_meta(&self) -> impl ExactSizeIterator<Item = (&NodeId, &NodeState, &M)> + '_ {
         self.entries.iter().map(|e| (&e.id, &e.state, &e.meta))
+    }
+
+    /// [`iter_with_meta`](Self::iter_with_meta), each id with its kept wire encoding.
+    pub(crate) fn iter_wire_with_meta(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (&NodeId, &WireId, &NodeState, &M)> + '_ {
+        self.entries
+            .iter()
+            .map(|e| (&e.id, &e.wire, &e.state, &e.meta))
     }
 
     /// Every node, its state and the value beside it, mutably, ascending by id.

@@ -66,12 +66,12 @@ mod envelope;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use codec::RawNodeId;
 pub use codec::{
     DigestEntries, DigestView, MessageView, decode_chitchat, decode_chitchat_view, decode_header,
     delta_budget, encode_chitchat, encode_chitchat_with, encode_digest, encode_digest_entries,
     encode_header, encode_syn, encoded_digest_len,
 };
+pub(crate) use codec::{RawNodeId, WireId, encode_digest_keyed, encode_syn_keyed};
 pub use delta_writer::DeltaWriter;
 pub use envelope::{
     Datagram, ENVELOPE_FLAG_AUTH_TAG, ENVELOPE_MAGIC, ENVELOPE_OVERHEAD, ENVELOPE_VERSION,

@@ -461,3 +461,22 @@ fn a_crash_is_declared_at_its_deadline_not_at_the_next_round() {
         1
     );
 }
+
+#[test]
+fn rounds_keep_a_fixed_rate_and_skip_a_long_pause() {
+    let me = id("solo", 1, 7500);
+    let start = Instant::now();
+    let mut node = Membership::new(config(&me, None), start);
+    assert_eq!(node.poll_timeout(), Some(start));
+    // Each round runs 3 ms late (a busy driver): the schedule stays on the interval grid
+    // instead of sliding by 3 ms a round.
+    for k in 0..10u32 {
+        let due = start + INTERVAL * k;
+        node.handle_timeout(due + Duration::from_millis(3));
+        assert_eq!(node.poll_timeout(), Some(start + INTERVAL * (k + 1)));
+    }
+    // A pause longer than an interval: the missed rounds are skipped, not run back to back.
+    let resumed = start + INTERVAL * 10 + INTERVAL * 5 / 2;
+    node.handle_timeout(resumed);
+    assert_eq!(node.poll_timeout(), Some(resumed + INTERVAL));
+}

@@ -222,6 +222,59 @@ proptest! {
     }
 
     #[test]
+    fn kept_wire_ids_encode_and_match_as_the_fields_do(
+        digest in arb_digest(),
+        long in "[a-z]{30,60}",
+        v1 in any::<bool>(),
+        raw in any::<bool>(),
+    ) {
+        // Names long enough not to fit inline too (written field by field).
+        let mut digest = digest;
+        digest.entries.push((
+            NodeId::new(long, 1, SocketAddr::from(([10, 0, 0, 1], 9))),
+            NodeDigest { heartbeat: 1, last_gc_version: 0, max_version: 2 },
+        ));
+        digest.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let (version, compression) = (version(v1), compression(raw));
+        let wires: Vec<WireId> = digest.entries.iter().map(|(id, _)| WireId::new(id.as_ref())).collect();
+        let mut plain = Vec::new();
+        encode_digest(version, &digest, compression, &mut plain);
+        let mut kept = Vec::new();
+        encode_digest_keyed(
+            version,
+            digest.entries.iter().zip(&wires).map(|((id, d), w)| ((id, w), *d)),
+            compression,
+            &mut kept,
+        );
+        prop_assert_eq!(&plain, &kept);
+        // The raw walk hands out each id's encoded bytes: the kept bytes, when kept.
+        let mut syn = Vec::new();
+        encode_syn_keyed(
+            version,
+            digest.entries.iter().zip(&wires).map(|((id, d), w)| ((id, w), *d)),
+            "c",
+            compression,
+            &mut syn,
+        );
+        let (_, message) = decode_chitchat_view(&syn).unwrap();
+        let MessageView::Syn { digest: view, .. } = message else {
+            return Err(TestCaseError::fail("not a Syn"));
+        };
+        let walked: Vec<_> = view.iter_raw().collect();
+        prop_assert_eq!(walked.len(), digest.entries.len());
+        for ((raw_id, entry), ((id, d), wire)) in walked.iter().zip(digest.entries.iter().zip(&wires)) {
+            prop_assert_eq!(raw_id.name(), id.name().as_bytes());
+            prop_assert_eq!(raw_id.to_ref(), Some(id.as_ref()));
+            prop_assert_eq!(entry, d);
+            if let Some(bytes) = wire.as_bytes() {
+                prop_assert_eq!(raw_id.bytes, bytes);
+            } else {
+                prop_assert!(id.name().len() > 27);
+            }
+        }
+    }
+
+    #[test]
     fn random_bytes_never_panic(
         prefix in prop_oneof![
             Just(vec![]),
