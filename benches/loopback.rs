@@ -7,7 +7,8 @@
 //! 1,000 samples, 10 s max interval, 24 h dead-node grace period) except the prior mean
 //! interval (`initial_interval`), 100 ms for both. It measures:
 //!
-//! - `all_live_s`: from the start until every node sees all N nodes live (polled every 10 ms);
+//! - `all_live_s`: from the start until every node sees all N nodes live (polled every 10 ms, or
+//!   `--poll-ms`);
 //! - `all_keys_s`: from the start until every node holds every other node's key;
 //! - `cpu_s` and `cores`: the process's CPU time (user + system, from `/proc/self/stat`) over
 //!   the steady-state window that follows convergence, and that divided by the window;
@@ -47,7 +48,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 /// The gossip interval of every node, and the failure detector's prior mean interval.
 const GOSSIP_INTERVAL: Duration = Duration::from_millis(100);
-/// How often the conditions are checked while waiting.
+/// How often the conditions are checked while waiting, unless `--poll-ms` says otherwise.
 const POLL: Duration = Duration::from_millis(10);
 /// The phi threshold of both failure detectors (chitchat's default).
 const PHI_THRESHOLD: f64 = 8.0;
@@ -88,10 +89,11 @@ struct Options {
     window: Duration,
     kill_after: Duration,
     timeout: Duration,
+    poll: Duration,
 }
 
 const USAGE: &str = "usage: loopback [--systems chitchat,cohort] [--nodes 10,50,100] \
-                     [--window-s 30] [--kill-after-s 35] [--timeout-s 60]";
+                     [--window-s 30] [--kill-after-s 35] [--timeout-s 60] [--poll-ms 10]";
 
 fn parse_secs(value: &str, flag: &str) -> Result<Duration, String> {
     value
@@ -109,6 +111,7 @@ fn parse_options() -> Result<Options, String> {
         window: Duration::from_secs(30),
         kill_after: Duration::from_secs(35),
         timeout: Duration::from_secs(60),
+        poll: POLL,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -144,6 +147,13 @@ fn parse_options() -> Result<Options, String> {
             "--window-s" => options.window = parse_secs(&value, &flag)?,
             "--kill-after-s" => options.kill_after = parse_secs(&value, &flag)?,
             "--timeout-s" => options.timeout = parse_secs(&value, &flag)?,
+            "--poll-ms" => {
+                options.poll = parse_secs(&value, &flag)
+                    .map(|d| d / 1_000)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| format!("--poll-ms: need a positive number, got {value}"))?;
+            }
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
     }
@@ -568,12 +578,13 @@ impl Report {
     }
 }
 
-/// Polls `check` every [`POLL`] until it holds or `deadline` passes.
+/// Polls `check` every `poll` until it holds or `deadline` passes.
 async fn wait_until<F: Future<Output = bool>>(
+    poll: Duration,
     deadline: Instant,
     mut check: impl FnMut() -> F,
 ) -> bool {
-    let mut ticks = tokio::time::interval(POLL);
+    let mut ticks = tokio::time::interval(poll);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
@@ -598,11 +609,13 @@ async fn run<C: Cluster>(system: System, n: usize, options: &Options) {
         }
     };
 
+    report.metric("start_s", format!("{:.4}", start.elapsed().as_secs_f64()));
+
     // 1 and 2: convergence, each condition timed from the start at the first poll it holds.
     let deadline = start + options.timeout;
     let mut all_live = None;
     let mut all_keys = None;
-    let mut ticks = tokio::time::interval(POLL);
+    let mut ticks = tokio::time::interval(options.poll);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
@@ -660,7 +673,7 @@ async fn run<C: Cluster>(system: System, n: usize, options: &Options) {
     let victim = n - 1;
     cluster.kill(victim).await;
     let killed = Instant::now();
-    let detected = wait_until(killed + options.timeout, || {
+    let detected = wait_until(options.poll, killed + options.timeout, || {
         cluster.dead_seen_by_all(victim)
     })
     .await;
@@ -687,12 +700,13 @@ async fn main() {
     };
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     println!(
-        "# loopback: gossip {} ms, window {} s, kill after {} s, timeout {} s, {workers} runtime \
-         workers",
+        "# loopback: gossip {} ms, window {} s, kill after {} s, timeout {} s, polls every {} ms, \
+         {workers} runtime workers",
         GOSSIP_INTERVAL.as_millis(),
         options.window.as_secs_f64(),
         options.kill_after.as_secs_f64(),
         options.timeout.as_secs_f64(),
+        options.poll.as_secs_f64() * 1_000.0,
     );
     let mut first = true;
     for &n in &options.nodes {
