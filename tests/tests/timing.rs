@@ -42,27 +42,38 @@ fn a_starved_node_suspects_itself_instead_of_convicting_everyone() {
     });
 }
 
-/// A node that handles everything 60 ms late (its rounds every 160 ms instead of 100 ms, its
-/// replies slow) is never declared dead, and no one else is either.
+/// A node that handles everything late is never declared dead, and no one else is either.
+/// 60 ms late (less than an interval): its rounds keep their rate, each 60 ms late, and its
+/// replies are slow. 150 ms late (more than an interval): every round misses its slot and the
+/// next one is skipped, so it gossips at well under the normal rate.
 #[test]
 fn a_slow_node_is_not_declared_dead() {
-    run_seeds(SEEDS, |seed| {
-        let mut sim = Sim::new(config(seed));
-        sim.add_nodes(8);
-        sim.run_until_converged(secs(5))?;
-        sim.set_slow(6, ms(60));
-        sim.advance(secs(20));
-        assert_eq!(sim.metrics().failed_events, 0);
-        let rounds = sim.counters(6).rounds;
-        let normal = sim.counters(5).rounds;
-        assert!(
-            rounds * 10 < normal * 8,
-            "slow {rounds} vs normal {normal} rounds"
-        );
-        sim.set(6, "still", "here");
-        sim.run_until_converged(secs(3))?;
-        Ok(())
-    });
+    for (delay, fewer_rounds) in [(60, false), (150, true)] {
+        run_seeds(SEEDS, |seed| {
+            let mut sim = Sim::new(config(seed));
+            sim.add_nodes(8);
+            sim.run_until_converged(secs(5))?;
+            sim.set_slow(6, ms(delay));
+            sim.advance(secs(20));
+            assert_eq!(sim.metrics().failed_events, 0, "{delay} ms late");
+            let rounds = sim.counters(6).rounds;
+            let normal = sim.counters(5).rounds;
+            if fewer_rounds {
+                assert!(
+                    rounds * 10 < normal * 8,
+                    "{delay} ms late: slow {rounds} vs normal {normal} rounds"
+                );
+            } else {
+                assert!(
+                    rounds * 100 >= normal * 98,
+                    "{delay} ms late: slow {rounds} vs normal {normal} rounds (the rate slipped)"
+                );
+            }
+            sim.set(6, "still", "here");
+            sim.run_until_converged(secs(3))?;
+            Ok(())
+        });
+    }
 }
 
 /// One node's wall clock is 2 s ahead: every other node refuses its timestamps (reporting
