@@ -22,6 +22,9 @@ use crate::node::{Seed, Shared, resolve_seeds};
 /// The largest UDP payload.
 const MAX_DATAGRAM: usize = 65_536;
 
+/// At most this many datagrams already received are taken in before a leave starts.
+const MAX_DRAIN_BEFORE_LEAVE: usize = 256;
+
 /// What one drain of the machine found.
 struct Drained {
     deadline: Option<Instant>,
@@ -150,6 +153,17 @@ pub(crate) async fn run(
                 // was asked for (or every handle is gone).
                 if signal.is_some() && !shared.stop_requested.load(Ordering::Acquire) {
                     continue;
+                }
+                // Take in what already arrived first (a bounded number of datagrams): a peer
+                // that left just before us is then known to be gone, and the departure is
+                // not sent to it (it would never answer, and the leave would wait for its
+                // timeout).
+                for _ in 0..MAX_DRAIN_BEFORE_LEAVE {
+                    match socket.try_recv_from(&mut buf) {
+                        Ok((n, from)) => receive(&shared, &mut shared.lock_core(), from, &buf[..n]),
+                        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(error) => tracing::debug!(%error, "gossip receive failed"),
+                    }
                 }
                 let mut locked = shared.lock_core();
                 locked.node.membership_mut().leave(Instant::now());

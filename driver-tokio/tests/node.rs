@@ -374,3 +374,33 @@ async fn garbage_datagrams_are_counted_and_ignored() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Nodes shut down one after the other (c, then b as soon as a saw c leave): b takes in what
+/// already arrived (c's departure) before leaving, so it does not send its own departure to
+/// c, which is gone and would never answer (b would then wait out its leave timeout, here
+/// far longer than the test's bound). It failed that way before the fix.
+#[tokio::test]
+async fn shutting_down_right_after_a_peer_left_does_not_wait_for_it() {
+    let slow_leave = |b: NodeBuilder| b.leave_timeout(Duration::from_secs(120));
+    let a = slow_leave(builder("a", &[])).connect().await.unwrap();
+    let b = slow_leave(builder("b", &[a.public_addr()]))
+        .connect()
+        .await
+        .unwrap();
+    let c = slow_leave(builder("c", &[a.public_addr()]))
+        .connect()
+        .await
+        .unwrap();
+    all_live(&[&a, &b, &c], 3).await;
+    let all = async {
+        c.shutdown().await;
+        a.wait_for_members(|m| m.live_count() == 2, WAIT)
+            .await
+            .expect("a sees c leave");
+        b.shutdown().await;
+        a.shutdown().await;
+    };
+    tokio::time::timeout(WAIT, all)
+        .await
+        .expect("every shutdown ended without waiting for its leave timeout");
+}
