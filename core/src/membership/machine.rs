@@ -129,6 +129,8 @@ struct Leaving {
     acks_needed: usize,
     acks_sent: usize,
     announced: bool,
+    /// After this, one Ack sent is enough (see [`Membership::leave`]).
+    one_ack_after: Instant,
 }
 
 /// Bounded memory of garbage-collected nodes and their last heartbeat.
@@ -421,8 +423,10 @@ impl Membership {
 
     /// Announces a graceful departure: sets [`LEAVING_KEY`] and starts handshakes with up to
     /// `leave_fanout` live peers at once. [`MembershipEvent::LeaveAnnounced`] follows when the
-    /// departure has been sent to them (or at once when there is no live peer). Peers see this
-    /// node as [`MemberStatus::Left`] as soon as the key reaches them.
+    /// departure has been sent to every one of them, or to at least one once a gossip interval
+    /// has passed since `now` (a contacted peer that is gone, or slow, does not hold the
+    /// departure up; the others learn it by gossip), or at once when there is no live peer.
+    /// Peers see this node as [`MemberStatus::Left`] as soon as the key reaches them.
     pub fn leave(&mut self, now: Instant) {
         if self.leaving.is_some() {
             return;
@@ -440,11 +444,11 @@ impl Membership {
             acks_needed,
             acks_sent: 0,
             announced: false,
+            one_ack_after: now + self.config.gossip_interval,
         });
         if acks_needed == 0 {
             self.announce_left();
         }
-        let _ = now;
         for addr in targets {
             self.send_syn(addr);
         }
@@ -480,10 +484,13 @@ impl Membership {
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        Some(
-            self.next_liveness_check
-                .map_or(self.next_round, |check| check.min(self.next_round)),
-        )
+        let mut at = self
+            .next_liveness_check
+            .map_or(self.next_round, |check| check.min(self.next_round));
+        if let Some(leave) = self.leave_deadline() {
+            at = at.min(leave);
+        }
+        Some(at)
     }
 
     /// An empty datagram buffer: [`MembershipConfig::transmit_headroom`] zero bytes, with room
@@ -519,6 +526,7 @@ impl Membership {
     /// Runs a gossip round if one is due at `now`, or re-evaluates liveness if that is due
     /// (see [`poll_timeout`](Self::poll_timeout)). Early or repeated calls do nothing more.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.maybe_announce_left(now);
         if now < self.next_round {
             if self.next_liveness_check.is_some_and(|at| now >= at) {
                 self.update_liveness(now, true);
@@ -618,14 +626,32 @@ impl Membership {
                 self.push_transmit(from, out);
                 if let Some(leaving) = &mut self.leaving {
                     leaving.acks_sent += 1;
-                    if leaving.acks_sent >= leaving.acks_needed && !leaving.announced {
-                        self.announce_left();
-                    }
                 }
+                self.maybe_announce_left(now);
             }
             MessageView::Ack { delta } => self.apply_delta(delta, now),
             MessageView::BadCluster => self.push_event(MembershipEvent::BadCluster { from }),
         }
+    }
+
+    /// Announces the departure if it went to every contacted peer, or to one and the wait for
+    /// the others is over.
+    fn maybe_announce_left(&mut self, now: Instant) {
+        let Some(leaving) = self.leaving else {
+            return;
+        };
+        let done = leaving.acks_sent >= leaving.acks_needed
+            || (leaving.acks_sent > 0 && now >= leaving.one_ack_after);
+        if done && !leaving.announced {
+            self.announce_left();
+        }
+    }
+
+    /// When the departure will be announced without another Ack, if it is waiting for that.
+    fn leave_deadline(&self) -> Option<Instant> {
+        self.leaving
+            .filter(|l| !l.announced && l.acks_sent > 0)
+            .map(|l| l.one_ack_after)
     }
 
     fn announce_left(&mut self) {

@@ -480,3 +480,41 @@ fn rounds_keep_a_fixed_rate_and_skip_a_long_pause() {
     node.handle_timeout(resumed);
     assert_eq!(node.poll_timeout(), Some(resumed + INTERVAL));
 }
+
+#[test]
+fn a_leave_is_announced_without_contacted_peers_that_are_gone() {
+    let ids: Vec<NodeId> = (0..4).map(|i| id(&format!("n{i}"), 1, 7600 + i)).collect();
+    let configs = ids
+        .iter()
+        .map(|me| config(me, (me != &ids[0]).then_some(&ids[0])))
+        .collect();
+    let mut net = Net::new(configs);
+    net.rounds(40);
+    assert!(net.nodes.iter().all(|n| n.live_members().len() == 4));
+    // The rounds due now run, then nodes 2 and 3 crash and node 1 leaves at once, while
+    // they still look live to it: it contacts nodes 0, 2 and 3.
+    let start = net.now;
+    for i in 0..4 {
+        net.nodes[i].handle_timeout(start);
+    }
+    net.flush();
+    net.down[2] = true;
+    net.down[3] = true;
+    net.nodes[1].leave(start);
+    net.flush();
+    let announced = |net: &Net| net.events[1].contains(&MembershipEvent::LeaveAnnounced);
+    // Node 0 answered; 2 and 3 never will. Not announced yet, but the machine asks to be
+    // woken when the wait for them ends.
+    assert!(!announced(&net));
+    assert!(net.nodes[1].poll_timeout().unwrap() <= start + INTERVAL);
+    net.nodes[1].handle_timeout(start + INTERVAL - Duration::from_millis(1));
+    net.flush();
+    assert!(!announced(&net));
+    // One interval on: announced, though the round then (which node 0 answers again) still
+    // leaves fewer answers than peers contacted.
+    net.now = start + INTERVAL;
+    net.nodes[1].handle_timeout(net.now);
+    net.flush();
+    assert!(announced(&net));
+    assert_eq!(net.nodes[0].status(&ids[1]), Some(MemberStatus::Left));
+}
