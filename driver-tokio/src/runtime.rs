@@ -157,7 +157,8 @@ pub(crate) async fn run(
                 // Take in what already arrived first (a bounded number of datagrams): a peer
                 // that left just before us is then known to be gone, and the departure is
                 // not sent to it (it would never answer, and the leave would wait for its
-                // timeout).
+                // timeout). Best effort: tokio reads only what its reactor has seen arrive,
+                // and a datagram that came in since its last poll waits for the next turn.
                 for _ in 0..MAX_DRAIN_BEFORE_LEAVE {
                     match socket.try_recv_from(&mut buf) {
                         Ok((n, from)) => receive(&shared, &mut shared.lock_core(), from, &buf[..n]),

@@ -123,14 +123,16 @@ pub enum HandleError {
 }
 
 /// A departure in progress.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Leaving {
-    /// How many Acks (which carry the leaving key) must go out before it is announced.
-    acks_needed: usize,
-    acks_sent: usize,
+    /// The contacted peers that have not answered yet (an answer is a SynAck, to which we
+    /// reply with an Ack carrying the leaving key).
+    pending: Vec<SocketAddr>,
+    /// SynAcks answered since the leave began, from anyone.
+    answered: usize,
     announced: bool,
-    /// After this, one Ack sent is enough (see [`Membership::leave`]).
-    one_ack_after: Instant,
+    /// After this, one answer is enough (see [`Membership::leave`]).
+    one_answer_after: Instant,
 }
 
 /// Bounded memory of garbage-collected nodes and their last heartbeat.
@@ -437,16 +439,18 @@ impl Membership {
             peer.status = MemberStatus::Left;
         }
         let mut targets: Vec<SocketAddr> = self.live_peer_addrs();
+        targets.sort_unstable();
+        targets.dedup();
         shuffle(&mut self.rng, &mut targets);
         targets.truncate(self.config.leave_fanout.max(1));
-        let acks_needed = targets.len();
+        let none = targets.is_empty();
         self.leaving = Some(Leaving {
-            acks_needed,
-            acks_sent: 0,
+            pending: targets.clone(),
+            answered: 0,
             announced: false,
-            one_ack_after: now + self.config.gossip_interval,
+            one_answer_after: now + self.config.gossip_interval,
         });
-        if acks_needed == 0 {
+        if none {
             self.announce_left();
         }
         for addr in targets {
@@ -625,7 +629,10 @@ impl Membership {
                 self.write_delta(budget, now, &mut out);
                 self.push_transmit(from, out);
                 if let Some(leaving) = &mut self.leaving {
-                    leaving.acks_sent += 1;
+                    leaving.answered += 1;
+                    if let Some(i) = leaving.pending.iter().position(|a| *a == from) {
+                        leaving.pending.swap_remove(i);
+                    }
                 }
                 self.maybe_announce_left(now);
             }
@@ -637,11 +644,11 @@ impl Membership {
     /// Announces the departure if it went to every contacted peer, or to one and the wait for
     /// the others is over.
     fn maybe_announce_left(&mut self, now: Instant) {
-        let Some(leaving) = self.leaving else {
+        let Some(leaving) = &self.leaving else {
             return;
         };
-        let done = leaving.acks_sent >= leaving.acks_needed
-            || (leaving.acks_sent > 0 && now >= leaving.one_ack_after);
+        let done =
+            leaving.pending.is_empty() || (leaving.answered > 0 && now >= leaving.one_answer_after);
         if done && !leaving.announced {
             self.announce_left();
         }
@@ -650,8 +657,9 @@ impl Membership {
     /// When the departure will be announced without another Ack, if it is waiting for that.
     fn leave_deadline(&self) -> Option<Instant> {
         self.leaving
-            .filter(|l| !l.announced && l.acks_sent > 0)
-            .map(|l| l.one_ack_after)
+            .as_ref()
+            .filter(|l| !l.announced && l.answered > 0)
+            .map(|l| l.one_answer_after)
     }
 
     fn announce_left(&mut self) {

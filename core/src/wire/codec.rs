@@ -691,17 +691,39 @@ impl WireId {
             len: 0,
             bytes: [0; WIRE_ID_INLINE],
         };
-        let ip = if node.gossip_addr.is_ipv4() { 4 } else { 16 };
-        let encoded = 2 + node.name.len() + 8 + 1 + ip + 2;
-        if encoded <= WIRE_ID_INLINE {
-            let mut out = Vec::with_capacity(encoded);
-            put_str(&mut out, node.name);
-            put_u64(&mut out, node.generation);
-            put_socket_addr(&mut out, node.gossip_addr);
-            wire.bytes[..out.len()].copy_from_slice(&out);
-            // At most WIRE_ID_INLINE (56) bytes.
-            wire.len = u8::try_from(out.len()).unwrap_or(0);
+        let ip: &[u8] = match node.gossip_addr {
+            SocketAddr::V4(a) => &a.ip().octets(),
+            // The wire carries neither flow info nor scope id, but `NodeId` compares them:
+            // two ids that differ only there share one encoding, so such an id is never
+            // matched by its bytes.
+            SocketAddr::V6(a) if a.flowinfo() != 0 || a.scope_id() != 0 => return wire,
+            SocketAddr::V6(a) => &a.ip().octets(),
+        };
+        let name = node.name.as_bytes();
+        let encoded = 2 + name.len() + 8 + 1 + ip.len() + 2;
+        let (Some(out), Ok(name_len), Ok(len)) = (
+            wire.bytes.get_mut(..encoded),
+            u16::try_from(name.len()),
+            u8::try_from(encoded),
+        ) else {
+            // Too long to keep inline.
+            return wire;
+        };
+        let tag = if ip.len() == 4 { 4 } else { 6 };
+        let parts: [&[u8]; 6] = [
+            &name_len.to_le_bytes(),
+            name,
+            &node.generation.to_le_bytes(),
+            &[tag],
+            ip,
+            &node.gossip_addr.port().to_le_bytes(),
+        ];
+        let mut at = 0;
+        for part in parts {
+            out[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
         }
+        wire.len = len;
         wire
     }
 

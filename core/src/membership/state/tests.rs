@@ -520,3 +520,40 @@ mod cluster_state {
         }
     }
 }
+
+/// Two ids that differ only in an IPv6 scope id (or flow info) share one wire encoding, which
+/// cannot tell them apart: they are matched part by part, as the hash index does.
+#[test]
+fn ids_differing_only_in_ipv6_scope_are_never_confused() {
+    use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+    let at = |scope: u32, flow: u32| {
+        NodeId::new(
+            "a",
+            1,
+            SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1),
+                7000,
+                flow,
+                scope,
+            )),
+        )
+    };
+    let (plain, scoped, flowing) = (at(0, 0), at(3, 0), at(0, 9));
+    let mut state: ClusterState<u32> = ClusterState::new();
+    state.node_or_insert(&scoped);
+    assert_eq!(state.position_near(0, plain.as_ref()), None);
+    assert_eq!(state.index_of(plain.as_ref()), None);
+    state.node_or_insert(&plain);
+    state.node_or_insert(&flowing);
+    for id in [&plain, &scoped, &flowing] {
+        let expected = state.index_of(id.as_ref());
+        assert!(expected.is_some());
+        for hint in 0..3 {
+            assert_eq!(
+                state.position_near(hint, id.as_ref()),
+                expected,
+                "{id} from {hint}"
+            );
+        }
+    }
+}
