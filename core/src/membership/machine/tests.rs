@@ -26,6 +26,20 @@ fn config(me: &NodeId, seed: Option<&NodeId>) -> MembershipConfig {
     c
 }
 
+/// `n` nodes `n0`, `n1`, ... on ports from `base_port`, every one but the first seeded with the
+/// first.
+fn seeded_by_first(n: u16, base_port: u16) -> (Vec<NodeId>, Net) {
+    let ids: Vec<NodeId> = (0..n)
+        .map(|i| id(&format!("n{i}"), 1, base_port + i))
+        .collect();
+    let configs = ids
+        .iter()
+        .map(|me| config(me, (me != &ids[0]).then_some(&ids[0])))
+        .collect();
+    let net = Net::new(configs);
+    (ids, net)
+}
+
 /// Nodes on an instant network; `down` nodes neither send nor receive.
 struct Net {
     nodes: Vec<Membership>,
@@ -144,12 +158,7 @@ fn nodes_join_through_a_seed_and_share_keys() {
 
 #[test]
 fn a_crashed_node_is_failed_and_a_graceful_leave_is_left() {
-    let ids: Vec<NodeId> = (0..4).map(|i| id(&format!("n{i}"), 1, 7100 + i)).collect();
-    let configs = ids
-        .iter()
-        .map(|me| config(me, (me != &ids[0]).then_some(&ids[0])))
-        .collect();
-    let mut net = Net::new(configs);
+    let (ids, mut net) = seeded_by_first(4, 7100);
     net.rounds(40);
     assert!(net.nodes.iter().all(|n| n.live_members().len() == 4));
 
@@ -287,12 +296,7 @@ fn reserved_keys_are_refused_and_hidden() {
 
 #[test]
 fn a_starved_node_suspects_itself_instead_of_failing_everyone() {
-    let ids: Vec<NodeId> = (0..5).map(|i| id(&format!("n{i}"), 1, 7600 + i)).collect();
-    let configs = ids
-        .iter()
-        .map(|me| config(me, (me != &ids[0]).then_some(&ids[0])))
-        .collect();
-    let mut net = Net::new(configs);
+    let (_, mut net) = seeded_by_first(5, 7600);
     net.rounds(40);
     assert_eq!(net.nodes[0].live_members().len(), 5);
     net.events[0].clear();
@@ -407,12 +411,7 @@ fn the_only_peer_of_a_two_node_cluster_is_failed_when_it_crashes() {
 
 #[test]
 fn a_crash_is_declared_at_its_deadline_not_at_the_next_round() {
-    let ids: Vec<NodeId> = (0..3).map(|i| id(&format!("n{i}"), 1, 7400 + i)).collect();
-    let configs = ids
-        .iter()
-        .map(|me| config(me, (me != &ids[0]).then_some(&ids[0])))
-        .collect();
-    let mut net = Net::new(configs);
+    let (ids, mut net) = seeded_by_first(3, 7400);
     net.rounds(40);
     assert_eq!(net.nodes[0].live_members().len(), 3);
     // The last exchange happened one interval ago; node 2 crashes now. Its last heartbeats may
@@ -483,12 +482,7 @@ fn rounds_keep_a_fixed_rate_and_skip_a_long_pause() {
 
 #[test]
 fn a_leave_is_announced_without_contacted_peers_that_are_gone() {
-    let ids: Vec<NodeId> = (0..4).map(|i| id(&format!("n{i}"), 1, 7600 + i)).collect();
-    let configs = ids
-        .iter()
-        .map(|me| config(me, (me != &ids[0]).then_some(&ids[0])))
-        .collect();
-    let mut net = Net::new(configs);
+    let (ids, mut net) = seeded_by_first(4, 7600);
     net.rounds(40);
     assert!(net.nodes.iter().all(|n| n.live_members().len() == 4));
     // The rounds due now run, then nodes 2 and 3 crash and node 1 leaves at once, while
