@@ -128,8 +128,8 @@ struct Leaving {
     /// The contacted peers that have not answered yet (an answer is a SynAck, to which we
     /// reply with an Ack carrying the leaving key).
     pending: Vec<SocketAddr>,
-    /// SynAcks answered since the leave began, from anyone.
-    answered: usize,
+    /// Whether a SynAck (from anyone) was answered since the leave began.
+    answered: bool,
     announced: bool,
     /// After this, one answer is enough (see [`Membership::leave`]).
     one_answer_after: Instant,
@@ -313,8 +313,8 @@ impl Membership {
     #[must_use]
     pub fn members(&self) -> Vec<Member> {
         self.state
-            .iter()
-            .map(|(id, state)| self.snapshot(id, state))
+            .iter_with_meta()
+            .map(|(id, state, peer)| Self::snapshot(id, state, peer.status))
             .collect()
     }
 
@@ -324,14 +324,16 @@ impl Membership {
         self.state
             .iter_with_meta()
             .filter(|(_, _, peer)| peer.status == MemberStatus::Live)
-            .map(|(id, state, _)| self.snapshot(id, state))
+            .map(|(id, state, peer)| Self::snapshot(id, state, peer.status))
             .collect()
     }
 
     /// One member.
     #[must_use]
     pub fn member(&self, id: &NodeId) -> Option<Member> {
-        self.state.node(id).map(|state| self.snapshot(id, state))
+        let state = self.state.node(id)?;
+        let status = self.status(id).unwrap_or(MemberStatus::Joining);
+        Some(Self::snapshot(id, state, status))
     }
 
     /// What we believe of `id`.
@@ -368,10 +370,10 @@ impl Membership {
         self.leaving.is_some()
     }
 
-    fn snapshot(&self, id: &NodeId, state: &NodeState) -> Member {
+    fn snapshot(id: &NodeId, state: &NodeState, status: MemberStatus) -> Member {
         Member {
             id: id.clone(),
-            status: self.status(id).unwrap_or(MemberStatus::Joining),
+            status,
             heartbeat: state.heartbeat(),
             max_version: state.max_version(),
             keys: state
@@ -385,8 +387,7 @@ impl Membership {
     // ---------------------------------------------------------------- commands
 
     fn own_state(&mut self) -> &mut NodeState {
-        let id = self.config.node_id.clone();
-        self.state.node_or_insert(&id)
+        self.state.node_or_insert(&self.config.node_id)
     }
 
     /// Sets one of this node's keys (gossiped to every member). Reserved `__cohort/` keys are
@@ -446,7 +447,7 @@ impl Membership {
         let none = targets.is_empty();
         self.leaving = Some(Leaving {
             pending: targets.clone(),
-            answered: 0,
+            answered: false,
             announced: false,
             one_answer_after: now + self.config.gossip_interval,
         });
@@ -629,7 +630,7 @@ impl Membership {
                 self.write_delta(budget, now, &mut out);
                 self.push_transmit(from, out);
                 if let Some(leaving) = &mut self.leaving {
-                    leaving.answered += 1;
+                    leaving.answered = true;
                     if let Some(i) = leaving.pending.iter().position(|a| *a == from) {
                         leaving.pending.swap_remove(i);
                     }
@@ -648,7 +649,7 @@ impl Membership {
             return;
         };
         let done =
-            leaving.pending.is_empty() || (leaving.answered > 0 && now >= leaving.one_answer_after);
+            leaving.pending.is_empty() || (leaving.answered && now >= leaving.one_answer_after);
         if done && !leaving.announced {
             self.announce_left();
         }
@@ -658,7 +659,7 @@ impl Membership {
     fn leave_deadline(&self) -> Option<Instant> {
         self.leaving
             .as_ref()
-            .filter(|l| !l.announced && l.answered > 0)
+            .filter(|l| !l.announced && l.answered)
             .map(|l| l.one_answer_after)
     }
 

@@ -142,10 +142,9 @@ pub fn encode_envelope(
         out.extend_from_slice(&envelope_bytes(timestamp));
         return Ok(ENVELOPE_OVERHEAD);
     };
-    out.extend_from_slice(&ENVELOPE_MAGIC.to_le_bytes());
-    out.push(ENVELOPE_VERSION);
-    out.push(ENVELOPE_FLAG_AUTH_TAG);
-    out.extend_from_slice(&timestamp.to_bytes());
+    let mut header = envelope_bytes(timestamp);
+    header[3] = ENVELOPE_FLAG_AUTH_TAG;
+    out.extend_from_slice(&header);
     out.push(tag_len);
     out.extend_from_slice(tag);
     Ok(envelope_len(usize::from(tag_len)))
