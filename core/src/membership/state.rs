@@ -445,10 +445,13 @@ impl<M: Default> Entry<M> {
 }
 
 impl<M> Entry<M> {
-    /// Whether `node` is this entry's id.
+    /// Whether `node` is this entry's id, by its kept wire bytes (`false` when none are kept:
+    /// the caller compares parts then).
     #[inline]
     fn is(&self, node: RawNodeId<'_>) -> bool {
-        self.wire.matches(node, &self.id)
+        self.wire
+            .as_bytes()
+            .is_some_and(|bytes| node.bytes == bytes)
     }
 }
 
@@ -524,27 +527,33 @@ impl<M> ClusterState<M> {
         }
     }
 
-    /// [`position_near`](Self::position_near) for an id read from a validated digest.
+    /// [`position_near`](Self::position_near) for an id read from a validated digest. Ids
+    /// kept in wire form match by their bytes; the id's parts are read (once) only when that
+    /// fails, for ordering and for the index.
     pub(crate) fn position_near_raw(&self, hint: usize, node: RawNodeId<'_>) -> Option<usize> {
         let end = self.entries.len().min(hint.saturating_add(NEAR_STEPS));
+        let mut parts: Option<NodeIdRef<'_>> = None;
         for i in hint..end {
             let entry = &self.entries[i];
             if entry.is(node) {
                 return Some(i);
             }
-            match node.cmp_from(&entry.id) {
+            let this = match parts {
+                Some(this) => this,
+                None => *parts.insert(node.to_ref()?),
+            };
+            match entry.id.as_ref().cmp(&this) {
                 std::cmp::Ordering::Less => {}
                 std::cmp::Ordering::Equal => return Some(i),
                 std::cmp::Ordering::Greater => {
-                    return if i == hint {
-                        self.index_of(node.to_ref()?)
-                    } else {
-                        None
-                    };
+                    return if i == hint { self.index_of(this) } else { None };
                 }
             }
         }
-        self.index_of(node.to_ref()?)
+        self.index_of(match parts {
+            Some(this) => this,
+            None => node.to_ref()?,
+        })
     }
 
     /// The identity, state and value at position `index` of [`iter`](Self::iter) order.

@@ -119,42 +119,23 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// A digest entry whose id is left as its encoded bytes (for entries already validated):
-    /// only lengths and the IP tag are read, nothing is built from the id's parts.
+    /// A digest entry whose id is left as its encoded bytes: only lengths and the IP tag are
+    /// read, nothing is built from the id's parts. With `CHECK_UTF8` the name is checked too,
+    /// so that this validates an entry with the errors [`digest_entry`](Self::digest_entry)
+    /// reports (a digest is validated once when it arrives); without, it walks an entry
+    /// already validated.
     ///
     /// Building the name, generation and address here (an enum, written in small pieces and
     /// read back in wide ones) stalled on store forwarding and cost more than the rest of the
     /// walk (measured with `perf annotate` on the loopback bench).
     #[inline(always)]
-    fn raw_digest_entry(&mut self) -> Result<(RawNodeId<'a>, NodeDigest), DecodeError> {
+    fn raw_digest_entry<const CHECK_UTF8: bool>(
+        &mut self,
+    ) -> Result<(RawNodeId<'a>, NodeDigest), DecodeError> {
         let start = self.rest;
-        let name_len = usize::from(self.u16("node name length")?);
-        self.take(name_len + 8, "node name")?;
-        let ip_len = match self.u8("IP tag")? {
-            4 => 4,
-            6 => 16,
-            tag => return Err(DecodeError::InvalidTag { what: "IP", tag }),
-        };
-        self.take(ip_len + 2, "address")?;
-        let bytes = start
-            .get(..start.len() - self.rest.len())
-            .unwrap_or_default();
-        let digest = NodeDigest {
-            heartbeat: self.u64("heartbeat")?,
-            last_gc_version: self.u64("last_gc_version")?,
-            max_version: self.u64("max_version")?,
-        };
-        Ok((RawNodeId { bytes }, digest))
-    }
-
-    /// Checks one digest entry and steps over it, with the errors
-    /// [`digest_entry`](Self::digest_entry) reports, without building its parts (a digest is
-    /// validated once when it arrives, then walked).
-    #[inline(always)]
-    fn check_digest_entry(&mut self) -> Result<(), DecodeError> {
         let len = usize::from(self.u16("node name length")?);
         let name = self.take(len, "node name")?;
-        if !name.is_ascii() && std::str::from_utf8(name).is_err() {
+        if CHECK_UTF8 && !name.is_ascii() && std::str::from_utf8(name).is_err() {
             return Err(DecodeError::InvalidUtf8("node name"));
         }
         self.take(8, "generation")?;
@@ -164,10 +145,15 @@ impl<'a> Reader<'a> {
             tag => return Err(DecodeError::InvalidTag { what: "IP", tag }),
         };
         self.take(2, "port")?;
-        self.take(8, "heartbeat")?;
-        self.take(8, "last_gc_version")?;
-        self.take(8, "max_version")?;
-        Ok(())
+        let bytes = start
+            .get(..start.len() - self.rest.len())
+            .unwrap_or_default();
+        let digest = NodeDigest {
+            heartbeat: self.u64("heartbeat")?,
+            last_gc_version: self.u64("last_gc_version")?,
+            max_version: self.u64("max_version")?,
+        };
+        Ok((RawNodeId { bytes }, digest))
     }
 
     fn digest_entry(&mut self) -> Result<(NodeIdRef<'a>, NodeDigest), DecodeError> {
@@ -321,7 +307,7 @@ impl DigestView<'_> {
             }
             remaining -= 1;
             // Validated when the view was made: an error cannot happen, and would end the walk.
-            reader.raw_digest_entry().ok().or_else(|| {
+            reader.raw_digest_entry::<false>().ok().or_else(|| {
                 remaining = 0;
                 None
             })
@@ -369,15 +355,6 @@ impl<'a> RawNodeId<'a> {
             .u16("node name length")
             .and_then(|len| reader.take(usize::from(len), "node name"))
             .unwrap_or_default()
-    }
-
-    /// How `id` orders against this id (`id.cmp(self)`, in [`NodeId`]'s order). An id whose
-    /// bytes do not parse sorts after every other.
-    pub(crate) fn cmp_from(&self, id: &NodeId) -> std::cmp::Ordering {
-        match self.to_ref() {
-            Some(this) => id.as_ref().cmp(&this),
-            None => std::cmp::Ordering::Less,
-        }
     }
 }
 
@@ -487,7 +464,7 @@ fn read_digest<'a>(
             let count = usize::from(r.u16("digest entry count")?);
             let start = r.rest;
             for _ in 0..count {
-                r.check_digest_entry()?;
+                r.raw_digest_entry::<true>()?;
             }
             let used = start.len() - r.rest.len();
             Ok(DigestView {
@@ -500,7 +477,7 @@ fn read_digest<'a>(
             let mut p = Reader::new(&payload);
             let mut count = 0;
             while !p.is_empty() {
-                p.check_digest_entry().map_err(|e| match e {
+                p.raw_digest_entry::<true>().map_err(|e| match e {
                     DecodeError::Truncated { .. } => {
                         DecodeError::MalformedDigest("partial entry at the end of a V1 digest")
                     }
@@ -725,15 +702,6 @@ impl WireId {
         }
         wire.len = len;
         wire
-    }
-
-    /// Whether `node` (an id from a digest) is `id`, whose kept encoding this is.
-    #[inline]
-    pub(crate) fn matches(&self, node: RawNodeId<'_>, id: &NodeId) -> bool {
-        match self.as_bytes() {
-            Some(bytes) => node.bytes == bytes,
-            None => node.to_ref() == Some(id.as_ref()),
-        }
     }
 
     /// The encoded id, when kept inline.
