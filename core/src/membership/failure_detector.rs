@@ -112,19 +112,34 @@ impl NodeDetector {
     /// Phi at `now`, if at least one interval was sampled.
     #[must_use]
     pub fn phi(&self, now: Instant, config: &FailureDetectorConfig) -> Option<f64> {
-        let mean = self.mean(config)?;
-        let last = self.last_heartbeat?;
+        Some(Self::phi_of(self.mean(config)?, self.last_heartbeat?, now))
+    }
+
+    /// Whether phi at `now` is at most the threshold, and the silence deadline: both from one
+    /// computation of the mean (`(false, None)` before the first interval).
+    fn assess(&self, now: Instant, config: &FailureDetectorConfig) -> (bool, Option<Instant>) {
+        let (Some(mean), Some(last)) = (self.mean(config), self.last_heartbeat) else {
+            return (false, None);
+        };
+        let on_time = Self::phi_of(mean, last, now) <= config.phi_threshold;
+        (
+            on_time,
+            Some(last + mean.mul_f64(config.phi_threshold.max(0.0))),
+        )
+    }
+
+    fn phi_of(mean: Duration, last: Instant, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(last);
         if mean.is_zero() {
             // Heartbeats reported at the same instant: any delay at all is infinitely late,
             // none is on time.
-            return Some(if elapsed.is_zero() {
+            return if elapsed.is_zero() {
                 0.0
             } else {
                 f64::INFINITY
-            });
+            };
         }
-        Some(elapsed.as_secs_f64() / mean.as_secs_f64())
+        elapsed.as_secs_f64() / mean.as_secs_f64()
     }
 
     /// Whether phi at `now` is at most the threshold.
@@ -162,7 +177,24 @@ impl NodeDetector {
     /// time) and loses its sampled intervals (its last heartbeat time is kept). A dead node
     /// whose phi is back under the threshold is live again.
     pub fn update_liveness(&mut self, now: Instant, config: &FailureDetectorConfig) -> Liveness {
-        if self.is_on_time(now, config) {
+        self.update(now, config).0
+    }
+
+    /// [`update_liveness`](Self::update_liveness), with the node's
+    /// [`silence_deadline`](Self::silence_deadline) afterwards when it is live (the mean is
+    /// computed once for both).
+    pub fn update(
+        &mut self,
+        now: Instant,
+        config: &FailureDetectorConfig,
+    ) -> (Liveness, Option<Instant>) {
+        let (on_time, deadline) = self.assess(now, config);
+        let liveness = self.apply(on_time, now);
+        (liveness, deadline.filter(|_| on_time))
+    }
+
+    fn apply(&mut self, on_time: bool, now: Instant) -> Liveness {
+        if on_time {
             self.dead_since = None;
             if std::mem::replace(&mut self.live, true) {
                 Liveness::Live

@@ -1025,21 +1025,6 @@ impl Membership {
     /// Re-evaluates every peer's liveness: at each round, and `between_rounds` when a peer's
     /// deadline passes or a joining or failed peer was heard.
     fn update_liveness(&mut self, now: Instant, between_rounds: bool) {
-        let fd = &self.config.failure_detector;
-        let me = &self.config.node_id;
-        // What the detector says of the peers, before we act on it (for the self-suspicion
-        // guard). The local node is not a peer: the detector never hears it.
-        let (mut live_before, mut dying) = (0, 0);
-        for (_, _, peer) in self.state.iter_with_meta().filter(|(id, _, _)| *id != me) {
-            if peer.status == MemberStatus::Live {
-                live_before += 1;
-            }
-            if matches!(peer.status, MemberStatus::Live | MemberStatus::Unready)
-                && !peer.detector.is_on_time(now, fd)
-            {
-                dying += 1;
-            }
-        }
         let hold = if between_rounds {
             // Between rounds a death is declared only while the cluster is heard from: one peer
             // going silent among others that talk is a death, but when nothing has arrived for
@@ -1052,6 +1037,7 @@ impl Membership {
                 || self.deaths_held_until.is_some_and(|until| now < until)
                 || self.silent_hold_since.is_some()
         } else {
+            let (live_before, dying) = self.census(now);
             self.deaths_held(now, dying, live_before)
         };
         let fd = &self.config.failure_detector;
@@ -1072,7 +1058,7 @@ impl Membership {
             if hold && matches!(status, MemberStatus::Live | MemberStatus::Unready) {
                 continue;
             }
-            let liveness = peer.detector.update_liveness(now, fd);
+            let (liveness, deadline) = peer.detector.update(now, fd);
             let ready = predicate.is_none_or(|predicate| predicate(state));
             let next = match (liveness.is_live(), ready) {
                 (true, true) => MemberStatus::Live,
@@ -1086,7 +1072,7 @@ impl Membership {
                 changes.push((id.clone(), status, next));
             }
             if !hold && matches!(next, MemberStatus::Live | MemberStatus::Unready) {
-                if let Some(deadline) = peer.detector.silence_deadline(fd) {
+                if let Some(deadline) = deadline {
                     next_check = Some(next_check.map_or(deadline, |c| c.min(deadline)));
                 }
             }
@@ -1112,6 +1098,26 @@ impl Membership {
     }
 
     /// Whether deaths are held this round (self-suspicion).
+    /// What the detector says of the peers before a round acts on it (for the self-suspicion
+    /// guard): how many are Live, and how many Live or Unready ones are past their time. The
+    /// local node is not a peer: the detector never hears it.
+    fn census(&self, now: Instant) -> (usize, usize) {
+        let fd = &self.config.failure_detector;
+        let me = &self.config.node_id;
+        let (mut live, mut dying) = (0, 0);
+        for (_, _, peer) in self.state.iter_with_meta().filter(|(id, _, _)| *id != me) {
+            if peer.status == MemberStatus::Live {
+                live += 1;
+            }
+            if matches!(peer.status, MemberStatus::Live | MemberStatus::Unready)
+                && !peer.detector.is_on_time(now, fd)
+            {
+                dying += 1;
+            }
+        }
+        (live, dying)
+    }
+
     fn deaths_held(&mut self, now: Instant, dying: usize, live: usize) -> bool {
         if self.deaths_held_until.is_some_and(|until| now < until) {
             return true;
