@@ -50,7 +50,7 @@ pub mod wire;
 
 pub use clock::{ClockError, Hlc, HlcConfig, NodeTag, SharedHlc, Timestamp, WallTime};
 pub use members::Members;
-pub use node::{Node, NodeConfig, NodeError, NodeEvent};
+pub use node::{Drained, Node, NodeConfig, NodeError, NodeEvent};
 pub use node_id::{NodeId, NodeIdRef};
 pub use selector::{
     Candidate, Consistency, DataCenter, DcAwareSelector, NodeSelector, RandomSelector,

@@ -217,6 +217,35 @@ impl Node {
         self.membership.poll_timeout()
     }
 
+    /// Takes every output after an input, in the order a driver must use: each pending
+    /// datagram (stamped at `wall`) onto `transmits`, then each event onto `events`, then the
+    /// next deadline. What a driver does with them is its own; what the outputs mean for it
+    /// (a stale member snapshot, a departure announced) comes back in [`Drained`].
+    pub fn drain(
+        &mut self,
+        wall: WallTime,
+        transmits: &mut Vec<Transmit>,
+        events: &mut Vec<NodeEvent>,
+    ) -> Drained {
+        while let Some(transmit) = self.poll_transmit(wall) {
+            transmits.push(transmit);
+        }
+        let mut drained = Drained {
+            deadline: None,
+            members_changed: false,
+            leave_announced: false,
+        };
+        while let Some(event) = self.poll_event() {
+            if let NodeEvent::Membership(m) = &event {
+                drained.members_changed |= crate::members::changes_members(m);
+                drained.leave_announced |= matches!(m, MembershipEvent::LeaveAnnounced);
+            }
+            events.push(event);
+        }
+        drained.deadline = self.poll_timeout();
+        drained
+    }
+
     fn push_skew(&mut self, event: NodeEvent) {
         if self.skew_events.len() >= self.max_skew_events {
             self.skew_events.pop_front();
@@ -224,6 +253,19 @@ impl Node {
         }
         self.skew_events.push_back(event);
     }
+}
+
+/// What one [`Node::drain`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drained {
+    /// When [`Node::handle_timeout`] is next due.
+    pub deadline: Option<Instant>,
+    /// An event drained changes the member list ([`crate::members::changes_members`]): a
+    /// snapshot taken before is stale.
+    pub members_changed: bool,
+    /// The departure started by [`Membership::leave`] has been announced
+    /// ([`MembershipEvent::LeaveAnnounced`] was drained).
+    pub leave_announced: bool,
 }
 
 #[cfg(test)]

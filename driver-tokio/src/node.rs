@@ -209,8 +209,9 @@ pub(crate) fn parse_seeds(seeds: &[String]) -> Vec<Seed> {
         .collect()
 }
 
-/// The addresses of `seeds` now (host names that do not resolve are skipped and logged).
-pub(crate) async fn resolve_seeds(seeds: &[Seed], own: SocketAddr) -> Vec<SocketAddr> {
+/// The addresses of `seeds` now (host names that do not resolve are skipped and logged). The
+/// machine drops its own address and duplicates.
+pub(crate) async fn resolve_seeds(seeds: &[Seed]) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for seed in seeds {
         match seed {
@@ -228,9 +229,6 @@ pub(crate) async fn resolve_seeds(seeds: &[Seed], own: SocketAddr) -> Vec<Socket
             }
         }
     }
-    out.retain(|a| *a != own);
-    out.sort_unstable();
-    out.dedup();
     out
 }
 
@@ -266,7 +264,7 @@ impl Node {
         let id = NodeId::new(builder.name.as_str(), generation, public);
         let rpc_addr = builder.rpc_addr.unwrap_or(public);
         let seeds = parse_seeds(&builder.connection.seeds);
-        let resolved = resolve_seeds(&seeds, public).await;
+        let resolved = resolve_seeds(&seeds).await;
 
         let mut membership = MembershipConfig::new(id.clone(), builder.cluster_id.as_str());
         membership.seeds = resolved;
@@ -338,7 +336,6 @@ impl Node {
             let resolver = tokio::spawn(runtime::refresh_seeds(
                 Arc::clone(&shared),
                 seeds,
-                public,
                 builder.seed_refresh_interval,
             ));
             *lock(&shared.resolver) = Some(resolver);

@@ -10,14 +10,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use cohort_core::NodeEvent;
-use cohort_core::members::{ClusterEvent, changes_members};
-use cohort_core::membership::{MembershipEvent, Transmit};
+use cohort_core::clock::WallTime;
+use cohort_core::members::ClusterEvent;
+use cohort_core::membership::Transmit;
+use cohort_core::{Drained, NodeEvent};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::clock::wall_now;
-use crate::node::{Seed, Shared, resolve_seeds};
+use crate::node::{Locked, Seed, Shared, resolve_seeds};
 
 /// The largest UDP payload.
 const MAX_DATAGRAM: usize = 65_536;
@@ -25,48 +26,33 @@ const MAX_DATAGRAM: usize = 65_536;
 /// At most this many datagrams already received are taken in before a leave starts.
 const MAX_DRAIN_BEFORE_LEAVE: usize = 256;
 
-/// What one drain of the machine found.
-struct Drained {
-    deadline: Option<Instant>,
-    leave_announced: bool,
-}
-
-/// Takes the machine's pending datagrams into `out` and publishes its events.
-fn drain(
+/// One turn of the machine, under one lock: `input` feeds it (given the monotonic and wall
+/// time read once for the turn) and says whether the member snapshot must be published
+/// regardless of events; then every output is drained (core's [`Node::drain`](cohort_core::Node::drain)),
+/// the snapshot republished if the member list changed, and, once the lock is released, the
+/// events broadcast.
+fn turn(
     shared: &Shared,
     events: &broadcast::Sender<ClusterEvent>,
     out: &mut Vec<Transmit>,
+    pending: &mut Vec<NodeEvent>,
+    input: impl FnOnce(&mut Locked, Instant, WallTime) -> bool,
 ) -> Drained {
     let mut locked = shared.lock_core();
-    let wall = wall_now();
-    while let Some(transmit) = locked.node.poll_transmit(wall) {
-        out.push(transmit);
-    }
-    let mut pending = Vec::new();
-    let mut changed = false;
-    let mut leave_announced = false;
-    while let Some(event) = locked.node.poll_event() {
-        if let NodeEvent::Membership(m) = &event {
-            changed |= changes_members(m);
-            leave_announced |= matches!(m, MembershipEvent::LeaveAnnounced);
-        }
-        pending.push(event);
-    }
-    if changed {
+    let (now, wall) = (Instant::now(), wall_now());
+    let publish = input(&mut locked, now, wall);
+    let drained = locked.node.drain(wall, out, pending);
+    if publish || drained.members_changed {
         shared.publish(&mut locked);
     }
-    let deadline = locked.node.poll_timeout();
     drop(locked);
-    for event in pending {
+    for event in pending.drain(..) {
         if let Some(event) = ClusterEvent::from_node_event(event, || shared.members()) {
             // No reader is not an error.
             let _ = events.send(event);
         }
     }
-    Drained {
-        deadline,
-        leave_announced,
-    }
+    drained
 }
 
 async fn send_all(shared: &Shared, socket: &UdpSocket, out: &mut Vec<Transmit>) {
@@ -93,7 +79,14 @@ async fn send_all(shared: &Shared, socket: &UdpSocket, out: &mut Vec<Transmit>) 
     }
 }
 
-fn receive(shared: &Shared, locked: &mut crate::node::Locked, from: SocketAddr, bytes: &[u8]) {
+fn receive(
+    shared: &Shared,
+    locked: &mut Locked,
+    now: Instant,
+    wall: WallTime,
+    from: SocketAddr,
+    bytes: &[u8],
+) {
     shared
         .counters
         .datagrams_received
@@ -102,10 +95,7 @@ fn receive(shared: &Shared, locked: &mut crate::node::Locked, from: SocketAddr, 
         .counters
         .bytes_received
         .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-    if let Err(error) = locked
-        .node
-        .handle_datagram(Instant::now(), wall_now(), from, bytes)
-    {
+    if let Err(error) = locked.node.handle_datagram(now, wall, from, bytes) {
         shared
             .counters
             .decode_errors
@@ -114,8 +104,8 @@ fn receive(shared: &Shared, locked: &mut crate::node::Locked, from: SocketAddr, 
     }
 }
 
-/// The node's loop. Ends when a stop is requested (after the departure went out or the leave
-/// timeout passed), or when every handle is gone.
+/// The node's loop. Ends when a stop is requested, after the departure went out or the leave
+/// timeout passed (dropping every handle aborts it instead).
 pub(crate) async fn run(
     shared: Arc<Shared>,
     socket: UdpSocket,
@@ -124,18 +114,19 @@ pub(crate) async fn run(
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut out: Vec<Transmit> = Vec::new();
+    let mut pending: Vec<NodeEvent> = Vec::new();
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
-    let mut leave_by: Option<tokio::time::Instant> = None;
+    let mut leaving = false;
     let leave_timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(leave_timer);
     let mut announced = false;
+    let mut drained = turn(&shared, &events, &mut out, &mut pending, |_, _, _| false);
     loop {
-        let drained = drain(&shared, &events, &mut out);
         send_all(&shared, &socket, &mut out).await;
         announced |= drained.leave_announced;
-        if leave_by.is_some() && announced {
+        if leaving && announced {
             break;
         }
         if drained.deadline != armed {
@@ -148,10 +139,11 @@ pub(crate) async fn run(
         }
         tokio::select! {
             biased;
-            signal = signals.recv(), if leave_by.is_none() => {
-                // A command changed the machine (its outputs are drained at the top), or a stop
-                // was asked for (or every handle is gone).
-                if signal.is_some() && !shared.stop_requested.load(Ordering::Acquire) {
+            _ = signals.recv(), if !leaving => {
+                // A command changed the machine (its outputs are drained now), or a stop was
+                // asked for.
+                if !shared.stop_requested.load(Ordering::Acquire) {
+                    drained = turn(&shared, &events, &mut out, &mut pending, |_, _, _| false);
                     continue;
                 }
                 // Take in what already arrived first (a bounded number of datagrams): a peer
@@ -161,21 +153,25 @@ pub(crate) async fn run(
                 // and a datagram that came in since its last poll waits for the next turn.
                 for _ in 0..MAX_DRAIN_BEFORE_LEAVE {
                     match socket.try_recv_from(&mut buf) {
-                        Ok((n, from)) => receive(&shared, &mut shared.lock_core(), from, &buf[..n]),
+                        Ok((n, from)) => {
+                            let mut locked = shared.lock_core();
+                            receive(&shared, &mut locked, Instant::now(), wall_now(), from, &buf[..n]);
+                        }
                         Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(error) => tracing::debug!(%error, "gossip receive failed"),
                     }
                 }
-                let mut locked = shared.lock_core();
-                locked.node.membership_mut().leave(Instant::now());
-                // The local node is Left now: readers of the snapshot see it too.
-                shared.publish(&mut locked);
-                drop(locked);
-                let by = tokio::time::Instant::now() + shared.leave_timeout;
-                leave_timer.as_mut().reset(by);
-                leave_by = Some(by);
+                // The local node is Left at once: readers of the snapshot see it too.
+                drained = turn(&shared, &events, &mut out, &mut pending, |locked, now, _| {
+                    locked.node.membership_mut().leave(now);
+                    true
+                });
+                leave_timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + shared.leave_timeout);
+                leaving = true;
             }
-            () = &mut leave_timer, if leave_by.is_some() => {
+            () = &mut leave_timer, if leaving => {
                 tracing::debug!(node = %shared.id, "leave timeout: stopping without confirmation");
                 break;
             }
@@ -186,32 +182,32 @@ pub(crate) async fn run(
                     // a read finds nothing), so a busy socket costs no extra wake-up. Draining
                     // it eagerly instead costs an empty read and an epoll round trip per
                     // datagram (measured with strace: twice the failed reads, 8x the waits).
-                    Ok((n, from)) => receive(&shared, &mut shared.lock_core(), from, &buf[..n]),
+                    Ok((n, from)) => {
+                        drained = turn(&shared, &events, &mut out, &mut pending, |locked, now, wall| {
+                            receive(&shared, locked, now, wall, from, &buf[..n]);
+                            false
+                        });
+                    }
                     // ICMP errors for earlier sends surface here on some systems: not fatal.
                     Err(error) => tracing::debug!(%error, "gossip receive failed"),
                 }
             }
             () = &mut timer, if armed.is_some() => {
-                shared.lock_core().node.handle_timeout(Instant::now());
+                drained = turn(&shared, &events, &mut out, &mut pending, |locked, now, _| {
+                    locked.node.handle_timeout(now);
+                    false
+                });
             }
         }
     }
-    // What the last input produced (the final Acks of the departure).
-    drain(&shared, &events, &mut out);
-    send_all(&shared, &socket, &mut out).await;
 }
 
 /// Resolves the seed host names again every `every`, for as long as the node runs.
-pub(crate) async fn refresh_seeds(
-    shared: Arc<Shared>,
-    seeds: Vec<Seed>,
-    own: SocketAddr,
-    every: Duration,
-) {
+pub(crate) async fn refresh_seeds(shared: Arc<Shared>, seeds: Vec<Seed>, every: Duration) {
     let every = every.max(Duration::from_secs(1));
     loop {
         tokio::time::sleep(every).await;
-        let resolved = resolve_seeds(&seeds, own).await;
+        let resolved = resolve_seeds(&seeds).await;
         shared.lock_core().node.membership_mut().set_seeds(resolved);
     }
 }

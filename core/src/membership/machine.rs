@@ -135,6 +135,13 @@ struct Leaving {
     one_answer_after: Instant,
 }
 
+/// Seed addresses as the machine keeps them: without `own`, sorted, each once.
+fn normalize_seeds(seeds: &mut Vec<SocketAddr>, own: SocketAddr) {
+    seeds.retain(|a| *a != own);
+    seeds.sort_unstable();
+    seeds.dedup();
+}
+
 /// Bounded memory of garbage-collected nodes and their last heartbeat.
 #[derive(Clone, Debug, Default)]
 struct Removed {
@@ -263,7 +270,8 @@ pub struct Membership {
 
 impl Membership {
     /// A machine for `config.node_id`, started at `now`. Its first gossip round is due at once.
-    pub fn new(config: MembershipConfig, now: Instant) -> Self {
+    pub fn new(mut config: MembershipConfig, now: Instant) -> Self {
+        normalize_seeds(&mut config.seeds, config.node_id.gossip_addr());
         // Hash seeds derived from the configured seed: reproducible, unknown to peers.
         let hash_seed = crate::hash::mix64(config.rng_seed ^ 0x6a09_e667_f3bc_c909);
         let mut state: ClusterState<Peer> = ClusterState::with_hash_seed(hash_seed);
@@ -460,8 +468,10 @@ impl Membership {
     }
 
     /// Replaces the seed addresses (a driver re-resolving seed host names calls this). Takes
-    /// effect from the next round.
-    pub fn set_seeds(&mut self, seeds: Vec<SocketAddr>) {
+    /// effect from the next round. Kept, as at [`new`](Self::new), without this node's own
+    /// address, sorted and each once.
+    pub fn set_seeds(&mut self, mut seeds: Vec<SocketAddr>) {
+        normalize_seeds(&mut seeds, self.config.node_id.gossip_addr());
         self.config.seeds = seeds;
     }
 
@@ -702,15 +712,8 @@ impl Membership {
             .collect();
         dead.sort_unstable();
         dead.dedup();
-        let mut seeds: Vec<SocketAddr> = self
-            .config
-            .seeds
-            .iter()
-            .copied()
-            .filter(|a| *a != me)
-            .collect();
-        seeds.sort_unstable();
-        seeds.dedup();
+        // Kept without our own address, sorted and deduplicated (`normalize_seeds`).
+        let seeds = &self.config.seeds;
 
         let mut targets: Vec<SocketAddr> = if live.is_empty() {
             // No live node yet: pick among every known peer.

@@ -169,3 +169,86 @@ fn garbage_is_refused_without_changing_anything() {
     assert!(node.poll_transmit(wall).is_none());
     assert!(node.clock().last().is_none());
 }
+
+#[test]
+fn drain_takes_every_output_and_reports_what_it_means() {
+    let (a, b) = (id("a", 7800), id("b", 7801));
+    let start = Instant::now();
+    let wall = WallTime::from_unix_millis(WALL0).unwrap();
+    let mut na = Node::new(config(&a, &[]), start);
+    let mut nb = Node::new(config(&b, &[&a]), start);
+    let (mut transmits, mut events) = (Vec::new(), Vec::new());
+    // b's first round: one Syn to its seed, no event, the next round due in an interval.
+    nb.handle_timeout(start);
+    let drained = nb.drain(wall, &mut transmits, &mut events);
+    assert_eq!(transmits.len(), 1);
+    assert_eq!(transmits[0].destination, a.gossip_addr());
+    assert!(events.is_empty());
+    assert_eq!(drained.deadline, nb.poll_timeout());
+    assert!(!drained.members_changed && !drained.leave_announced);
+    assert!(nb.poll_transmit(wall).is_none(), "everything was taken");
+    // Gossip on until a sees b join: that drain says the member list changed, and no drain
+    // before it did.
+    let mut joined_at = None;
+    for round in 0..30u32 {
+        let now = start + Duration::from_millis(100) * round;
+        let mut nodes = [&mut na, &mut nb];
+        for n in nodes.iter_mut() {
+            n.handle_timeout(now);
+        }
+        loop {
+            let mut moved = false;
+            for i in 0..2 {
+                transmits.clear();
+                events.clear();
+                let drained = nodes[i].drain(wall, &mut transmits, &mut events);
+                let changed = events.iter().any(
+                    |e| matches!(e, NodeEvent::Membership(m) if crate::members::changes_members(m)),
+                );
+                assert_eq!(drained.members_changed, changed);
+                if i == 0 && changed && joined_at.is_none() {
+                    assert!(events.iter().any(|e| matches!(
+                        e,
+                        NodeEvent::Membership(MembershipEvent::Joined(m)) if m.id == b
+                    )));
+                    joined_at = Some(round);
+                }
+                let from = [&a, &b][i].gossip_addr();
+                for t in transmits.drain(..) {
+                    moved = true;
+                    let j = usize::from(t.destination == b.gossip_addr());
+                    nodes[j]
+                        .handle_datagram(now, wall, from, &t.payload)
+                        .unwrap();
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+    assert!(joined_at.is_some(), "a never saw b join");
+    // a leaves: its Syn goes to b, b's SynAck comes back, and the drain after it reports
+    // the departure announced (b, the only peer contacted, has answered).
+    let now = start + Duration::from_secs(3);
+    events.clear();
+    transmits.clear();
+    na.membership_mut().leave(now);
+    assert!(!na.drain(wall, &mut transmits, &mut events).leave_announced);
+    let syn = transmits.pop().expect("a Syn to b");
+    nb.handle_datagram(now, wall, a.gossip_addr(), &syn.payload)
+        .unwrap();
+    transmits.clear();
+    nb.drain(wall, &mut transmits, &mut events);
+    let syn_ack = transmits.pop().expect("b's SynAck");
+    events.clear();
+    na.handle_datagram(now, wall, b.gossip_addr(), &syn_ack.payload)
+        .unwrap();
+    let drained = na.drain(wall, &mut transmits, &mut events);
+    assert!(drained.leave_announced);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::Membership(MembershipEvent::LeaveAnnounced)))
+    );
+}
