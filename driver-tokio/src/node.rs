@@ -209,27 +209,32 @@ pub(crate) fn parse_seeds(seeds: &[String]) -> Vec<Seed> {
         .collect()
 }
 
-/// The addresses of `seeds` now (host names that do not resolve are skipped and logged). The
+/// The addresses of `seeds` now. `last` holds each seed's addresses from the previous
+/// resolution (empty at first) and is updated: a host name that does not resolve this time
+/// (logged) keeps its previous addresses, so a passing DNS failure does not drop a seed. The
 /// machine drops its own address and duplicates.
-pub(crate) async fn resolve_seeds(seeds: &[Seed]) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    for seed in seeds {
+pub(crate) async fn resolve_seeds(
+    seeds: &[Seed],
+    last: &mut Vec<Vec<SocketAddr>>,
+) -> Vec<SocketAddr> {
+    last.resize(seeds.len(), Vec::new());
+    for (seed, known) in seeds.iter().zip(last.iter_mut()) {
         match seed {
-            Seed::Addr(addr) => out.push(*addr),
+            Seed::Addr(addr) => *known = vec![*addr],
             Seed::Host(host) => {
                 let lookup = tokio::time::timeout(
                     Duration::from_secs(5),
                     tokio::net::lookup_host(host.as_str()),
                 );
                 match lookup.await {
-                    Ok(Ok(addrs)) => out.extend(addrs),
+                    Ok(Ok(addrs)) => *known = addrs.collect(),
                     Ok(Err(error)) => tracing::warn!(%host, %error, "seed does not resolve"),
                     Err(_) => tracing::warn!(%host, "seed resolution timed out"),
                 }
             }
         }
     }
-    out
+    last.iter().flatten().copied().collect()
 }
 
 impl Node {
@@ -264,7 +269,8 @@ impl Node {
         let id = NodeId::new(builder.name.as_str(), generation, public);
         let rpc_addr = builder.rpc_addr.unwrap_or(public);
         let seeds = parse_seeds(&builder.connection.seeds);
-        let resolved = resolve_seeds(&seeds).await;
+        let mut resolved_each = Vec::new();
+        let resolved = resolve_seeds(&seeds, &mut resolved_each).await;
 
         let mut membership = MembershipConfig::new(id.clone(), builder.cluster_id.as_str());
         membership.seeds = resolved;
@@ -336,6 +342,7 @@ impl Node {
             let resolver = tokio::spawn(runtime::refresh_seeds(
                 Arc::clone(&shared),
                 seeds,
+                resolved_each,
                 builder.seed_refresh_interval,
             ));
             *lock(&shared.resolver) = Some(resolver);
@@ -595,5 +602,33 @@ impl Node {
         lock(&self.shared.events_tx).take();
         self.shared.done_tx.send_replace(true);
         tracing::debug!(node = %self.shared.id, "node shut down");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host name that does not resolve this time keeps the addresses it had; addresses and
+    /// names that resolve are taken as they are now.
+    #[tokio::test]
+    async fn a_seed_that_fails_to_resolve_keeps_its_last_addresses() {
+        let known = SocketAddr::from(([127, 0, 0, 1], 7001));
+        let seeds = parse_seeds(&[
+            "127.0.0.1:7000".to_owned(),
+            // `.invalid` never resolves (RFC 6761).
+            "seed.invalid:7001".to_owned(),
+            "localhost:7002".to_owned(),
+        ]);
+        let mut last = Vec::new();
+        let first = resolve_seeds(&seeds, &mut last).await;
+        assert!(first.contains(&SocketAddr::from(([127, 0, 0, 1], 7000))));
+        assert!(!first.contains(&known), "nothing known of it yet");
+        assert!(first.iter().any(|a| a.port() == 7002), "localhost resolves");
+        // As if it had resolved the time before.
+        last[1] = vec![known];
+        let again = resolve_seeds(&seeds, &mut last).await;
+        assert!(again.contains(&known), "kept through the failure: {again:?}");
+        assert_eq!(again.len(), first.len() + 1);
     }
 }

@@ -202,12 +202,18 @@ pub(crate) async fn run(
     }
 }
 
-/// Resolves the seed host names again every `every`, for as long as the node runs.
-pub(crate) async fn refresh_seeds(shared: Arc<Shared>, seeds: Vec<Seed>, every: Duration) {
+/// Resolves the seed host names again every `every`, for as long as the node runs, starting
+/// from each seed's addresses at start (`resolved_each`).
+pub(crate) async fn refresh_seeds(
+    shared: Arc<Shared>,
+    seeds: Vec<Seed>,
+    mut resolved_each: Vec<Vec<SocketAddr>>,
+    every: Duration,
+) {
     let every = every.max(Duration::from_secs(1));
     loop {
         tokio::time::sleep(every).await;
-        let resolved = resolve_seeds(&seeds).await;
+        let resolved = resolve_seeds(&seeds, &mut resolved_each).await;
         shared.lock_core().node.membership_mut().set_seeds(resolved);
     }
 }
