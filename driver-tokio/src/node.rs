@@ -628,7 +628,10 @@ mod tests {
         // As if it had resolved the time before.
         last[1] = vec![known];
         let again = resolve_seeds(&seeds, &mut last).await;
-        assert!(again.contains(&known), "kept through the failure: {again:?}");
+        assert!(
+            again.contains(&known),
+            "kept through the failure: {again:?}"
+        );
         assert_eq!(again.len(), first.len() + 1);
     }
 }
