@@ -40,17 +40,21 @@
 #![deny(missing_docs)]
 
 pub mod clock;
+mod event;
 pub mod hash;
 pub mod members;
 pub mod membership;
 pub mod node;
 mod node_id;
+mod random;
 pub mod selector;
 pub mod wire;
 
 pub use clock::{ClockError, Hlc, HlcConfig, NodeTag, SharedHlc, Timestamp, WallTime};
+pub use event::Event;
 pub use members::Members;
-pub use node::{Drained, Node, NodeConfig, NodeError, NodeEvent};
+pub use membership::{KeyError, Member, MemberStatus, Transmit, Transmits};
+pub use node::{ConfigError, Drained, LeaveOutcome, Node, NodeConfig};
 pub use node_id::{NodeId, NodeIdRef};
 pub use selector::{
     Candidate, Consistency, DataCenter, DcAwareSelector, NodeSelector, RandomSelector,

@@ -1,15 +1,15 @@
 //! Versioned snapshots of the membership, and the metadata keys cohort gives a meaning to.
 //!
-//! Owns [`Members`], the value a driver publishes to readers after every change (a list of
-//! [`Member`]s with a version that grows with each change), and the conversion from members to
-//! the [`Topology`] that selectors work on. Both drivers use it, so readers of either see the
+//! Owns [`Members`], the snapshot a node gives its readers (a list of [`Member`]s with the
+//! version of the membership it was taken at), and the conversion from members to the
+//! [`Topology`] that selectors work on. Both drivers publish it, so readers of either see the
 //! same shapes. It never does I/O and holds no reference into a machine: a snapshot is a copy.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::NodeId;
-use crate::membership::{Member, MemberStatus, Membership, MembershipEvent};
+use crate::membership::{Member, MemberStatus};
 use crate::selector::{Candidate, Topology};
 
 /// The metadata key holding a member's data center (the key datacake-node gossips).
@@ -23,8 +23,9 @@ pub const DEFAULT_DATA_CENTER: &str = "default";
 
 /// A snapshot of the membership as the local node sees it, at one version.
 ///
-/// The version starts at 1 and grows by one with each published change, so a reader can tell
-/// whether two snapshots differ without comparing them.
+/// The version ([`Node::members_version`](crate::Node::members_version)) starts at 1 and grows
+/// with each change of a member's status or keys, so a reader can tell whether two snapshots
+/// differ without comparing them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Members {
     version: u64,
@@ -33,13 +34,13 @@ pub struct Members {
 }
 
 impl Members {
-    /// The snapshot of `membership` at `version`.
-    #[must_use]
-    pub fn capture(membership: &Membership, version: u64) -> Self {
+    /// A snapshot of `members` (ascending by id) at `version`, seen by `local`.
+    pub(crate) fn new(version: u64, local: NodeId, members: Vec<Member>) -> Self {
+        debug_assert!(members.windows(2).all(|w| w[0].id < w[1].id));
         Self {
             version,
-            local: membership.node_id().clone(),
-            members: membership.members().into(),
+            local,
+            members: members.into(),
         }
     }
 
@@ -136,121 +137,13 @@ pub fn rpc_addr(member: &Member) -> SocketAddr {
         .unwrap_or_else(|| member.id.gossip_addr())
 }
 
-/// Whether `event` changes what a [`Members`] snapshot holds (so a new one should be published).
-#[must_use]
-pub fn changes_members(event: &MembershipEvent) -> bool {
-    !matches!(
-        event,
-        MembershipEvent::BadCluster { .. }
-            | MembershipEvent::SelfSuspected
-            | MembershipEvent::LeaveAnnounced
-    )
-}
-
-/// What a driver tells the readers of its event stream: the membership events of the core,
-/// flattened, with a snapshot wherever a reader must resynchronize.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ClusterEvent {
-    /// A member became live for the first time.
-    Joined(Member),
-    /// A member that had failed or was unready is live again.
-    Recovered(Member),
-    /// A live member's liveness predicate stopped holding.
-    Unready(Member),
-    /// The failure detector declared a member dead.
-    Failed(Member),
-    /// A member announced a graceful departure.
-    Left(Member),
-    /// A member's state was garbage collected (dead for the grace period, or replaced by a
-    /// newer generation).
-    Removed(NodeId),
-    /// A key of a member changed; `value` is `None` when it was deleted.
-    KeyChanged {
-        /// The member, with its state after the change.
-        member: Member,
-        /// The key.
-        key: String,
-        /// The new visible value.
-        value: Option<String>,
-    },
-    /// A peer's clock is further ahead than the drift bound; the local clock did not move.
-    ClockSkew {
-        /// The peer's gossip address.
-        from: SocketAddr,
-        /// The timestamp it sent.
-        remote: crate::Timestamp,
-    },
-    /// The local node suspects itself (starved, or cut off) and holds deaths for a while.
-    SelfSuspected,
-    /// A node of another cluster contacted us.
-    BadCluster {
-        /// Its address.
-        from: SocketAddr,
-    },
-    /// Events were lost because this reader (or the core's queue) fell behind. `members` is
-    /// the membership now: a reader rebuilds its view from it, so no departure goes unseen.
-    Lagged {
-        /// How many events were lost.
-        missed: u64,
-        /// The current snapshot.
-        members: Members,
-    },
-}
-
-impl ClusterEvent {
-    /// The event for `event`, or `None` for events that concern only the driver (the leave
-    /// announcement). A lag needs the current snapshot, given by `members`.
-    pub fn from_node_event(
-        event: crate::NodeEvent,
-        members: impl FnOnce() -> Members,
-    ) -> Option<Self> {
-        use crate::NodeEvent;
-        Some(match event {
-            NodeEvent::ClockSkew { from, remote, .. } => Self::ClockSkew { from, remote },
-            NodeEvent::Membership(event) => match event {
-                MembershipEvent::Joined(m) => Self::Joined(m),
-                MembershipEvent::Recovered(m) => Self::Recovered(m),
-                MembershipEvent::Unready(m) => Self::Unready(m),
-                MembershipEvent::Failed(m) => Self::Failed(m),
-                MembershipEvent::Left(m) => Self::Left(m),
-                MembershipEvent::Removed(id) => Self::Removed(id),
-                MembershipEvent::KeyChanged { member, key, value } => {
-                    Self::KeyChanged { member, key, value }
-                }
-                MembershipEvent::Lagged { missed } => Self::Lagged {
-                    missed,
-                    members: members(),
-                },
-                MembershipEvent::BadCluster { from } => Self::BadCluster { from },
-                MembershipEvent::SelfSuspected => Self::SelfSuspected,
-                MembershipEvent::LeaveAnnounced => return None,
-            },
-        })
-    }
-
-    /// The member the event is about, if it is about one.
-    #[must_use]
-    pub fn member(&self) -> Option<&Member> {
-        match self {
-            Self::Joined(m)
-            | Self::Recovered(m)
-            | Self::Unready(m)
-            | Self::Failed(m)
-            | Self::Left(m)
-            | Self::KeyChanged { member: m, .. } => Some(m),
-            _ => None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
     use std::time::Instant;
 
     use super::*;
-    use crate::membership::MembershipConfig;
+    use crate::membership::{Membership, MembershipConfig};
     use crate::selector::{Consistency, DcAwareSelector, NodeSelector};
 
     fn member(name: &str, port: u16, status: MemberStatus, keys: &[(&str, &str)]) -> Member {
@@ -272,8 +165,8 @@ mod tests {
         let mut config = MembershipConfig::new(id.clone(), "c");
         config.initial_key_values = vec![(DATA_CENTER_KEY.into(), "dc-1".into())];
         let membership = Membership::new(config, Instant::now());
-        let members = Members::capture(&membership, 3);
-        assert_eq!(members.version(), 3);
+        let members = membership.members();
+        assert_eq!(members.version(), 1);
         assert_eq!(members.local(), &id);
         assert_eq!(members.live_count(), 1);
         let topology = members.topology();
@@ -329,17 +222,5 @@ mod tests {
             .select(&topology, Consistency::One, &mut rng)
             .unwrap();
         assert_eq!(picked.len(), 1);
-    }
-
-    #[test]
-    fn only_events_about_members_change_the_snapshot() {
-        assert!(!changes_members(&MembershipEvent::SelfSuspected));
-        assert!(!changes_members(&MembershipEvent::LeaveAnnounced));
-        assert!(changes_members(&MembershipEvent::Lagged { missed: 1 }));
-        assert!(changes_members(&MembershipEvent::Removed(NodeId::new(
-            "x",
-            1,
-            SocketAddr::from(([127, 0, 0, 1], 1))
-        ))));
     }
 }

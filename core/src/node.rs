@@ -1,135 +1,153 @@
-//! The node-level machine: membership, clock and envelope together.
+//! The node-level machine: what a driver, the simulator or a custom event loop drives.
 //!
-//! Owns [`Node`], what a driver (or a custom event loop) drives. It wraps every outgoing
-//! gossip datagram in cohort's envelope stamped with the local hybrid logical clock (or sends
-//! bare chitchat datagrams in compatible mode), accepts both forms on receipt, observes the
-//! sender's timestamp, and reports peers whose clocks are beyond the drift bound. It never does
-//! I/O and never reads a clock: `now` (monotonic) and `wall` (wall clock) are arguments.
+//! Owns [`Node`]: the membership machine, the hybrid logical clock and cohort's envelope
+//! together, the node's set-up ([`NodeConfig`], in [`config`]) and its leave. It wraps every
+//! outgoing gossip datagram in cohort's envelope stamped with the local clock (or sends bare
+//! chitchat datagrams in compatible mode), accepts both forms on receipt, observes the sender's
+//! timestamp and reports peers whose clocks are beyond the drift bound. It never does I/O and
+//! never reads a clock: `now` (monotonic) and `wall` (wall clock) are arguments.
 
-use std::collections::VecDeque;
+pub mod config;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::clock::{
-    ClockError, DEFAULT_MAX_DRIFT, HlcConfig, NodeTag, SharedHlc, Timestamp, WallTime,
+pub use self::config::{
+    ConfigError, DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LEAVE_TIMEOUT, NodeConfig,
+    generation_at,
 };
-use crate::membership::{HandleError, Membership, MembershipConfig, MembershipEvent, Transmit};
+use crate::clock::{HlcConfig, NodeTag, SharedHlc, WallTime};
+use crate::members::Members;
+use crate::membership::{KeyError, Member, MemberStatus, Membership, NodeState, Transmits};
 use crate::wire::{self, DecodeError};
+use crate::{Event, NodeId};
 
-/// Settings of a [`Node`].
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct NodeConfig {
-    /// The membership settings.
-    pub membership: MembershipConfig,
-    /// How far ahead of the local wall clock a peer's timestamp may be. Default 500 ms.
-    pub max_clock_drift: Duration,
-    /// Send bare chitchat datagrams (no envelope, no timestamp) so that real chitchat nodes
-    /// can read them. Default `false`. Received datagrams are accepted in both forms either way.
-    pub chitchat_compatible: bool,
+/// How a leave ended ([`Drained::left`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LeaveOutcome {
+    /// The departure was sent to every peer contacted, or to at least one and a gossip
+    /// interval passed: peers see this node as [`MemberStatus::Left`].
+    Announced,
+    /// [`NodeConfig::leave_timeout`] passed first (no peer answered). Peers that did not hear
+    /// of the departure will see this node fail instead.
+    TimedOut,
 }
 
-impl NodeConfig {
-    /// The defaults around `membership`.
-    #[must_use]
-    pub fn new(membership: MembershipConfig) -> Self {
-        Self {
-            membership,
-            max_clock_drift: DEFAULT_MAX_DRIFT,
-            chitchat_compatible: false,
-        }
-    }
+/// What one [`Node::drain`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Drained {
+    /// When [`Node::handle_timeout`] is next due: arm the timer for it.
+    pub deadline: Instant,
+    /// The member list changed since the previous drain (a status, a key, this node's own
+    /// commands): a snapshot taken before is stale; [`Node::members`] gives the new one.
+    pub members_changed: bool,
+    /// Once the leave started by [`Node::leave`] is over, how it ended (reported by every
+    /// drain from then on): the driver can close its sockets.
+    pub left: Option<LeaveOutcome>,
 }
 
-/// Something the application should know.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NodeEvent {
-    /// A membership event.
-    Membership(MembershipEvent),
-    /// A datagram carried a timestamp the clock refused (too far ahead); the clock did not
-    /// move. The datagram's gossip was still processed.
-    ClockSkew {
-        /// The sender's address.
-        from: SocketAddr,
-        /// The timestamp it carried.
-        remote: Timestamp,
-        /// Why the clock refused it.
-        error: ClockError,
-    },
-}
-
-/// Why a received datagram was not processed. Nothing changed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum NodeError {
-    /// The bytes are neither a cohort envelope nor a chitchat datagram, or are malformed.
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
-}
-
-impl From<HandleError> for NodeError {
-    fn from(e: HandleError) -> Self {
-        match e {
-            HandleError::Decode(d) => Self::Decode(d),
-        }
-    }
-}
-
-/// A cohort node's protocol state: gossip membership and the hybrid logical clock.
+/// A cohort node's protocol state: gossip membership, the hybrid logical clock and the leave.
 ///
-/// Drive it like [`Membership`]: feed [`handle_datagram`](Self::handle_datagram) and
-/// [`handle_timeout`](Self::handle_timeout), then drain [`poll_transmit`](Self::poll_transmit)
-/// (which stamps each datagram with the clock, hence its `wall` argument) and
-/// [`poll_event`](Self::poll_event), and re-arm the timer from
-/// [`poll_timeout`](Self::poll_timeout). The clock is shared ([`Node::clock`]) so other tasks
-/// can read it without going through the loop.
+/// # The loop
+///
+/// 1. Build it: [`Node::new`] from a [`NodeConfig`].
+/// 2. Feed it: every datagram received on the gossip socket
+///    ([`handle_datagram`](Self::handle_datagram)), and the timer when it fires
+///    ([`handle_timeout`](Self::handle_timeout); early or repeated calls are harmless).
+///    Commands ([`set`](Self::set), [`delete`](Self::delete), [`leave`](Self::leave), ...) are
+///    inputs too.
+/// 3. After each input, [`drain`](Self::drain): send the datagrams it gives (in order), hand
+///    the events to the application, and arm the timer for [`Drained::deadline`].
+/// 4. To stop: [`leave`](Self::leave), then keep feeding and draining until
+///    [`Drained::left`] is set; then close the socket.
+///
+/// The crate root shows this loop in full. The clock is shared ([`Node::clock`]) so that other
+/// tasks can read it without going through the loop.
 #[derive(Debug)]
 pub struct Node {
     membership: Membership,
     clock: Arc<SharedHlc>,
     compatible: bool,
-    skew_events: VecDeque<NodeEvent>,
-    max_skew_events: usize,
-    missed_skew_events: u64,
+    leave_timeout: Duration,
+    leave_deadline: Option<Instant>,
+    left: Option<LeaveOutcome>,
+    /// The members version the last drain saw.
+    drained_version: u64,
 }
 
 impl Node {
-    /// A node started at `now`.
-    #[must_use]
-    pub fn new(mut config: NodeConfig, now: Instant) -> Self {
-        if !config.chitchat_compatible {
-            config.membership.reserved_bytes = config
-                .membership
-                .reserved_bytes
-                .max(wire::ENVELOPE_OVERHEAD);
-            // The envelope is written in place, in front of the chitchat message.
-            config.membership.transmit_headroom = wire::ENVELOPE_OVERHEAD;
-        } else {
-            config.membership.transmit_headroom = 0;
-        }
-        let tag = NodeTag::from_node_id(&config.membership.node_id);
+    /// A node started at `now`, as `config` says. Its first gossip round is due at once.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when the settings are unusable ([`NodeConfig::validate`]).
+    pub fn new(config: NodeConfig, now: Instant) -> Result<Self, ConfigError> {
+        let membership = config.membership_config()?;
+        let tag = NodeTag::from_node_id(&config.id);
         let clock = SharedHlc::new(HlcConfig::new(tag).with_max_drift(config.max_clock_drift));
-        let max_skew_events = config.membership.max_pending_events.max(1);
-        Self {
-            membership: Membership::new(config.membership, now),
+        Ok(Self {
+            membership: Membership::new(membership, now),
             clock: Arc::new(clock),
             compatible: config.chitchat_compatible,
-            skew_events: VecDeque::new(),
-            max_skew_events,
-            missed_skew_events: 0,
-        }
+            leave_timeout: config.leave_timeout,
+            leave_deadline: None,
+            left: None,
+            drained_version: 0,
+        })
     }
 
-    /// The membership machine (queries).
+    // ---------------------------------------------------------------- queries
+
+    /// This node's identity.
+    #[must_use]
+    pub fn id(&self) -> &NodeId {
+        self.membership.node_id()
+    }
+
+    /// The membership machine, for queries beyond the ones here.
     #[must_use]
     pub fn membership(&self) -> &Membership {
         &self.membership
     }
 
-    /// The membership machine (commands: set keys, leave, ...).
-    pub fn membership_mut(&mut self) -> &mut Membership {
-        &mut self.membership
+    /// A snapshot of every known member (this node included), at
+    /// [`members_version`](Self::members_version).
+    #[must_use]
+    pub fn members(&self) -> Members {
+        self.membership.members()
+    }
+
+    /// The version of the membership: it grows with every change of a member's status or keys.
+    #[must_use]
+    pub fn members_version(&self) -> u64 {
+        self.membership.members_version()
+    }
+
+    /// One member, as this node sees it.
+    #[must_use]
+    pub fn member(&self, id: &NodeId) -> Option<Member> {
+        self.membership.member(id)
+    }
+
+    /// This node as a member (its status is [`MemberStatus::Left`] once it leaves). Always
+    /// `Some`: the local node is never removed from its own membership.
+    #[must_use]
+    pub fn local_member(&self) -> Option<Member> {
+        self.membership.member(self.membership.node_id())
+    }
+
+    /// What this node believes of `id`.
+    #[must_use]
+    pub fn status(&self, id: &NodeId) -> Option<MemberStatus> {
+        self.membership.status(id)
+    }
+
+    /// The raw state of `id` (tombstones and reserved keys included).
+    #[must_use]
+    pub fn node_state(&self, id: &NodeId) -> Option<&NodeState> {
+        self.membership.node_state(id)
     }
 
     /// The node's clock, shareable with other tasks.
@@ -144,23 +162,103 @@ impl Node {
         self.compatible
     }
 
+    /// Whether [`leave`](Self::leave) was called.
+    #[must_use]
+    pub fn is_leaving(&self) -> bool {
+        self.membership.is_leaving()
+    }
+
+    // ---------------------------------------------------------------- commands
+
+    /// Publishes `key = value` in this node's metadata (gossiped to every member). Setting the
+    /// value a key already holds changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Reserved`] for keys under `__cohort/`, [`KeyError::Leaving`] once the node
+    /// is leaving; nothing changes then.
+    pub fn set(&mut self, now: Instant, key: &str, value: &str) -> Result<(), KeyError> {
+        self.membership.set(now, key, value)
+    }
+
+    /// Publishes `key = value` until the grace period
+    /// ([`NodeConfig::marked_for_deletion_grace_period`]) has passed since `now`; then it is
+    /// collected everywhere.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Self::set).
+    pub fn set_with_ttl(&mut self, now: Instant, key: &str, value: &str) -> Result<(), KeyError> {
+        self.membership.set_with_ttl(now, key, value)
+    }
+
+    /// Removes `key` from this node's metadata (a tombstone is gossiped). Returns whether it
+    /// existed.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Self::set).
+    pub fn delete(&mut self, now: Instant, key: &str) -> Result<bool, KeyError> {
+        self.membership.delete(now, key)
+    }
+
+    /// Keeps `key` visible until the grace period has passed since `now`, then collects it
+    /// everywhere. Returns whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Self::set).
+    pub fn delete_after_ttl(&mut self, now: Instant, key: &str) -> Result<bool, KeyError> {
+        self.membership.delete_after_ttl(now, key)
+    }
+
+    /// Starts a graceful departure at `now`: the node shows as [`MemberStatus::Left`] at once
+    /// and sends its departure to the peers it can reach. Keep feeding and draining: once the
+    /// departure has been announced, or [`NodeConfig::leave_timeout`] has passed (its deadline
+    /// is part of [`Drained::deadline`]), [`Drained::left`] says how it ended. A second call
+    /// does nothing.
+    pub fn leave(&mut self, now: Instant) {
+        if self.membership.is_leaving() {
+            return;
+        }
+        self.membership.leave(now);
+        self.leave_deadline = Some(now + self.leave_timeout);
+    }
+
+    /// Replaces the seed addresses (a driver re-resolving seed host names calls this); from
+    /// the next round on.
+    pub fn set_seeds(&mut self, seeds: Vec<SocketAddr>) {
+        self.membership.set_seeds(seeds);
+    }
+
+    /// Starts one handshake with `addr` now, outside the regular rounds.
+    pub fn gossip_to(&mut self, addr: SocketAddr) {
+        self.membership.gossip_to(addr);
+    }
+
+    // ---------------------------------------------------------------- inputs
+
     /// Processes a datagram received from `from` at `now`, when the wall clock read `wall`.
     ///
     /// Accepts a cohort envelope or a bare chitchat datagram. An envelope's timestamp is
-    /// observed by the clock; one too far ahead is reported as [`NodeEvent::ClockSkew`] and
-    /// the gossip is processed anyway. Bytes that do not decode give an error and change
-    /// nothing.
+    /// observed by the clock; one too far ahead is reported as [`Event::ClockSkew`] and the
+    /// gossip is processed anyway.
+    ///
+    /// # Errors
+    ///
+    /// Bytes that are neither a cohort envelope nor a chitchat datagram, or are malformed, give
+    /// a [`DecodeError`] and change nothing.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
         wall: WallTime,
         from: SocketAddr,
         bytes: &[u8],
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), DecodeError> {
         let datagram = wire::decode_datagram(bytes)?;
         if let Some(envelope) = datagram.envelope {
             if let Err(error) = self.clock.observe(envelope.timestamp, wall) {
-                self.push_skew(NodeEvent::ClockSkew {
+                self.membership.push_event(Event::ClockSkew {
                     from,
                     remote: envelope.timestamp,
                     error,
@@ -172,100 +270,83 @@ impl Node {
         Ok(())
     }
 
-    /// Runs the gossip round due at `now`, if any.
+    /// Runs what is due at `now`: a gossip round, a liveness check, the end of a leave.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.membership.handle_timeout(now);
+        if self.left.is_none() && self.leave_deadline.is_some_and(|at| now >= at) {
+            self.left = Some(if self.membership.leave_announced() {
+                LeaveOutcome::Announced
+            } else {
+                LeaveOutcome::TimedOut
+            });
+        }
     }
 
-    /// The next datagram to send, wrapped in cohort's envelope stamped at wall time `wall`
-    /// (bare in compatible mode).
-    pub fn poll_transmit(&mut self, wall: WallTime) -> Option<Transmit> {
-        let mut transmit = self.membership.poll_transmit()?;
+    // ---------------------------------------------------------------- outputs
+
+    /// Moves the next datagram into `out` (replacing its contents; the old buffer is reused
+    /// for a later datagram), wrapped in cohort's envelope stamped at wall time `wall` (bare
+    /// in compatible mode), and returns where to send it.
+    pub fn poll_transmit(&mut self, wall: WallTime, out: &mut Vec<u8>) -> Option<SocketAddr> {
+        let destination = self.membership.poll_transmit(out)?;
         if self.compatible {
-            return Some(transmit);
+            return Some(destination);
         }
         // The membership left `ENVELOPE_OVERHEAD` bytes free at the front: stamp them. A clock
         // at the end of its range cannot stamp: send the datagram bare rather than drop it (it
         // is still valid gossip).
         let stamped = self.clock.now(wall).ok().map(wire::envelope_bytes);
-        match (stamped, transmit.payload.get_mut(..wire::ENVELOPE_OVERHEAD)) {
+        match (stamped, out.get_mut(..wire::ENVELOPE_OVERHEAD)) {
             (Some(envelope), Some(front)) => front.copy_from_slice(&envelope),
             _ => {
-                transmit
-                    .payload
-                    .drain(..wire::ENVELOPE_OVERHEAD.min(transmit.payload.len()));
+                out.drain(..wire::ENVELOPE_OVERHEAD.min(out.len()));
             }
         }
-        Some(transmit)
+        Some(destination)
     }
 
-    /// The next event.
-    pub fn poll_event(&mut self) -> Option<NodeEvent> {
-        if self.missed_skew_events > 0 {
-            let missed = std::mem::take(&mut self.missed_skew_events);
-            return Some(NodeEvent::Membership(MembershipEvent::Lagged { missed }));
-        }
-        if let Some(event) = self.skew_events.pop_front() {
-            return Some(event);
-        }
-        self.membership.poll_event().map(NodeEvent::Membership)
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.membership.poll_event()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.membership.poll_timeout()
+    pub fn poll_timeout(&self) -> Instant {
+        let at = self.membership.poll_timeout();
+        match self.leave_deadline {
+            Some(leave) if self.left.is_none() => at.min(leave),
+            _ => at,
+        }
     }
 
     /// Takes every output after an input, in the order a driver must use: each pending
-    /// datagram (stamped at `wall`) onto `transmits`, then each event onto `events`, then the
-    /// next deadline. What a driver does with them is its own; what the outputs mean for it
-    /// (a stale member snapshot, a departure announced) comes back in [`Drained`].
+    /// datagram (stamped at `wall`) into `transmits` (appended; [`Transmits::clear`] it once
+    /// sent), then each event onto `events`; and says when the timer is next due, whether the
+    /// member list changed and whether the leave is over.
     pub fn drain(
         &mut self,
         wall: WallTime,
-        transmits: &mut Vec<Transmit>,
-        events: &mut Vec<NodeEvent>,
+        transmits: &mut Transmits,
+        events: &mut Vec<Event>,
     ) -> Drained {
-        while let Some(transmit) = self.poll_transmit(wall) {
-            transmits.push(transmit);
-        }
-        let mut drained = Drained {
-            deadline: None,
-            members_changed: false,
-            leave_announced: false,
-        };
+        while transmits.push_with(|buf| self.poll_transmit(wall, buf)) {}
         while let Some(event) = self.poll_event() {
-            if let NodeEvent::Membership(m) = &event {
-                drained.members_changed |= crate::members::changes_members(m);
-                drained.leave_announced |= matches!(m, MembershipEvent::LeaveAnnounced);
-            }
             events.push(event);
         }
-        drained.deadline = self.poll_timeout();
-        drained
-    }
-
-    fn push_skew(&mut self, event: NodeEvent) {
-        if self.skew_events.len() >= self.max_skew_events {
-            self.skew_events.pop_front();
-            self.missed_skew_events += 1;
+        if self.left.is_none() && self.leave_deadline.is_some() && self.membership.leave_announced()
+        {
+            self.left = Some(LeaveOutcome::Announced);
         }
-        self.skew_events.push_back(event);
+        let version = self.membership.members_version();
+        let members_changed = version != self.drained_version;
+        self.drained_version = version;
+        Drained {
+            deadline: self.poll_timeout(),
+            members_changed,
+            left: self.left,
+        }
     }
-}
-
-/// What one [`Node::drain`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Drained {
-    /// When [`Node::handle_timeout`] is next due.
-    pub deadline: Option<Instant>,
-    /// An event drained changes the member list ([`crate::members::changes_members`]): a
-    /// snapshot taken before is stale.
-    pub members_changed: bool,
-    /// The departure started by [`Membership::leave`] has been announced
-    /// ([`MembershipEvent::LeaveAnnounced`] was drained).
-    pub leave_announced: bool,
 }
 
 #[cfg(test)]

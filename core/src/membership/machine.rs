@@ -1,178 +1,40 @@
-//! The membership state machine.
+//! The membership state machine: chitchat's Scuttlebutt exchange and its inputs and outputs.
+//!
+//! Owns [`Membership`]: its state, the handling of each message, the rounds, the commands on the
+//! local node's keys, and the queues of datagrams and events. The leave sub-protocol
+//! ([`leave`]), the memory of removed nodes ([`removed`]), the choice of round targets
+//! ([`targets`]), the delta order ([`delta`]) and liveness with the self-suspicion guard
+//! ([`liveness`]) each live in a module of their own. Nothing here does I/O.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+mod delta;
+mod leave;
+mod liveness;
+mod removed;
+mod targets;
+
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand_core::{Rng, SeedableRng};
+use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use super::{ClusterState, Liveness, MembershipConfig, NodeDetector, NodeState, Staleness};
-use crate::NodeId;
-use crate::wire::{
-    self, DecodeError, Delta, DeltaWriter, DigestView, MessageType, MessageView, NodeDigest,
-    ProtocolVersion, WireId,
+use self::leave::Leaving;
+use self::removed::Removed;
+use super::transmit::TransmitQueue;
+use super::{
+    ClusterState, KeyError, LEAVING_KEY, Member, MemberStatus, MembershipConfig, NodeDetector,
+    NodeState, is_reserved_key,
 };
-
-/// The key a node sets on itself to announce a graceful departure. Keys under the
-/// `__cohort/` prefix are reserved and hidden from [`Member::keys`].
-pub const LEAVING_KEY: &str = "__cohort/leaving";
-
-/// The prefix of keys reserved for cohort itself.
-pub const RESERVED_KEY_PREFIX: &str = "__cohort/";
-
-/// A datagram to send.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[must_use]
-pub struct Transmit {
-    /// Where to send it.
-    pub destination: SocketAddr,
-    /// The datagram: [`MembershipConfig::transmit_headroom`] bytes reserved for the caller
-    /// (zeros; none by default), then a bare chitchat message.
-    pub payload: Vec<u8>,
-}
-
-/// What the local node believes of a member.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MemberStatus {
-    /// Known, but the failure detector has not heard enough heartbeats yet.
-    Joining,
-    /// Live: the failure detector hears it and the liveness predicate (if any) holds.
-    Live,
-    /// The failure detector hears it, but the liveness predicate does not hold.
-    Unready,
-    /// The failure detector declared it dead (it crashed, or is cut off from us).
-    Failed,
-    /// It announced a graceful departure.
-    Left,
-}
-
-/// A member as the local node sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Member {
-    /// Its identity.
-    pub id: NodeId,
-    /// What we believe of it.
-    pub status: MemberStatus,
-    /// Its last heartbeat heard.
-    pub heartbeat: u64,
-    /// The highest key-value version we hold of it.
-    pub max_version: u64,
-    /// Its visible key-values (reserved `__cohort/` keys excluded).
-    pub keys: BTreeMap<String, String>,
-}
-
-impl Member {
-    /// The value of `key`.
-    #[must_use]
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.keys.get(key).map(String::as_str)
-    }
-}
-
-/// Something the application should know about the membership.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MembershipEvent {
-    /// A member became live for the first time (in this machine's memory).
-    Joined(Member),
-    /// A member that had failed or was unready is live again.
-    Recovered(Member),
-    /// A live member's liveness predicate stopped holding.
-    Unready(Member),
-    /// The failure detector declared a member dead.
-    Failed(Member),
-    /// A member announced a graceful departure.
-    Left(Member),
-    /// A member's state was garbage collected (dead for the whole grace period, or superseded
-    /// by a newer generation of the same name).
-    Removed(NodeId),
-    /// A key of a member changed; `value` is `None` when it was deleted.
-    KeyChanged {
-        /// The member, with its state after the change.
-        member: Member,
-        /// The key.
-        key: String,
-        /// The new visible value.
-        value: Option<String>,
-    },
-    /// Events were dropped because the reader fell behind: rebuild from
-    /// [`Membership::members`].
-    Lagged {
-        /// How many events were dropped.
-        missed: u64,
-    },
-    /// A node of another cluster contacted us, or answered us.
-    BadCluster {
-        /// Its address.
-        from: SocketAddr,
-    },
-    /// This node stopped declaring deaths: it heard nothing while many peers went silent at
-    /// once, or it was starved (a round ran late), so it suspects itself.
-    SelfSuspected,
-    /// The departure announced by [`Membership::leave`] reached the peers contacted.
-    LeaveAnnounced,
-}
-
-/// Why a datagram was not processed. The machine's state did not change.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum HandleError {
-    /// The bytes are not a valid chitchat datagram.
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
-}
-
-/// A departure in progress.
-#[derive(Clone, Debug)]
-struct Leaving {
-    /// The contacted peers that have not answered yet (an answer is a SynAck, to which we
-    /// reply with an Ack carrying the leaving key).
-    pending: Vec<SocketAddr>,
-    /// Whether a SynAck (from anyone) was answered since the leave began.
-    answered: bool,
-    announced: bool,
-    /// After this, one answer is enough (see [`Membership::leave`]).
-    one_answer_after: Instant,
-}
+use crate::members::Members;
+use crate::wire::{self, DecodeError, Delta, DigestView, MessageType, MessageView, NodeDigest, ProtocolVersion, WireId};
+use crate::{Event, NodeId};
 
 /// Seed addresses as the machine keeps them: without `own`, sorted, each once.
 fn normalize_seeds(seeds: &mut Vec<SocketAddr>, own: SocketAddr) {
     seeds.retain(|a| *a != own);
     seeds.sort_unstable();
     seeds.dedup();
-}
-
-/// Bounded memory of garbage-collected nodes and their last heartbeat.
-#[derive(Clone, Debug, Default)]
-struct Removed {
-    order: VecDeque<NodeId>,
-    heartbeats: HashMap<NodeId, u64>,
-}
-
-impl Removed {
-    fn insert(&mut self, id: NodeId, heartbeat: u64, capacity: usize) {
-        if capacity == 0 {
-            return;
-        }
-        if self.heartbeats.insert(id.clone(), heartbeat).is_none() {
-            self.order.push_back(id);
-        }
-        while self.order.len() > capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.heartbeats.remove(&old);
-            }
-        }
-    }
-
-    fn get(&self, id: &NodeId) -> Option<u64> {
-        self.heartbeats.get(id).copied()
-    }
-
-    fn remove(&mut self, id: &NodeId) {
-        if self.heartbeats.remove(id).is_some() {
-            self.order.retain(|x| x != id);
-        }
-    }
 }
 
 /// What the machine tracks of a known node beside its gossiped state.
@@ -195,6 +57,9 @@ impl Default for Peer {
 /// as a state machine with no I/O.
 ///
 /// # Driving it
+///
+/// This is the bare chitchat protocol; most users drive a [`Node`](crate::Node), which wraps
+/// it with the clock, cohort's envelope and the node's set-up and leave.
 ///
 /// Feed it every datagram received on the gossip socket ([`handle_datagram`]) and call
 /// [`handle_timeout`] when [`poll_timeout`] passes (early or repeated calls are harmless).
@@ -223,17 +88,18 @@ impl Default for Peer {
 ///
 /// // A tiny in-memory network: deliver everything instantly, step time by rounds.
 /// let mut now = start;
+/// let mut buf = Vec::new();
 /// for _ in 0..20 {
 ///     a.handle_timeout(now);
 ///     b.handle_timeout(now);
 ///     loop {
 ///         let mut moved = false;
-///         while let Some(t) = a.poll_transmit() {
-///             b.handle_datagram(now, a_id.gossip_addr(), &t.payload).unwrap();
+///         while a.poll_transmit(&mut buf).is_some() {
+///             b.handle_datagram(now, a_id.gossip_addr(), &buf).unwrap();
 ///             moved = true;
 ///         }
-///         while let Some(t) = b.poll_transmit() {
-///             a.handle_datagram(now, b_id.gossip_addr(), &t.payload).unwrap();
+///         while b.poll_transmit(&mut buf).is_some() {
+///             a.handle_datagram(now, b_id.gossip_addr(), &buf).unwrap();
 ///             moved = true;
 ///         }
 ///         if !moved { break; }
@@ -241,6 +107,7 @@ impl Default for Peer {
 ///     now += Duration::from_secs(1);
 /// }
 /// assert!(a.member(&b_id).is_some_and(|m| m.status == cohort_core::membership::MemberStatus::Live));
+/// assert_eq!(b.members().live_count(), 2);
 /// ```
 pub struct Membership {
     config: MembershipConfig,
@@ -261,10 +128,11 @@ pub struct Membership {
     deaths_held_until: Option<Instant>,
     /// When deaths started being held for lack of any incoming gossip.
     silent_hold_since: Option<Instant>,
-    transmits: VecDeque<Transmit>,
-    dropped_transmits: u64,
-    events: VecDeque<MembershipEvent>,
+    transmits: TransmitQueue,
+    events: VecDeque<Event>,
     missed_events: u64,
+    /// Grows by one with every change of what a [`Members`] snapshot holds.
+    members_version: u64,
     leaving: Option<Leaving>,
 }
 
@@ -294,10 +162,10 @@ impl Membership {
             last_received: None,
             deaths_held_until: None,
             silent_hold_since: None,
-            transmits: VecDeque::new(),
-            dropped_transmits: 0,
+            transmits: TransmitQueue::default(),
             events: VecDeque::new(),
             missed_events: 0,
+            members_version: 1,
             leaving: None,
             config,
         }
@@ -317,23 +185,24 @@ impl Membership {
         &self.config
     }
 
-    /// Every known member (this node included), ascending by id.
+    /// A snapshot of every known member (this node included), ascending by id, at the current
+    /// [`members_version`](Self::members_version).
     #[must_use]
-    pub fn members(&self) -> Vec<Member> {
-        self.state
+    pub fn members(&self) -> Members {
+        let list: Vec<Member> = self
+            .state
             .iter_with_meta()
             .map(|(id, state, peer)| Self::snapshot(id, state, peer.status))
-            .collect()
+            .collect();
+        Members::new(self.members_version, self.config.node_id.clone(), list)
     }
 
-    /// The live members (this node included unless it is leaving), ascending by id.
+    /// The version of what [`members`](Self::members) returns: it starts at 1 and grows with
+    /// every change of a member's status or keys (heartbeats alone do not count), so a
+    /// snapshot is stale exactly when its version is lower.
     #[must_use]
-    pub fn live_members(&self) -> Vec<Member> {
-        self.state
-            .iter_with_meta()
-            .filter(|(_, _, peer)| peer.status == MemberStatus::Live)
-            .map(|(id, state, peer)| Self::snapshot(id, state, peer.status))
-            .collect()
+    pub fn members_version(&self) -> u64 {
+        self.members_version
     }
 
     /// One member.
@@ -369,13 +238,7 @@ impl Membership {
     /// The number of datagrams dropped because the driver did not drain them in time.
     #[must_use]
     pub fn dropped_transmits(&self) -> u64 {
-        self.dropped_transmits
-    }
-
-    /// Whether this node announced its departure.
-    #[must_use]
-    pub fn is_leaving(&self) -> bool {
-        self.leaving.is_some()
+        self.transmits.dropped()
     }
 
     fn snapshot(id: &NodeId, state: &NodeState, status: MemberStatus) -> Member {
@@ -386,7 +249,7 @@ impl Membership {
             max_version: state.max_version(),
             keys: state
                 .visible()
-                .filter(|(k, _)| !k.starts_with(RESERVED_KEY_PREFIX))
+                .filter(|(k, _)| !is_reserved_key(k))
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
         }
@@ -398,73 +261,75 @@ impl Membership {
         self.state.node_or_insert(&self.config.node_id)
     }
 
-    /// Sets one of this node's keys (gossiped to every member). Reserved `__cohort/` keys are
-    /// refused (returns `false`).
-    pub fn set(&mut self, key: &str, value: &str) -> bool {
-        if key.starts_with(RESERVED_KEY_PREFIX) {
-            return false;
+    /// Whether a key command may run: not a reserved key, and not leaving.
+    fn check_key(&self, key: &str) -> Result<(), KeyError> {
+        if is_reserved_key(key) {
+            return Err(KeyError::Reserved(key.to_owned()));
         }
-        self.own_state().set(key, value)
-    }
-
-    /// Deletes one of this node's keys. Returns whether it existed.
-    pub fn delete(&mut self, key: &str, now: Instant) -> bool {
-        if key.starts_with(RESERVED_KEY_PREFIX) {
-            return false;
-        }
-        self.own_state().delete(key, now)
-    }
-
-    /// Sets a key that is garbage collected (everywhere) once the grace period has passed.
-    pub fn set_with_ttl(&mut self, key: &str, value: &str, now: Instant) -> bool {
-        if key.starts_with(RESERVED_KEY_PREFIX) {
-            return false;
-        }
-        self.own_state().set_with_ttl(key, value, now);
-        true
-    }
-
-    /// Keeps a key visible until the grace period has passed, then collects it everywhere.
-    pub fn delete_after_ttl(&mut self, key: &str, now: Instant) -> bool {
-        if key.starts_with(RESERVED_KEY_PREFIX) {
-            return false;
-        }
-        self.own_state().delete_after_ttl(key, now)
-    }
-
-    /// Announces a graceful departure: sets [`LEAVING_KEY`] and starts handshakes with up to
-    /// `leave_fanout` live peers at once. [`MembershipEvent::LeaveAnnounced`] follows when the
-    /// departure has been sent to every one of them, or to at least one once a gossip interval
-    /// has passed since `now` (a contacted peer that is gone, or slow, does not hold the
-    /// departure up; the others learn it by gossip), or at once when there is no live peer.
-    /// Peers see this node as [`MemberStatus::Left`] as soon as the key reaches them.
-    pub fn leave(&mut self, now: Instant) {
         if self.leaving.is_some() {
-            return;
+            return Err(KeyError::Leaving);
         }
-        self.own_state().set(LEAVING_KEY, "1");
-        let me = self.config.node_id.clone();
-        if let Some((_, peer)) = self.state.entry_mut(&me) {
-            peer.status = MemberStatus::Left;
+        Ok(())
+    }
+
+    /// Records that the local node's keys changed (if `changed`), and passes `changed` on.
+    fn own_keys_changed(&mut self, changed: bool) -> bool {
+        if changed {
+            self.members_version += 1;
         }
-        let mut targets: Vec<SocketAddr> = self.live_peer_addrs();
-        targets.sort_unstable();
-        targets.dedup();
-        shuffle(&mut self.rng, &mut targets);
-        targets.truncate(self.config.leave_fanout.max(1));
-        let none = targets.is_empty();
-        self.leaving = Some(Leaving {
-            pending: targets.clone(),
-            answered: false,
-            announced: false,
-            one_answer_after: now + self.config.gossip_interval,
-        });
-        if none {
-            self.announce_left();
-        }
-        for addr in targets {
-            self.send_syn(addr);
-        }
+        changed
+    }
+
+    /// Sets one of this node's keys (gossiped to every member). Setting the value a key already
+    /// holds changes nothing. `now` is when the command is given (no timer depends on it; it
+    /// keeps every command's signature alike).
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Reserved`] for keys under `__cohort/`, [`KeyError::Leaving`] once the node
+    /// is leaving. Nothing changes then.
+    pub fn set(&mut self, now: Instant, key: &str, value: &str) -> Result<(), KeyError> {
+        let _ = now;
+        self.check_key(key)?;
+        let changed = self.own_state().set(key, value);
+        self.own_keys_changed(changed);
+        Ok(())
+    }
+
+    /// Sets a key that is garbage collected (everywhere) once the grace period
+    /// ([`MembershipConfig::marked_for_deletion_grace_period`]) has passed since `now`.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Self::set).
+    pub fn set_with_ttl(&mut self, now: Instant, key: &str, value: &str) -> Result<(), KeyError> {
+        self.check_key(key)?;
+        self.own_state().set_with_ttl(key, value, now);
+        self.own_keys_changed(true);
+        Ok(())
+    }
+
+    /// Deletes one of this node's keys (a tombstone is gossiped). Returns whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Self::set).
+    pub fn delete(&mut self, now: Instant, key: &str) -> Result<bool, KeyError> {
+        self.check_key(key)?;
+        let existed = self.own_state().delete(key, now);
+        Ok(self.own_keys_changed(existed))
+    }
+
+    /// Keeps a key visible until the grace period has passed since `now`, then collects it
+    /// everywhere. Returns whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Self::set).
+    pub fn delete_after_ttl(&mut self, now: Instant, key: &str) -> Result<bool, KeyError> {
+        self.check_key(key)?;
+        let existed = self.own_state().delete_after_ttl(key, now);
+        Ok(self.own_keys_changed(existed))
     }
 
     /// Replaces the seed addresses (a driver re-resolving seed host names calls this). Takes
@@ -482,53 +347,54 @@ impl Membership {
 
     // ---------------------------------------------------------------- outputs
 
-    /// The next datagram to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+    /// Moves the next datagram to send into `out` (replacing what it held; its old buffer is
+    /// kept for reuse) and returns where to send it.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> Option<SocketAddr> {
+        self.transmits.pop_into(out)
     }
 
-    /// The next event. A [`MembershipEvent::Lagged`] comes first when events were dropped.
-    pub fn poll_event(&mut self) -> Option<MembershipEvent> {
+    /// The next event. An [`Event::Lagged`] comes first when events were dropped.
+    pub fn poll_event(&mut self) -> Option<Event> {
         if self.missed_events > 0 {
             let missed = std::mem::take(&mut self.missed_events);
-            return Some(MembershipEvent::Lagged { missed });
+            return Some(Event::Lagged {
+                missed,
+                members: self.members(),
+            });
         }
         self.events.pop_front()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self) -> Instant {
         let mut at = self
             .next_liveness_check
             .map_or(self.next_round, |check| check.min(self.next_round));
         if let Some(leave) = self.leave_deadline() {
             at = at.min(leave);
         }
-        Some(at)
+        at
     }
 
     /// An empty datagram buffer: [`MembershipConfig::transmit_headroom`] zero bytes, with room
     /// for `capacity` more.
-    fn payload_buffer(&self, capacity: usize) -> Vec<u8> {
-        let headroom = self.config.transmit_headroom;
-        let mut out = Vec::with_capacity(headroom + capacity);
-        out.resize(headroom, 0);
-        out
+    fn payload_buffer(&mut self, capacity: usize) -> Vec<u8> {
+        self.transmits
+            .buffer(self.config.transmit_headroom, capacity)
     }
 
     fn push_transmit(&mut self, destination: SocketAddr, payload: Vec<u8>) {
-        if self.transmits.len() >= self.config.max_pending_transmits.max(1) {
-            self.dropped_transmits += 1;
-            return;
-        }
-        self.transmits.push_back(Transmit {
-            destination,
-            payload,
-        });
+        self.transmits
+            .push(destination, payload, self.config.max_pending_transmits);
     }
 
-    fn push_event(&mut self, event: MembershipEvent) {
+    /// Queues `event` for the reader (dropping the oldest, and counting it, when the queue is
+    /// full).
+    pub(crate) fn push_event(&mut self, event: Event) {
+        if event.changes_members() {
+            self.members_version += 1;
+        }
         if self.events.len() >= self.config.max_pending_events.max(1) {
             self.events.pop_front();
             self.missed_events += 1;
@@ -557,7 +423,7 @@ impl Membership {
                 // We were starved or paused: everyone looks silent. Hold deaths until fresh
                 // heartbeats had time to arrive.
                 self.deaths_held_until = Some(now + late);
-                self.push_event(MembershipEvent::SelfSuspected);
+                self.push_event(Event::SelfSuspected);
             }
         }
         self.last_round = Some(now);
@@ -578,13 +444,15 @@ impl Membership {
 
     /// Processes one datagram received from `from` at `now`.
     ///
-    /// A datagram that does not decode is refused with an error and changes nothing.
+    /// # Errors
+    ///
+    /// A datagram that does not decode is refused with a [`DecodeError`] and changes nothing.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
         from: SocketAddr,
         bytes: &[u8],
-    ) -> Result<(), HandleError> {
+    ) -> Result<(), DecodeError> {
         let (version, message) = wire::decode_chitchat_view(bytes)?;
         self.handle_message(now, from, version, message);
         Ok(())
@@ -615,7 +483,7 @@ impl Membership {
                     let mut out = self.payload_buffer(wire::HEADER_LEN);
                     wire::encode_header(version, MessageType::BadCluster, &mut out);
                     self.push_transmit(from, out);
-                    self.push_event(MembershipEvent::BadCluster { from });
+                    self.push_event(Event::BadCluster { from });
                     return;
                 }
                 self.report_heartbeats(&digest, now);
@@ -639,129 +507,32 @@ impl Membership {
                 let budget = wire::delta_budget(self.config.reserved_bytes);
                 self.write_delta(budget, now, &mut out);
                 self.push_transmit(from, out);
-                if let Some(leaving) = &mut self.leaving {
-                    leaving.answered = true;
-                    if let Some(i) = leaving.pending.iter().position(|a| *a == from) {
-                        leaving.pending.swap_remove(i);
-                    }
-                }
-                self.maybe_announce_left(now);
+                self.note_leave_answer(from, now);
             }
             MessageView::Ack { delta } => self.apply_delta(delta, now),
-            MessageView::BadCluster => self.push_event(MembershipEvent::BadCluster { from }),
+            MessageView::BadCluster => self.push_event(Event::BadCluster { from }),
         }
-    }
-
-    /// Announces the departure if it went to every contacted peer, or to one and the wait for
-    /// the others is over.
-    fn maybe_announce_left(&mut self, now: Instant) {
-        let Some(leaving) = &self.leaving else {
-            return;
-        };
-        let done =
-            leaving.pending.is_empty() || (leaving.answered && now >= leaving.one_answer_after);
-        if done && !leaving.announced {
-            self.announce_left();
-        }
-    }
-
-    /// When the departure will be announced without another Ack, if it is waiting for that.
-    fn leave_deadline(&self) -> Option<Instant> {
-        self.leaving
-            .as_ref()
-            .filter(|l| !l.announced && l.answered)
-            .map(|l| l.one_answer_after)
-    }
-
-    fn announce_left(&mut self) {
-        if let Some(leaving) = &mut self.leaving {
-            leaving.announced = true;
-        }
-        self.push_event(MembershipEvent::LeaveAnnounced);
     }
 
     // ---------------------------------------------------------------- protocol
 
-    /// The gossip addresses of the live peers, in id order (an address shared by two ids may
-    /// appear twice; targets are deduplicated when sent).
-    fn live_peer_addrs(&self) -> Vec<SocketAddr> {
-        let me = self.config.node_id.gossip_addr();
-        self.state
-            .iter_with_meta()
-            .filter(|(id, _, peer)| {
-                id.gossip_addr() != me
-                    && peer.detector.is_live()
-                    && peer.status != MemberStatus::Left
-            })
-            .map(|(id, _, _)| id.gossip_addr())
-            .collect()
-    }
-
-    /// chitchat's round: up to `gossip_count` live peers, maybe a dead one, maybe a seed.
+    /// chitchat's round: a Syn to each of the round's targets, after the heartbeat and the
+    /// tombstone collection.
     fn gossip_round(&mut self, now: Instant) {
-        let me = self.config.node_id.gossip_addr();
-        let live = self.live_peer_addrs();
-        let mut dead: Vec<SocketAddr> = self
-            .state
-            .iter_with_meta()
-            .filter(|(_, _, peer)| {
-                peer.detector.dead_since().is_some() && peer.status != MemberStatus::Left
-            })
-            .map(|(id, _, _)| id.gossip_addr())
-            .filter(|a| *a != me)
-            .collect();
-        dead.sort_unstable();
-        dead.dedup();
-        // Kept without our own address, sorted and deduplicated (`normalize_seeds`).
-        let seeds = &self.config.seeds;
-
-        let mut targets: Vec<SocketAddr> = if live.is_empty() {
-            // No live node yet: pick among every known peer.
-            let peers: Vec<SocketAddr> = self
-                .state
-                .iter()
-                .map(|(id, _)| id.gossip_addr())
-                .filter(|a| *a != me)
-                .collect();
-            sample(&mut self.rng, &peers, self.config.gossip_count)
-        } else {
-            sample(&mut self.rng, &live, self.config.gossip_count)
-        };
-        // A dead node, with probability dead / (live + 1).
-        if !dead.is_empty() {
-            let draw = self.rng.next_u64() % (live.len() as u64 + 1);
-            if draw < dead.len() as u64 {
-                let pick = dead[index_below(&mut self.rng, dead.len())];
-                targets.push(pick);
-            }
-        }
-        // A seed, when no chosen target is a seed or fewer live nodes than seeds are known.
-        if !seeds.is_empty() {
-            let has_seed = targets.iter().any(|t| seeds.contains(t));
-            if !has_seed || live.len() < seeds.len() {
-                let pick = seeds[index_below(&mut self.rng, seeds.len())];
-                if live.is_empty() {
-                    targets.push(pick);
-                } else {
-                    let denominator = (live.len() + dead.len()) as u64;
-                    if self.rng.next_u64() % denominator.max(1) < seeds.len() as u64 {
-                        targets.push(pick);
-                    }
-                }
-            }
-        }
+        let targets = self.round_targets();
         self.own_state().bump_heartbeat();
         let grace = self.config.marked_for_deletion_grace_period;
         for (_, state) in self.state.iter_mut() {
             state.gc_tombstones(now, grace);
         }
-        targets.sort_unstable();
-        targets.dedup();
-        // One Syn for every target of the round.
+        // One Syn for every target of the round, encoded once.
         if let Some((last, rest)) = targets.split_last() {
             let syn = self.encode_syn(Some(now));
             for addr in rest {
-                self.push_transmit(*addr, syn.clone());
+                let mut copy = self.payload_buffer(syn.len());
+                copy.clear();
+                copy.extend_from_slice(&syn);
+                self.push_transmit(*addr, copy);
             }
             self.push_transmit(*last, syn);
         }
@@ -773,7 +544,7 @@ impl Membership {
     }
 
     /// A Syn carrying our digest (nodes scheduled for deletion at `now` left out).
-    fn encode_syn(&self, now: Option<Instant>) -> Vec<u8> {
+    fn encode_syn(&mut self, now: Option<Instant>) -> Vec<u8> {
         let mut out = self.payload_buffer(64 + self.state.len() * 64);
         wire::encode_syn_keyed(
             self.config.protocol_version,
@@ -901,7 +672,7 @@ impl Membership {
         }
     }
 
-    fn remove_node(&mut self, id: &NodeId) {
+    pub(super) fn remove_node(&mut self, id: &NodeId) {
         if let Some(state) = self.state.remove(id) {
             self.removed.insert(
                 id.clone(),
@@ -909,7 +680,7 @@ impl Membership {
                 self.config.removed_nodes_remembered,
             );
         }
-        self.push_event(MembershipEvent::Removed(id.clone()));
+        self.push_event(Event::Removed(id.clone()));
     }
 
     fn apply_delta(&mut self, delta: Delta, now: Instant) {
@@ -931,7 +702,7 @@ impl Membership {
             let changed: Vec<(String, Option<String>)> = applied
                 .changed_keys
                 .into_iter()
-                .filter(|k| !k.starts_with(RESERVED_KEY_PREFIX))
+                .filter(|k| !is_reserved_key(k))
                 .map(|k| {
                     let v = state.get(&k).map(str::to_owned);
                     (k, v)
@@ -939,13 +710,13 @@ impl Membership {
                 .collect();
             if newly_left {
                 if let Some(member) = self.member(&id) {
-                    self.push_event(MembershipEvent::Left(member));
+                    self.push_event(Event::Left(member));
                 }
             }
             if !changed.is_empty() {
                 if let Some(member) = self.member(&id) {
                     for (key, value) in changed {
-                        self.push_event(MembershipEvent::KeyChanged {
+                        self.push_event(Event::KeyChanged {
                             member: member.clone(),
                             key,
                             value,
@@ -953,212 +724,6 @@ impl Membership {
                     }
                 }
             }
-        }
-    }
-
-    /// Writes, within `budget` bytes, the delta that the peer whose digest is in `self.aligned`
-    /// lacks (chitchat's order: nodes the peer must take from scratch first, fewest versions
-    /// first; then the most stale; ties in random order).
-    fn write_delta(&mut self, budget: usize, now: Instant, out: &mut Vec<u8>) {
-        /// A node the peer lacks something of.
-        struct Pending<'a> {
-            tie: u64,
-            from_scratch: bool,
-            id: &'a NodeId,
-            state: &'a NodeState,
-            stale: Staleness<'a>,
-        }
-        let mut pending: Vec<Pending<'_>> = Vec::new();
-        let fd = &self.config.failure_detector;
-        for (i, (id, state, meta)) in self.state.iter_with_meta().enumerate() {
-            if meta.detector.is_scheduled_for_deletion(now, fd) {
-                continue;
-            }
-            let peer_entry = self.aligned.get(i).copied().flatten();
-            let Some(stale) = state.stale_for(peer_entry.as_ref()) else {
-                continue;
-            };
-            pending.push(Pending {
-                tie: self.rng.next_u64(),
-                from_scratch: stale.from_version_excluded == 0,
-                id,
-                state,
-                stale,
-            });
-        }
-        // From-scratch nodes first (lowest max_version first), then the most stale first, then
-        // the random tie-break.
-        pending.sort_by(|a, b| {
-            b.from_scratch
-                .cmp(&a.from_scratch)
-                .then_with(|| {
-                    if a.from_scratch {
-                        a.state.max_version().cmp(&b.state.max_version())
-                    } else {
-                        b.stale.key_values.len().cmp(&a.stale.key_values.len())
-                    }
-                })
-                .then(a.tie.cmp(&b.tie))
-        });
-        let mut writer = DeltaWriter::with_compression(budget, self.config.compression);
-        'nodes: for Pending {
-            id, state, stale, ..
-        } in pending
-        {
-            if !writer.add_node(id, state.last_gc_version(), stale.from_version_excluded) {
-                break;
-            }
-            if stale.key_values.is_empty() {
-                if state.max_version() > 0 && !writer.add_set_max_version(state.max_version()) {
-                    break;
-                }
-                continue;
-            }
-            for (key, value) in stale.key_values {
-                if !writer.add_key_value(key, &value.value, value.version, value.status) {
-                    break 'nodes;
-                }
-            }
-        }
-        writer.finish(out);
-    }
-
-    // ---------------------------------------------------------------- liveness
-
-    /// Re-evaluates every peer's liveness: at each round, and `between_rounds` when a peer's
-    /// deadline passes or a joining or failed peer was heard.
-    fn update_liveness(&mut self, now: Instant, between_rounds: bool) {
-        let hold = if between_rounds {
-            // Between rounds a death is declared only while the cluster is heard from: one peer
-            // going silent among others that talk is a death, but when nothing has arrived for
-            // a round the decision waits for the round and its self-suspicion guard (deaths
-            // then come one deadline at a time, which the mass-death rule would not see).
-            let heard = self
-                .last_received
-                .is_some_and(|at| now.saturating_duration_since(at) < self.config.gossip_interval);
-            !heard
-                || self.deaths_held_until.is_some_and(|until| now < until)
-                || self.silent_hold_since.is_some()
-        } else {
-            let (live_before, dying) = self.census(now);
-            self.deaths_held(now, dying, live_before)
-        };
-        let fd = &self.config.failure_detector;
-        let me = &self.config.node_id;
-        let predicate = self.config.liveness_predicate.as_ref();
-        let mut changes: Vec<(NodeId, MemberStatus, MemberStatus)> = Vec::new();
-        let mut next_check: Option<Instant> = None;
-        for (id, state, peer) in self.state.iter_with_meta_mut() {
-            if id == me {
-                continue;
-            }
-            let status = peer.status;
-            if status == MemberStatus::Left {
-                // A departed node stays Left; the detector still tracks it for collection.
-                peer.detector.update_liveness(now, fd);
-                continue;
-            }
-            if hold && matches!(status, MemberStatus::Live | MemberStatus::Unready) {
-                continue;
-            }
-            let (liveness, deadline) = peer.detector.update(now, fd);
-            let ready = predicate.is_none_or(|predicate| predicate(state));
-            let next = match (liveness.is_live(), ready) {
-                (true, true) => MemberStatus::Live,
-                (true, false) => MemberStatus::Unready,
-                (false, _) if matches!(liveness, Liveness::BecameDead) => MemberStatus::Failed,
-                (false, _) if status == MemberStatus::Joining => MemberStatus::Joining,
-                (false, _) => MemberStatus::Failed,
-            };
-            if next != status {
-                peer.status = next;
-                changes.push((id.clone(), status, next));
-            }
-            if !hold && matches!(next, MemberStatus::Live | MemberStatus::Unready) {
-                if let Some(deadline) = deadline {
-                    next_check = Some(next_check.map_or(deadline, |c| c.min(deadline)));
-                }
-            }
-        }
-        // Just after the earliest deadline (phi must exceed the threshold), and never at `now`
-        // again: a deadline already past (rounding) is looked at a millisecond later.
-        self.next_liveness_check = next_check.map(|deadline| {
-            (deadline + Duration::from_micros(1)).max(now + Duration::from_millis(1))
-        });
-        for (id, before, after) in changes {
-            let Some(member) = self.member(&id) else {
-                continue;
-            };
-            let event = match (before, after) {
-                (MemberStatus::Joining, MemberStatus::Live) => MembershipEvent::Joined(member),
-                (_, MemberStatus::Live) => MembershipEvent::Recovered(member),
-                (_, MemberStatus::Unready) => MembershipEvent::Unready(member),
-                (_, MemberStatus::Failed) => MembershipEvent::Failed(member),
-                _ => continue,
-            };
-            self.push_event(event);
-        }
-    }
-
-    /// Whether deaths are held this round (self-suspicion).
-    /// What the detector says of the peers before a round acts on it (for the self-suspicion
-    /// guard): how many are Live, and how many Live or Unready ones are past their time. The
-    /// local node is not a peer: the detector never hears it.
-    fn census(&self, now: Instant) -> (usize, usize) {
-        let fd = &self.config.failure_detector;
-        let me = &self.config.node_id;
-        let (mut live, mut dying) = (0, 0);
-        for (_, _, peer) in self.state.iter_with_meta().filter(|(id, _, _)| *id != me) {
-            if peer.status == MemberStatus::Live {
-                live += 1;
-            }
-            if matches!(peer.status, MemberStatus::Live | MemberStatus::Unready)
-                && !peer.detector.is_on_time(now, fd)
-            {
-                dying += 1;
-            }
-        }
-        (live, dying)
-    }
-
-    fn deaths_held(&mut self, now: Instant, dying: usize, live: usize) -> bool {
-        if self.deaths_held_until.is_some_and(|until| now < until) {
-            return true;
-        }
-        self.deaths_held_until = None;
-        let silent_for = self
-            .last_received
-            .map_or(Duration::MAX, |at| now.saturating_duration_since(at));
-        let quiet = silent_for > self.config.gossip_interval.saturating_mul(3);
-        let mass = dying >= 2 && dying * 2 >= live;
-        if quiet && mass {
-            let since = *self.silent_hold_since.get_or_insert(now);
-            if since == now {
-                self.push_event(MembershipEvent::SelfSuspected);
-            }
-            return now.saturating_duration_since(since) < self.config.self_suspicion_hold;
-        }
-        false
-    }
-
-    fn collect_dead(&mut self, now: Instant) {
-        let fd = &self.config.failure_detector;
-        let me = &self.config.node_id;
-        let expired: Vec<NodeId> = self
-            .state
-            .iter_with_meta()
-            .filter(|(id, _, peer)| *id != me && peer.detector.is_expired(now, fd))
-            .map(|(id, _, _)| id.clone())
-            .collect();
-        for id in expired {
-            if let Some(state) = self.state.remove(&id) {
-                self.removed.insert(
-                    id.clone(),
-                    state.heartbeat(),
-                    self.config.removed_nodes_remembered,
-                );
-            }
-            self.push_event(MembershipEvent::Removed(id));
         }
     }
 }
@@ -1179,42 +744,6 @@ impl std::fmt::Debug for Membership {
             .field("pending_transmits", &self.transmits.len())
             .field("pending_events", &self.events.len())
             .finish_non_exhaustive()
-    }
-}
-
-/// A uniform index below `n` (`n > 0`).
-fn index_below(rng: &mut impl Rng, n: usize) -> usize {
-    ((u128::from(rng.next_u64()) * n as u128) >> 64) as usize
-}
-
-/// Up to `count` distinct positions of `from`, uniformly, as their elements.
-fn sample(rng: &mut impl Rng, from: &[SocketAddr], count: usize) -> Vec<SocketAddr> {
-    let count = count.min(from.len());
-    if count * 4 <= from.len() {
-        // Few picks from many: draw positions until `count` distinct ones (expected
-        // `count × 4/3` draws at most), without copying the pool.
-        let mut picked: Vec<usize> = Vec::with_capacity(count);
-        while picked.len() < count {
-            let i = index_below(rng, from.len());
-            if !picked.contains(&i) {
-                picked.push(i);
-            }
-        }
-        return picked.into_iter().map(|i| from[i]).collect();
-    }
-    let mut pool = from.to_vec();
-    for i in 0..count {
-        let j = i + index_below(rng, pool.len() - i);
-        pool.swap(i, j);
-    }
-    pool.truncate(count);
-    pool
-}
-
-fn shuffle(rng: &mut impl Rng, items: &mut [SocketAddr]) {
-    for i in (1..items.len()).rev() {
-        let j = index_below(rng, i + 1);
-        items.swap(i, j);
     }
 }
 

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::NodeId;
-use crate::membership::MemberStatus;
+use crate::ClockError;
+use crate::membership::FailureDetectorConfig;
 
 const WALL0: u64 = 1_760_000_000_000;
 
@@ -14,11 +14,16 @@ fn id(name: &str, port: u16) -> NodeId {
 }
 
 fn config(me: &NodeId, seeds: &[&NodeId]) -> NodeConfig {
-    let mut m = MembershipConfig::new(me.clone(), "test");
-    m.gossip_interval = Duration::from_millis(100);
-    m.seeds = seeds.iter().map(|s| s.gossip_addr()).collect();
-    m.rng_seed = u64::from(me.gossip_addr().port());
-    NodeConfig::new(m)
+    let mut c = NodeConfig::new(me.clone());
+    c.cluster_id = "test".into();
+    c.gossip_interval = Duration::from_millis(100);
+    c.seeds = seeds.iter().map(|s| s.gossip_addr()).collect();
+    c.rng_seed = u64::from(me.gossip_addr().port());
+    c
+}
+
+fn node(config: NodeConfig, now: Instant) -> Node {
+    Node::new(config, now).expect("a valid configuration")
 }
 
 /// Delivers every pending datagram instantly until the network is quiet. `walls[i]` is node
@@ -28,16 +33,17 @@ fn exchange(nodes: &mut [Node], now: Instant, walls: &[WallTime]) -> Vec<Vec<u8>
     loop {
         let mut moved = false;
         for i in 0..nodes.len() {
-            while let Some(t) = nodes[i].poll_transmit(walls[i]) {
+            let mut buf = Vec::new();
+            while let Some(destination) = nodes[i].poll_transmit(walls[i], &mut buf) {
                 moved = true;
-                let from = nodes[i].membership().node_id().gossip_addr();
-                seen.push(t.payload.clone());
+                let from = nodes[i].id().gossip_addr();
+                seen.push(buf.clone());
                 if let Some(j) = nodes
                     .iter()
-                    .position(|n| n.membership().node_id().gossip_addr() == t.destination)
+                    .position(|n| n.id().gossip_addr() == destination)
                 {
                     nodes[j]
-                        .handle_datagram(now, walls[j], from, &t.payload)
+                        .handle_datagram(now, walls[j], from, &buf)
                         .expect("valid datagram");
                 }
             }
@@ -65,8 +71,8 @@ fn envelope_carries_the_clock_and_orders_the_receiver_after_the_sender() {
     let start = Instant::now();
     let (a, b) = (id("a", 7001), id("b", 7002));
     let mut nodes = vec![
-        Node::new(config(&a, &[]), start),
-        Node::new(config(&b, &[&a]), start),
+        node(config(&a, &[]), start),
+        node(config(&b, &[&a]), start),
     ];
     // b's wall clock is 300 ms ahead of a's: within the drift bound.
     let walls = [
@@ -84,7 +90,7 @@ fn envelope_carries_the_clock_and_orders_the_receiver_after_the_sender() {
     assert!(a_last.millis() >= WALL0 + 300, "{a_last}");
     assert_eq!(nodes[0].membership().status(&b), Some(MemberStatus::Live));
     while let Some(e) = nodes[0].poll_event() {
-        assert!(!matches!(e, NodeEvent::ClockSkew { .. }), "{e:?}");
+        assert!(!matches!(e, Event::ClockSkew { .. }), "{e:?}");
     }
 }
 
@@ -93,8 +99,8 @@ fn a_peer_beyond_the_drift_bound_is_reported_and_does_not_move_the_clock() {
     let start = Instant::now();
     let (a, b) = (id("a", 7001), id("b", 7002));
     let mut nodes = vec![
-        Node::new(config(&a, &[]), start),
-        Node::new(config(&b, &[&a]), start),
+        node(config(&a, &[]), start),
+        node(config(&b, &[&a]), start),
     ];
     // b's wall clock is 2 s ahead.
     let walls = [
@@ -109,7 +115,7 @@ fn a_peer_beyond_the_drift_bound_is_reported_and_does_not_move_the_clock() {
     );
     let mut skews = 0;
     while let Some(e) = nodes[0].poll_event() {
-        if let NodeEvent::ClockSkew { from, error, .. } = e {
+        if let Event::ClockSkew { from, error, .. } = e {
             assert_eq!(from, b.gossip_addr());
             assert!(matches!(error, ClockError::DriftExceeded { .. }));
             skews += 1;
@@ -126,7 +132,7 @@ fn compatible_mode_sends_bare_chitchat_and_both_forms_interoperate() {
     let (a, b) = (id("a", 7001), id("b", 7002));
     let mut compat = config(&b, &[&a]);
     compat.chitchat_compatible = true;
-    let mut nodes = vec![Node::new(config(&a, &[]), start), Node::new(compat, start)];
+    let mut nodes = vec![node(config(&a, &[]), start), node(compat, start)];
     let walls = [WallTime::from_unix_millis(WALL0).unwrap(); 2];
     let seen = run(&mut nodes, start, 10, &walls);
     assert!(
@@ -146,7 +152,7 @@ fn compatible_mode_sends_bare_chitchat_and_both_forms_interoperate() {
 fn garbage_is_refused_without_changing_anything() {
     let start = Instant::now();
     let a = id("a", 7001);
-    let mut node = Node::new(config(&a, &[]), start);
+    let mut node = self::node(config(&a, &[]), start);
     let wall = WallTime::from_unix_millis(WALL0).unwrap();
     let before = node.membership().node_state(&a).unwrap().clone();
     for bad in [
@@ -166,7 +172,7 @@ fn garbage_is_refused_without_changing_anything() {
         &before,
         "heartbeat untouched"
     );
-    assert!(node.poll_transmit(wall).is_none());
+    assert!(node.poll_transmit(wall, &mut Vec::new()).is_none());
     assert!(node.clock().last().is_none());
 }
 
@@ -175,20 +181,26 @@ fn drain_takes_every_output_and_reports_what_it_means() {
     let (a, b) = (id("a", 7800), id("b", 7801));
     let start = Instant::now();
     let wall = WallTime::from_unix_millis(WALL0).unwrap();
-    let mut na = Node::new(config(&a, &[]), start);
-    let mut nb = Node::new(config(&b, &[&a]), start);
-    let (mut transmits, mut events) = (Vec::new(), Vec::new());
+    let mut na = node(config(&a, &[]), start);
+    let mut nb = node(config(&b, &[&a]), start);
+    let (mut transmits, mut events) = (Transmits::new(), Vec::new());
+    // The first drain reports the initial member list as a change (nothing was seen before).
+    assert!(nb.drain(wall, &mut transmits, &mut events).members_changed);
     // b's first round: one Syn to its seed, no event, the next round due in an interval.
     nb.handle_timeout(start);
     let drained = nb.drain(wall, &mut transmits, &mut events);
     assert_eq!(transmits.len(), 1);
-    assert_eq!(transmits[0].destination, a.gossip_addr());
+    assert_eq!(transmits.iter().next().unwrap().destination, a.gossip_addr());
     assert!(events.is_empty());
     assert_eq!(drained.deadline, nb.poll_timeout());
-    assert!(!drained.members_changed && !drained.leave_announced);
-    assert!(nb.poll_transmit(wall).is_none(), "everything was taken");
-    // Gossip on until a sees b join: that drain says the member list changed, and no drain
-    // before it did.
+    assert!(!drained.members_changed && drained.left.is_none());
+    assert!(
+        nb.poll_transmit(wall, &mut Vec::new()).is_none(),
+        "everything was taken"
+    );
+    na.drain(wall, &mut Transmits::new(), &mut Vec::new());
+    // Gossip on until a sees b join (b's keys arrive first): every drain says whether the
+    // member list changed exactly when its events do.
     let mut joined_at = None;
     for round in 0..30u32 {
         let now = start + Duration::from_millis(100) * round;
@@ -202,19 +214,14 @@ fn drain_takes_every_output_and_reports_what_it_means() {
                 transmits.clear();
                 events.clear();
                 let drained = nodes[i].drain(wall, &mut transmits, &mut events);
-                let changed = events.iter().any(
-                    |e| matches!(e, NodeEvent::Membership(m) if crate::members::changes_members(m)),
-                );
+                let changed = events.iter().any(Event::changes_members);
                 assert_eq!(drained.members_changed, changed);
-                if i == 0 && changed && joined_at.is_none() {
-                    assert!(events.iter().any(|e| matches!(
-                        e,
-                        NodeEvent::Membership(MembershipEvent::Joined(m)) if m.id == b
-                    )));
-                    joined_at = Some(round);
+                if i == 0 && events.iter().any(|e| matches!(e, Event::Joined(m) if m.id == b)) {
+                    assert!(drained.members_changed);
+                    joined_at.get_or_insert(round);
                 }
                 let from = [&a, &b][i].gossip_addr();
-                for t in transmits.drain(..) {
+                for t in &transmits {
                     moved = true;
                     let j = usize::from(t.destination == b.gossip_addr());
                     nodes[j]
@@ -233,22 +240,186 @@ fn drain_takes_every_output_and_reports_what_it_means() {
     let now = start + Duration::from_secs(3);
     events.clear();
     transmits.clear();
-    na.membership_mut().leave(now);
-    assert!(!na.drain(wall, &mut transmits, &mut events).leave_announced);
-    let syn = transmits.pop().expect("a Syn to b");
-    nb.handle_datagram(now, wall, a.gossip_addr(), &syn.payload)
-        .unwrap();
+    na.leave(now);
+    let drained = na.drain(wall, &mut transmits, &mut events);
+    assert!(drained.left.is_none());
+    assert!(drained.members_changed, "a shows itself as Left");
+    assert!(drained.deadline <= now + DEFAULT_LEAVE_TIMEOUT);
+    let syn = transmits.iter().last().expect("a Syn to b").payload.clone();
+    nb.handle_datagram(now, wall, a.gossip_addr(), &syn).unwrap();
     transmits.clear();
-    nb.drain(wall, &mut transmits, &mut events);
-    let syn_ack = transmits.pop().expect("b's SynAck");
+    let _ = nb.drain(wall, &mut transmits, &mut events);
+    let syn_ack = transmits.iter().last().expect("b's SynAck").payload.clone();
     events.clear();
-    na.handle_datagram(now, wall, b.gossip_addr(), &syn_ack.payload)
+    transmits.clear();
+    na.handle_datagram(now, wall, b.gossip_addr(), &syn_ack)
         .unwrap();
     let drained = na.drain(wall, &mut transmits, &mut events);
-    assert!(drained.leave_announced);
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, NodeEvent::Membership(MembershipEvent::LeaveAnnounced)))
+    assert_eq!(drained.left, Some(LeaveOutcome::Announced));
+    assert_eq!(na.local_member().unwrap().status, MemberStatus::Left);
+    assert_eq!(na.set(now, "k", "v"), Err(KeyError::Leaving));
+}
+
+#[test]
+fn a_leave_nobody_answers_ends_at_its_timeout() {
+    let (a, b) = (id("a", 7810), id("b", 7811));
+    let start = Instant::now();
+    let wall = WallTime::from_unix_millis(WALL0).unwrap();
+    let mut nodes = vec![node(config(&a, &[]), start), node(config(&b, &[&a]), start)];
+    run(&mut nodes, start, 20, &[wall; 2]);
+    assert_eq!(nodes[0].status(&b), Some(MemberStatus::Live));
+    // b is gone (its datagrams are never delivered); a leaves and contacts it.
+    let mut a_node = nodes.swap_remove(0);
+    let now = start + Duration::from_secs(2);
+    a_node.leave(now);
+    let (mut transmits, mut events) = (Transmits::new(), Vec::new());
+    let drained = a_node.drain(wall, &mut transmits, &mut events);
+    assert!(transmits.iter().any(|t| t.destination == b.gossip_addr()));
+    assert!(drained.left.is_none());
+    let timeout = now + DEFAULT_LEAVE_TIMEOUT;
+    assert!(drained.deadline <= timeout);
+    // Follow the deadlines as a driver would: the leave ends exactly at its timeout.
+    let mut at = drained.deadline;
+    let outcome = loop {
+        a_node.handle_timeout(at);
+        transmits.clear();
+        let drained = a_node.drain(wall, &mut transmits, &mut events);
+        if let Some(outcome) = drained.left {
+            break outcome;
+        }
+        assert!(drained.deadline > at && drained.deadline <= timeout);
+        at = drained.deadline;
+    };
+    assert_eq!(outcome, LeaveOutcome::TimedOut);
+    assert_eq!(at, timeout);
+    // Reported by every drain from then on.
+    let again = a_node.drain(wall, &mut transmits, &mut events);
+    assert_eq!(again.left, Some(LeaveOutcome::TimedOut));
+}
+
+#[test]
+fn a_leave_with_no_live_peer_is_over_at_once() {
+    let start = Instant::now();
+    let wall = WallTime::from_unix_millis(WALL0).unwrap();
+    let mut alone = node(config(&id("a", 7820), &[]), start);
+    alone.leave(start);
+    let drained = alone.drain(wall, &mut Transmits::new(), &mut Vec::new());
+    assert_eq!(drained.left, Some(LeaveOutcome::Announced));
+}
+
+#[test]
+fn commands_take_effect_at_once_and_are_refused_with_a_reason() {
+    let start = Instant::now();
+    let wall = WallTime::from_unix_millis(WALL0).unwrap();
+    let a = id("a", 7830);
+    let mut n = node(config(&a, &[]), start);
+    let (mut transmits, mut events) = (Transmits::new(), Vec::new());
+    let _ = n.drain(wall, &mut transmits, &mut events);
+    let version = n.members_version();
+    n.set(start, "role", "indexer").unwrap();
+    assert!(n.members_version() > version);
+    assert_eq!(n.local_member().unwrap().get("role"), Some("indexer"));
+    assert!(n.drain(wall, &mut transmits, &mut events).members_changed);
+    // The same value again changes nothing.
+    n.set(start, "role", "indexer").unwrap();
+    assert!(!n.drain(wall, &mut transmits, &mut events).members_changed);
+    assert_eq!(n.delete(start, "role"), Ok(true));
+    assert_eq!(n.delete(start, "role"), Ok(false));
+    n.set_with_ttl(start, "lease", "1").unwrap();
+    assert_eq!(n.delete_after_ttl(start, "lease"), Ok(true));
+    let version = n.members_version();
+    assert_eq!(
+        n.set(start, "__cohort/leaving", "1"),
+        Err(KeyError::Reserved("__cohort/leaving".into()))
     );
+    assert_eq!(n.members_version(), version, "a refused command changes nothing");
+}
+
+#[test]
+fn the_config_applies_its_policies_and_keeps_what_the_user_set() {
+    let me = id("a", 7840);
+    let mut c = NodeConfig::new(me.clone());
+    c.gossip_interval = Duration::from_millis(250);
+    c.data_center = "eu".into();
+    c.metadata.push(("role".into(), "indexer".into()));
+    let m = c.membership_config().unwrap();
+    // Policies: the detector's prior follows the interval, the envelope has room, the
+    // data center and RPC address are published first.
+    assert_eq!(m.failure_detector.initial_interval, Duration::from_millis(250));
+    assert_eq!(m.reserved_bytes, crate::wire::ENVELOPE_OVERHEAD);
+    assert_eq!(m.transmit_headroom, crate::wire::ENVELOPE_OVERHEAD);
+    assert_eq!(
+        m.initial_key_values,
+        vec![
+            ("data_center".to_owned(), "eu".to_owned()),
+            ("rpc_addr".to_owned(), me.gossip_addr().to_string()),
+            ("role".to_owned(), "indexer".to_owned()),
+        ]
+    );
+    // A detector the user set is kept as it is.
+    let mut fd = FailureDetectorConfig::default();
+    fd.phi_threshold = 12.0;
+    c.failure_detector = Some(fd.clone());
+    c.chitchat_compatible = true;
+    let m = c.membership_config().unwrap();
+    assert_eq!(m.failure_detector, fd);
+    assert_eq!((m.reserved_bytes, m.transmit_headroom), (0, 0));
+    // Two nodes never share a generator seed by default.
+    assert_ne!(
+        NodeConfig::new(id("a", 7840)).rng_seed,
+        NodeConfig::new(id("b", 7840)).rng_seed
+    );
+}
+
+#[test]
+fn unusable_configs_are_refused() {
+    let start = Instant::now();
+    let mut c = NodeConfig::new(NodeId::new("", 1, SocketAddr::from(([127, 0, 0, 1], 1))));
+    assert_eq!(Node::new(c.clone(), start).err(), Some(ConfigError::EmptyName));
+    c.id = id("a", 1);
+    c.gossip_interval = Duration::ZERO;
+    assert_eq!(Node::new(c.clone(), start).err(), Some(ConfigError::ZeroGossipInterval));
+    c.gossip_interval = Duration::from_secs(1);
+    c.metadata = vec![("__cohort/x".into(), "1".into())];
+    assert_eq!(
+        Node::new(c.clone(), start).err(),
+        Some(ConfigError::ReservedKey("__cohort/x".into()))
+    );
+    c.metadata = vec![("data_center".into(), "eu".into())];
+    assert!(matches!(
+        Node::new(c, start).err(),
+        Some(ConfigError::KeyFromSetting { setting: "data_center", .. })
+    ));
+    assert_eq!(
+        generation_at(WallTime::UNIX_EPOCH),
+        1,
+        "a generation is never 0"
+    );
+}
+
+#[test]
+fn buffers_are_reused_from_drain_to_drain() {
+    let (a, b) = (id("a", 7850), id("b", 7851));
+    let start = Instant::now();
+    let wall = WallTime::from_unix_millis(WALL0).unwrap();
+    let mut nodes = vec![node(config(&a, &[]), start), node(config(&b, &[&a]), start)];
+    run(&mut nodes, start, 20, &[wall; 2]);
+    // Once warm, the batch's buffers keep their place: the same allocations come back.
+    let mut transmits = Transmits::new();
+    let mut events = Vec::new();
+    let mut seen: Vec<*const u8> = Vec::new();
+    for round in 20..40u32 {
+        let now = start + Duration::from_millis(100) * round;
+        nodes[1].handle_timeout(now);
+        transmits.clear();
+        let _ = nodes[1].drain(wall, &mut transmits, &mut events);
+        for t in &transmits {
+            seen.push(t.payload.as_ptr());
+            nodes[0].handle_datagram(now, wall, b.gossip_addr(), &t.payload).unwrap();
+        }
+        let _ = nodes[0].drain(wall, &mut Transmits::new(), &mut events);
+    }
+    seen.sort_unstable();
+    seen.dedup();
+    assert!(seen.len() <= 4, "{} distinct buffers for 20 rounds", seen.len());
 }

@@ -510,12 +510,7 @@ impl<S: NodeSelector + ?Sized> NodeSelector for Box<S> {
     }
 }
 
-/// A uniformly distributed index in `0..n` (Lemire's multiply-shift; the bias is below 2^-32
-/// for any `n` a topology can have). `n` must be non-zero.
-pub(crate) fn index_below(rng: &mut dyn Rng, n: usize) -> usize {
-    debug_assert!(n > 0);
-    ((u128::from(rng.next_u64()) * n as u128) >> 64) as usize
-}
+pub(crate) use crate::random::index_below;
 
 /// Fails with `NotEnoughNodes` unless `available >= required`.
 pub(crate) fn ensure_enough(available: usize, required: usize) -> Result<(), SelectError> {

@@ -1,0 +1,106 @@
+//! What a node tells its application: one event type for every consumer.
+//!
+//! Owns [`Event`]. The membership machine, the node machine, both drivers and the simulator all
+//! speak it: the core produces every variant; a driver only adds [`Event::Lagged`] for a reader
+//! of its own that fell behind (with the snapshot the reader rebuilds from). It never does I/O.
+
+use std::net::SocketAddr;
+
+use crate::clock::{ClockError, Timestamp};
+use crate::members::Members;
+use crate::membership::Member;
+use crate::node_id::NodeId;
+
+/// Something the application should know about the cluster.
+///
+/// Events about one member come in the order they happened. A reader that falls behind is
+/// never left with a silently wrong view: it receives [`Event::Lagged`] with the current
+/// membership instead of the events it missed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A member became live for the first time (in this node's memory).
+    Joined(Member),
+    /// A member that had failed or was unready is live again.
+    Recovered(Member),
+    /// A live member's liveness predicate stopped holding.
+    Unready(Member),
+    /// The failure detector declared a member dead (it crashed, or is cut off from us).
+    Failed(Member),
+    /// A member announced a graceful departure.
+    Left(Member),
+    /// A member's state was garbage collected (dead for the whole grace period, or superseded
+    /// by a newer generation of the same name).
+    Removed(NodeId),
+    /// A key of a member changed; `value` is `None` when it was deleted.
+    KeyChanged {
+        /// The member, with its state after the change.
+        member: Member,
+        /// The key.
+        key: String,
+        /// The new visible value.
+        value: Option<String>,
+    },
+    /// A datagram carried a timestamp the clock refused (too far ahead of the local wall
+    /// clock); the clock did not move. The datagram's gossip was still processed.
+    ClockSkew {
+        /// The sender's address.
+        from: SocketAddr,
+        /// The timestamp it carried.
+        remote: Timestamp,
+        /// Why the clock refused it.
+        error: ClockError,
+    },
+    /// A node of another cluster contacted us, or answered us.
+    BadCluster {
+        /// Its address.
+        from: SocketAddr,
+    },
+    /// This node stopped declaring deaths for a while: it heard nothing while many peers went
+    /// silent at once, or it was starved (a round ran late), so it suspects itself.
+    SelfSuspected,
+    /// Events were dropped because the reader (or the core's bounded queue) fell behind.
+    /// `members` is the membership when the lag was reported: rebuild the view from it, so
+    /// that no departure goes unseen.
+    Lagged {
+        /// How many events were dropped.
+        missed: u64,
+        /// The membership now.
+        members: Members,
+    },
+}
+
+impl Event {
+    /// The member the event is about, if it carries one.
+    #[must_use]
+    pub fn member(&self) -> Option<&Member> {
+        match self {
+            Self::Joined(m)
+            | Self::Recovered(m)
+            | Self::Unready(m)
+            | Self::Failed(m)
+            | Self::Left(m)
+            | Self::KeyChanged { member: m, .. } => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The identity of the member the event is about, if it is about one.
+    #[must_use]
+    pub fn node_id(&self) -> Option<&NodeId> {
+        match self {
+            Self::Removed(id) => Some(id),
+            other => other.member().map(|m| &m.id),
+        }
+    }
+
+    /// Whether the event changes what a [`Members`] snapshot holds (so a snapshot taken
+    /// before it is stale).
+    #[must_use]
+    pub fn changes_members(&self) -> bool {
+        !matches!(
+            self,
+            Self::BadCluster { .. } | Self::SelfSuspected | Self::ClockSkew { .. }
+        )
+    }
+}

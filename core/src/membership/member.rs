@@ -1,0 +1,93 @@
+//! What the membership says about a member, and the keys cohort reserves for itself.
+//!
+//! Owns the public value types of the membership ([`Member`], [`MemberStatus`]), the reserved
+//! key prefix and the error a refused key command gives ([`KeyError`]). Plain data: no
+//! protocol logic lives here.
+
+use std::collections::BTreeMap;
+
+use crate::NodeId;
+
+/// The key a node sets on itself to announce a graceful departure. Keys under the
+/// `__cohort/` prefix are reserved and hidden from [`Member::keys`].
+pub const LEAVING_KEY: &str = "__cohort/leaving";
+
+/// The prefix of keys reserved for cohort itself.
+pub const RESERVED_KEY_PREFIX: &str = "__cohort/";
+
+/// Whether `key` is one of cohort's own (under [`RESERVED_KEY_PREFIX`]).
+#[must_use]
+pub fn is_reserved_key(key: &str) -> bool {
+    key.starts_with(RESERVED_KEY_PREFIX)
+}
+
+/// Why a command on the local node's keys was refused. Nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// Keys under `__cohort/` ([`RESERVED_KEY_PREFIX`]) belong to cohort.
+    #[error("the key {0:?} is reserved (keys under `__cohort/` belong to cohort)")]
+    Reserved(String),
+    /// The node is leaving the cluster (or shutting down): its state is frozen.
+    #[error("the node is leaving the cluster")]
+    Leaving,
+}
+
+/// What the local node believes of a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemberStatus {
+    /// Known, but the failure detector has not heard enough heartbeats yet.
+    Joining,
+    /// Live: the failure detector hears it and the liveness predicate (if any) holds.
+    Live,
+    /// The failure detector hears it, but the liveness predicate does not hold.
+    Unready,
+    /// The failure detector declared it dead (it crashed, or is cut off from us).
+    Failed,
+    /// It announced a graceful departure.
+    Left,
+}
+
+impl MemberStatus {
+    /// The status in lower case (`joining`, `live`, `unready`, `failed`, `left`), for logs and
+    /// command-line output.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Joining => "joining",
+            Self::Live => "live",
+            Self::Unready => "unready",
+            Self::Failed => "failed",
+            Self::Left => "left",
+        }
+    }
+}
+
+impl std::fmt::Display for MemberStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A member as the local node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its identity.
+    pub id: NodeId,
+    /// What we believe of it.
+    pub status: MemberStatus,
+    /// Its last heartbeat heard.
+    pub heartbeat: u64,
+    /// The highest key-value version we hold of it.
+    pub max_version: u64,
+    /// Its visible key-values (reserved `__cohort/` keys excluded).
+    pub keys: BTreeMap<String, String>,
+}
+
+impl Member {
+    /// The value of `key`.
+    #[must_use]
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.keys.get(key).map(String::as_str)
+    }
+}
