@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cohort_core::membership::{FailureDetectorConfig, LivenessPredicate, MembershipConfig};
+use cohort_core::membership::{FailureDetectorConfig, LivenessPredicate, NodeState};
+use cohort_core::node::{DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LEAVE_TIMEOUT};
 use cohort_core::wire::ProtocolVersion;
-use cohort_core::{DcAwareSelector, NodeSelector};
+use cohort_core::{DcAwareSelector, NodeConfig, NodeSelector};
 
 use crate::{ConnectError, Node};
 
@@ -79,7 +80,7 @@ pub struct NodeBuilder {
     pub(crate) max_clock_drift: Duration,
     pub(crate) liveness_predicate: Option<LivenessPredicate>,
     pub(crate) rng_seed: Option<u64>,
-    pub(crate) tune: Option<TuneMembership>,
+    pub(crate) tune: Option<TuneNode>,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -96,11 +97,8 @@ impl std::fmt::Debug for NodeBuilder {
     }
 }
 
-/// A last adjustment of the membership settings ([`NodeBuilder::membership_config`]).
-pub(crate) type TuneMembership = Box<dyn FnOnce(&mut MembershipConfig) + Send>;
-
-/// The cluster id of a node that sets none.
-pub const DEFAULT_CLUSTER_ID: &str = "cohort";
+/// A last adjustment of the node's settings ([`NodeBuilder::configure`]).
+pub(crate) type TuneNode = Box<dyn FnOnce(&mut NodeConfig) + Send>;
 
 impl NodeBuilder {
     /// A node named `name` (unique in the cluster; a restart keeps the name and takes a new
@@ -112,7 +110,7 @@ impl NodeBuilder {
             cluster_id: DEFAULT_CLUSTER_ID.to_owned(),
             data_center: cohort_core::members::DEFAULT_DATA_CENTER.to_owned(),
             selector: Arc::new(DcAwareSelector),
-            gossip_interval: Duration::from_secs(1),
+            gossip_interval: DEFAULT_GOSSIP_INTERVAL,
             failure_detector: None,
             metadata: Vec::new(),
             chitchat_compatible: false,
@@ -121,7 +119,7 @@ impl NodeBuilder {
             rpc_addr: None,
             seed_refresh_interval: Duration::from_secs(60),
             event_capacity: 1_024,
-            leave_timeout: Duration::from_secs(2),
+            leave_timeout: DEFAULT_LEAVE_TIMEOUT,
             max_clock_drift: cohort_core::clock::DEFAULT_MAX_DRIFT,
             liveness_predicate: None,
             rng_seed: None,
@@ -149,8 +147,8 @@ impl NodeBuilder {
         self
     }
 
-    /// How often a gossip round runs. Default 1 s (datacake's interval; chitchat's tests use
-    /// 100 ms to 1 s).
+    /// How often a gossip round runs. Default [`DEFAULT_GOSSIP_INTERVAL`] (1 s, datacake's
+    /// interval; chitchat's tests use 100 ms to 1 s).
     pub fn gossip_interval(mut self, interval: Duration) -> Self {
         self.gossip_interval = interval;
         self
@@ -213,7 +211,8 @@ impl NodeBuilder {
         self
     }
 
-    /// How long [`Node::shutdown`] waits for the departure to reach peers. Default 2 s.
+    /// How long [`Node::shutdown`] waits for the departure to reach peers. Default
+    /// [`DEFAULT_LEAVE_TIMEOUT`] (2 s).
     pub fn leave_timeout(mut self, timeout: Duration) -> Self {
         self.leave_timeout = timeout;
         self
@@ -229,7 +228,7 @@ impl NodeBuilder {
     /// `ready`"). Members the detector hears but that fail it are `Unready`.
     pub fn liveness_predicate(
         mut self,
-        predicate: impl Fn(&cohort_core::membership::NodeState) -> bool + Send + Sync + 'static,
+        predicate: impl Fn(&NodeState) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.liveness_predicate = Some(Arc::new(predicate));
         self
@@ -242,12 +241,10 @@ impl NodeBuilder {
         self
     }
 
-    /// Adjusts any other setting of the membership machine (queue bounds, grace periods, ...)
-    /// just before the node starts.
-    pub fn membership_config(
-        mut self,
-        tune: impl FnOnce(&mut MembershipConfig) + Send + 'static,
-    ) -> Self {
+    /// Adjusts any other setting of the core node ([`NodeConfig`]: queue bounds, grace
+    /// periods, the leave fan-out, ...) just before the node starts, after the settings above
+    /// were applied to it.
+    pub fn configure(mut self, tune: impl FnOnce(&mut NodeConfig) + Send + 'static) -> Self {
         self.tune = Some(Box::new(tune));
         self
     }
@@ -260,7 +257,8 @@ impl NodeBuilder {
     /// # Errors
     ///
     /// [`ConnectError::Bind`] when the listen address cannot be bound,
-    /// [`ConnectError::InvalidConfig`] for an empty name or a zero gossip interval.
+    /// [`ConnectError::InvalidConfig`] when the core refuses the settings (an empty name, a
+    /// zero gossip interval, a reserved metadata key, ...).
     pub async fn connect(self) -> Result<Node, ConnectError> {
         Node::start(self).await
     }

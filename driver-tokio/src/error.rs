@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use cohort_core::Members;
+use cohort_core::{ConfigError, Members};
 
 /// Why [`NodeBuilder::connect`](crate::NodeBuilder::connect) failed. Nothing was started.
 #[derive(Debug, thiserror::Error)]
@@ -18,19 +18,7 @@ pub enum ConnectError {
     },
     /// A setting is unusable.
     #[error("invalid node configuration: {0}")]
-    InvalidConfig(&'static str),
-}
-
-/// Why a metadata change was refused. Nothing changed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum MetadataError {
-    /// Keys starting with `__cohort/` are cohort's own.
-    #[error("the key {0:?} is reserved (keys under `__cohort/` belong to cohort)")]
-    Reserved(String),
-    /// The node is shutting down or has shut down.
-    #[error("the node is shutting down")]
-    ShuttingDown,
+    InvalidConfig(#[from] ConfigError),
 }
 
 /// Why [`Node::wait_for_members`](crate::Node::wait_for_members) returned without the

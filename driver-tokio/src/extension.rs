@@ -19,7 +19,7 @@ use crate::Node;
 ///
 /// impl ClusterExtension for Role {
 ///     type Output = usize;
-///     type Error = cohort_tokio::MetadataError;
+///     type Error = cohort_tokio::KeyError;
 ///
 ///     async fn init_extension(self, node: &Node) -> Result<usize, Self::Error> {
 ///         node.set_metadata("role", self.0)?;

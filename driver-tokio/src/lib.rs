@@ -31,6 +31,26 @@
 //! chitchat-compatible mode), member snapshots and events, replica selection, the hybrid
 //! logical clock, metadata, extensions and a graceful shutdown. Each node publishes the address
 //! its RPC server will listen on ([`RPC_ADDR_KEY`]); the RPC layer itself is not built yet.
+//!
+//! Every type in this crate's signatures is re-exported here: depending on `cohort-tokio`
+//! alone is enough. Events are read with [`MembershipEvents::next`] (or, as a stream, with the
+//! re-exported [`StreamExt`]):
+//!
+//! ```no_run
+//! # async fn run(node: cohort_tokio::Node) {
+//! use cohort_tokio::Event;
+//!
+//! let mut events = node.membership_events();
+//! while let Some(event) = events.next().await {
+//!     match event {
+//!         Event::Joined(member) => println!("{} joined", member.id),
+//!         Event::Failed(member) | Event::Left(member) => println!("{} is gone", member.id),
+//!         Event::Lagged { members, .. } => println!("resync from {} members", members.all().len()),
+//!         _ => {}
+//!     }
+//! }
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -42,19 +62,26 @@ mod extension;
 mod node;
 mod runtime;
 
-pub use builder::{ConnectionConfig, DEFAULT_CLUSTER_ID, NodeBuilder};
+pub use builder::{ConnectionConfig, NodeBuilder};
 pub use clock::Clock;
-pub use error::{ConnectError, MetadataError, WaitError};
-pub use events::MembershipEvents;
+pub use error::{ConnectError, WaitError};
+pub use events::{MembershipChanges, MembershipEvents};
 pub use extension::ClusterExtension;
 pub use node::{Node, Statistics};
+/// Stream combinators for [`MembershipEvents`] and [`MembershipChanges`] (`next`, `filter`,
+/// `take`, ...), re-exported from `tokio-stream` so that no other import is needed.
+pub use tokio_stream::StreamExt;
 
-pub use cohort_core::members::{
-    ClusterEvent, DATA_CENTER_KEY, DEFAULT_DATA_CENTER, Members, RPC_ADDR_KEY,
+pub use cohort_core::members::{DATA_CENTER_KEY, DEFAULT_DATA_CENTER, RPC_ADDR_KEY};
+pub use cohort_core::membership::{
+    FailureDetectorConfig, LivenessPredicate, NodeState, RESERVED_KEY_PREFIX,
 };
-pub use cohort_core::membership::{FailureDetectorConfig, Member, MemberStatus};
+pub use cohort_core::node::{
+    DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LEAVE_TIMEOUT, LeaveOutcome,
+};
 pub use cohort_core::wire::ProtocolVersion;
 pub use cohort_core::{
-    Candidate, Consistency, DcAwareSelector, NodeId, NodeSelector, RandomSelector, SelectError,
-    Timestamp, Topology,
+    Candidate, ClockError, ConfigError, Consistency, DataCenter, DcAwareSelector, Event, KeyError,
+    Member, MemberStatus, Members, NodeConfig, NodeId, NodeSelector, RandomSelector,
+    RendezvousSelector, SelectError, SharedHlc, Timestamp, Topology,
 };

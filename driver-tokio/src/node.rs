@@ -7,12 +7,13 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use cohort_core::members::{ClusterEvent, DATA_CENTER_KEY, Members, RPC_ADDR_KEY};
-use cohort_core::membership::{MembershipConfig, RESERVED_KEY_PREFIX};
+use cohort_core::membership::NodeState;
+use cohort_core::node::generation_at;
 use cohort_core::{
-    Candidate, Consistency, NodeConfig, NodeId, NodeSelector, SelectError, Topology,
+    Candidate, Consistency, Event, KeyError, Member, Members, NodeConfig, NodeId, NodeSelector,
+    RendezvousSelector, SelectError, Topology,
 };
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -23,18 +24,18 @@ use tracing::Instrument;
 
 use crate::builder::NodeBuilder;
 use crate::clock::Clock;
-use crate::events::MembershipEvents;
+use crate::clock::wall_now;
+use crate::events::{MembershipChanges, MembershipEvents};
 use crate::extension::ClusterExtension;
 use crate::runtime;
-use crate::{ConnectError, MetadataError, WaitError};
+use crate::{ConnectError, WaitError};
 
 type ShutdownHook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
-/// The core machine and the version of the last snapshot published from it, behind one lock
-/// (held for one input or one command, never across an await).
+/// The core machine behind one lock (held for one input or one command, never across an
+/// await).
 pub(crate) struct Locked {
     pub(crate) node: cohort_core::Node,
-    pub(crate) version: u64,
 }
 
 /// Counters kept by the node's task.
@@ -77,7 +78,7 @@ pub(crate) struct Shared {
     signal_tx: mpsc::Sender<()>,
     pub(crate) members_tx: watch::Sender<Members>,
     /// `None` once the node has shut down, so that event streams end.
-    events_tx: Mutex<Option<broadcast::Sender<ClusterEvent>>>,
+    events_tx: Mutex<Option<broadcast::Sender<Event>>>,
     clock: Clock,
     selector: Arc<dyn NodeSelector + Send + Sync>,
     rng: Mutex<Xoshiro256PlusPlus>,
@@ -91,7 +92,6 @@ pub(crate) struct Shared {
     task: Mutex<Option<JoinHandle<()>>>,
     resolver: Mutex<Option<JoinHandle<()>>>,
     pub(crate) counters: Counters,
-    pub(crate) leave_timeout: Duration,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -108,11 +108,12 @@ impl Shared {
         self.members_tx.borrow().clone()
     }
 
-    /// Publishes a new snapshot of `locked`'s membership.
-    pub(crate) fn publish(&self, locked: &mut Locked) {
-        locked.version += 1;
-        let members = Members::capture(locked.node.membership(), locked.version);
-        self.members_tx.send_replace(members);
+    /// Publishes the membership of `locked` if it is newer than the last snapshot published.
+    pub(crate) fn publish(&self, locked: &Locked) {
+        let version = locked.node.members_version();
+        if version != self.members_tx.borrow().version() {
+            self.members_tx.send_replace(locked.node.members());
+        }
     }
 
     /// Wakes the node's task (a full channel means a wake-up is already pending).
@@ -120,7 +121,7 @@ impl Shared {
         let _ = self.signal_tx.try_send(());
     }
 
-    pub(crate) fn events_sender(&self) -> Option<broadcast::Sender<ClusterEvent>> {
+    pub(crate) fn events_sender(&self) -> Option<broadcast::Sender<Event>> {
         lock(&self.events_tx).clone()
     }
 }
@@ -239,12 +240,6 @@ pub(crate) async fn resolve_seeds(
 
 impl Node {
     pub(crate) async fn start(builder: NodeBuilder) -> Result<Self, ConnectError> {
-        if builder.name.is_empty() {
-            return Err(ConnectError::InvalidConfig("the node name is empty"));
-        }
-        if builder.gossip_interval.is_zero() {
-            return Err(ConnectError::InvalidConfig("the gossip interval is zero"));
-        }
         let listen = builder.connection.listen;
         let socket = UdpSocket::bind(listen)
             .await
@@ -261,49 +256,42 @@ impl Node {
             // Listening on an ephemeral port: peers reach us on the one we got.
             public.set_port(listen_addr.port());
         }
-        let generation = builder.generation.unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        });
+        let generation = builder
+            .generation
+            .unwrap_or_else(|| generation_at(wall_now()));
         let id = NodeId::new(builder.name.as_str(), generation, public);
-        let rpc_addr = builder.rpc_addr.unwrap_or(public);
         let seeds = parse_seeds(&builder.connection.seeds);
         let mut resolved_each = Vec::new();
-        let resolved = resolve_seeds(&seeds, &mut resolved_each).await;
 
-        let mut membership = MembershipConfig::new(id.clone(), builder.cluster_id.as_str());
-        membership.seeds = resolved;
-        membership.gossip_interval = builder.gossip_interval;
-        membership.failure_detector = builder.failure_detector.clone().unwrap_or_else(|| {
-            // chitchat's detector, with the prior interval set to the gossip interval (as
-            // datacake does): a 5 s prior makes detection slow for the first minutes.
-            let mut fd = cohort_core::membership::FailureDetectorConfig::default();
-            fd.initial_interval = builder.gossip_interval;
-            fd
-        });
-        membership.protocol_version = builder.protocol_version;
-        membership.liveness_predicate = builder.liveness_predicate.clone();
-        membership.rng_seed = builder
+        let mut config = NodeConfig::new(id.clone());
+        config.cluster_id.clone_from(&builder.cluster_id);
+        config.data_center.clone_from(&builder.data_center);
+        config.rpc_addr = builder.rpc_addr;
+        config.seeds = resolve_seeds(&seeds, &mut resolved_each).await;
+        config.gossip_interval = builder.gossip_interval;
+        config
+            .failure_detector
+            .clone_from(&builder.failure_detector);
+        config.metadata.clone_from(&builder.metadata);
+        config.protocol_version = builder.protocol_version;
+        config.chitchat_compatible = builder.chitchat_compatible;
+        config.max_clock_drift = builder.max_clock_drift;
+        config
+            .liveness_predicate
+            .clone_from(&builder.liveness_predicate);
+        config.leave_timeout = builder.leave_timeout;
+        // The only input the core cannot make itself: a seed drawn from the operating system.
+        config.rng_seed = builder
             .rng_seed
             .unwrap_or_else(|| RandomState::new().hash_one(generation));
-        membership.initial_key_values = vec![
-            (DATA_CENTER_KEY.to_owned(), builder.data_center.clone()),
-            (RPC_ADDR_KEY.to_owned(), rpc_addr.to_string()),
-        ];
-        membership
-            .initial_key_values
-            .extend(builder.metadata.iter().cloned());
         if let Some(tune) = builder.tune {
-            tune(&mut membership);
+            tune(&mut config);
         }
-        let rng_seed = membership.rng_seed ^ 0x9e37_79b9_7f4a_7c15;
-        let mut config = NodeConfig::new(membership);
-        config.max_clock_drift = builder.max_clock_drift;
-        config.chitchat_compatible = builder.chitchat_compatible;
-        let core = cohort_core::Node::new(config, Instant::now());
+        let rpc_addr = config.published_rpc_addr();
+        let rng_seed = config.rng_seed ^ 0x9e37_79b9_7f4a_7c15;
+        let core = cohort_core::Node::new(config, Instant::now())?;
         let clock = Clock::new(Arc::clone(core.clock()));
-        let first = Members::capture(core.membership(), 1);
+        let first = core.members();
 
         let (members_tx, _) = watch::channel(first);
         let (events_tx, _) = broadcast::channel(builder.event_capacity);
@@ -313,10 +301,7 @@ impl Node {
             id,
             listen_addr,
             rpc_addr,
-            core: Mutex::new(Locked {
-                node: core,
-                version: 1,
-            }),
+            core: Mutex::new(Locked { node: core }),
             signal_tx,
             members_tx,
             events_tx: Mutex::new(Some(events_tx.clone())),
@@ -331,7 +316,6 @@ impl Node {
             task: Mutex::new(None),
             resolver: Mutex::new(None),
             counters: Counters::default(),
-            leave_timeout: builder.leave_timeout,
         });
         let span = tracing::debug_span!("cohort_node", node = %shared.id);
         let task = tokio::spawn(
@@ -391,13 +375,40 @@ impl Node {
     /// `max_version` and `last_gc_version`. For diagnostics and tests; applications read
     /// [`members`](Self::members).
     #[must_use]
-    pub fn node_state(&self, id: &NodeId) -> Option<cohort_core::membership::NodeState> {
-        self.shared
-            .lock_core()
-            .node
-            .membership()
-            .node_state(id)
-            .cloned()
+    pub fn node_state(&self, id: &NodeId) -> Option<NodeState> {
+        self.shared.lock_core().node.node_state(id).cloned()
+    }
+
+    /// This node as a member: its metadata and its status (`Left` once it shuts down).
+    #[must_use]
+    pub fn local_member(&self) -> Member {
+        let members = self.members();
+        match members.local_member() {
+            Some(member) => member.clone(),
+            // The local node is always in its own snapshot; a fresh copy from the core if not.
+            None => self
+                .shared
+                .lock_core()
+                .node
+                .local_member()
+                .unwrap_or_else(|| Member {
+                    id: self.shared.id.clone(),
+                    status: cohort_core::MemberStatus::Joining,
+                    heartbeat: 0,
+                    max_version: 0,
+                    keys: std::collections::BTreeMap::new(),
+                }),
+        }
+    }
+
+    /// Member snapshots as they change: the current one first, then every newer one (a slow
+    /// reader skips to the latest). See [`MembershipChanges`].
+    #[must_use]
+    pub fn membership_changes(&self) -> MembershipChanges {
+        MembershipChanges::new(
+            self.shared.members_tx.subscribe(),
+            self.shared.done_tx.subscribe(),
+        )
     }
 
     /// A stream of membership events from now on (see [`MembershipEvents`] for what a slow
@@ -465,6 +476,23 @@ impl Node {
         Ok(picked.into_iter().cloned().collect())
     }
 
+    /// The `n` owners of `key` among the live members, the local node included, by rendezvous
+    /// hashing ([`RendezvousSelector`]): every node that sees the same members computes the
+    /// same owners, and a membership change moves only the keys it must. Highest score first.
+    ///
+    /// # Errors
+    ///
+    /// [`SelectError::NotEnoughNodes`] when fewer than `n` members are live.
+    pub fn select_for_key(
+        &self,
+        key: impl AsRef<[u8]>,
+        n: usize,
+    ) -> Result<Vec<Candidate>, SelectError> {
+        let topology = self.topology();
+        let owners = RendezvousSelector.select_for_key(&topology, key.as_ref(), n)?;
+        Ok(owners.into_iter().cloned().collect())
+    }
+
     /// The topology selections are made from (rebuilt once per membership change).
     #[must_use]
     pub fn topology(&self) -> Arc<Topology> {
@@ -486,16 +514,27 @@ impl Node {
         &self.shared.clock
     }
 
-    /// Publishes `key = value` in this node's metadata (gossiped to every member).
+    /// Publishes `key = value` in this node's metadata (gossiped to every member). The local
+    /// snapshot ([`members`](Self::members)) shows it at once.
     ///
     /// # Errors
     ///
-    /// [`MetadataError::Reserved`] for keys under `__cohort/`, [`MetadataError::ShuttingDown`]
-    /// once [`shutdown`](Self::shutdown) has begun.
-    pub fn set_metadata(&self, key: &str, value: &str) -> Result<(), MetadataError> {
-        self.command(key, |membership| {
-            membership.set(key, value);
-        })
+    /// [`KeyError::Reserved`] for keys under `__cohort/`, [`KeyError::Leaving`] once
+    /// [`shutdown`](Self::shutdown) has begun. Nothing changes then.
+    pub fn set_metadata(&self, key: &str, value: &str) -> Result<(), KeyError> {
+        self.command(|node, now| node.set(now, key, value))
+    }
+
+    /// Publishes `key = value` for the grace period
+    /// ([`NodeConfig::marked_for_deletion_grace_period`], 1 h by default, adjustable with
+    /// [`NodeBuilder::configure`](crate::NodeBuilder::configure)); then it is removed
+    /// everywhere.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_metadata`](Self::set_metadata).
+    pub fn set_metadata_with_ttl(&self, key: &str, value: &str) -> Result<(), KeyError> {
+        self.command(|node, now| node.set_with_ttl(now, key, value))
     }
 
     /// Removes `key` from this node's metadata (a tombstone is gossiped). Returns whether it
@@ -504,31 +543,25 @@ impl Node {
     /// # Errors
     ///
     /// As [`set_metadata`](Self::set_metadata).
-    pub fn delete_metadata(&self, key: &str) -> Result<bool, MetadataError> {
-        let mut existed = false;
-        self.command(key, |membership| {
-            existed = membership.delete(key, Instant::now());
-        })?;
-        Ok(existed)
+    pub fn delete_metadata(&self, key: &str) -> Result<bool, KeyError> {
+        self.command(|node, now| node.delete(now, key))
     }
 
-    fn command(
+    /// Runs a command on the core under its lock, publishes the new snapshot and wakes the
+    /// node's task to send what it produced.
+    fn command<T>(
         &self,
-        key: &str,
-        apply: impl FnOnce(&mut cohort_core::membership::Membership),
-    ) -> Result<(), MetadataError> {
-        if key.starts_with(RESERVED_KEY_PREFIX) {
-            return Err(MetadataError::Reserved(key.to_owned()));
-        }
+        apply: impl FnOnce(&mut cohort_core::Node, Instant) -> Result<T, KeyError>,
+    ) -> Result<T, KeyError> {
         if self.shared.stopping.load(Ordering::Acquire) {
-            return Err(MetadataError::ShuttingDown);
+            return Err(KeyError::Leaving);
         }
         let mut locked = self.shared.lock_core();
-        apply(locked.node.membership_mut());
-        self.shared.publish(&mut locked);
+        let out = apply(&mut locked.node, Instant::now())?;
+        self.shared.publish(&locked);
         drop(locked);
         self.shared.signal();
-        Ok(())
+        Ok(out)
     }
 
     /// Starts `extension` on this node and returns what it gives back.
@@ -571,6 +604,9 @@ impl Node {
     /// departure to peers (waiting at most the leave timeout for it to go out), then ends every
     /// task of the node and closes its socket. Peers see this node as
     /// [`Left`](crate::MemberStatus::Left) within a round trip.
+    ///
+    /// Dropping the last handle without calling this stops the node abruptly instead: no
+    /// departure is sent, and peers see the node fail once their failure detector times out.
     ///
     /// Calling it again, from any clone, waits for the first call to finish.
     pub async fn shutdown(&self) {

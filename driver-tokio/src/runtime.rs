@@ -11,52 +11,45 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use cohort_core::clock::WallTime;
-use cohort_core::members::ClusterEvent;
-use cohort_core::membership::Transmit;
-use cohort_core::{Drained, NodeEvent};
+use cohort_core::wire::MAX_DATAGRAM_SIZE;
+use cohort_core::{Drained, Event, Transmits};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::clock::wall_now;
 use crate::node::{Locked, Seed, Shared, resolve_seeds};
 
-/// The largest UDP payload.
-const MAX_DATAGRAM: usize = 65_536;
-
 /// At most this many datagrams already received are taken in before a leave starts.
 const MAX_DRAIN_BEFORE_LEAVE: usize = 256;
 
 /// One turn of the machine, under one lock: `input` feeds it (given the monotonic and wall
-/// time read once for the turn) and says whether the member snapshot must be published
-/// regardless of events; then every output is drained (core's [`Node::drain`](cohort_core::Node::drain)),
-/// the snapshot republished if the member list changed, and, once the lock is released, the
-/// events broadcast.
+/// time read once for the turn); then every output is drained (core's
+/// [`Node::drain`](cohort_core::Node::drain)), the snapshot republished if the member list
+/// changed, and, once the lock is released, the events broadcast.
 fn turn(
     shared: &Shared,
-    events: &broadcast::Sender<ClusterEvent>,
-    out: &mut Vec<Transmit>,
-    pending: &mut Vec<NodeEvent>,
-    input: impl FnOnce(&mut Locked, Instant, WallTime) -> bool,
+    events: &broadcast::Sender<Event>,
+    out: &mut Transmits,
+    pending: &mut Vec<Event>,
+    input: impl FnOnce(&mut Locked, Instant, WallTime),
 ) -> Drained {
     let mut locked = shared.lock_core();
     let (now, wall) = (Instant::now(), wall_now());
-    let publish = input(&mut locked, now, wall);
+    input(&mut locked, now, wall);
     let drained = locked.node.drain(wall, out, pending);
-    if publish || drained.members_changed {
-        shared.publish(&mut locked);
+    if drained.members_changed {
+        shared.publish(&locked);
     }
     drop(locked);
     for event in pending.drain(..) {
-        if let Some(event) = ClusterEvent::from_node_event(event, || shared.members()) {
-            // No reader is not an error.
-            let _ = events.send(event);
-        }
+        // No reader is not an error.
+        let _ = events.send(event);
     }
     drained
 }
 
-async fn send_all(shared: &Shared, socket: &UdpSocket, out: &mut Vec<Transmit>) {
-    for transmit in out.drain(..) {
+async fn send_all(shared: &Shared, socket: &UdpSocket, out: &mut Transmits) {
+    for transmit in &*out {
         match socket
             .send_to(&transmit.payload, transmit.destination)
             .await
@@ -77,6 +70,7 @@ async fn send_all(shared: &Shared, socket: &UdpSocket, out: &mut Vec<Transmit>) 
             }
         }
     }
+    out.clear();
 }
 
 fn receive(
@@ -104,38 +98,34 @@ fn receive(
     }
 }
 
-/// The node's loop. Ends when a stop is requested, after the departure went out or the leave
-/// timeout passed (dropping every handle aborts it instead).
+/// The node's loop. Ends when a stop is requested, once the core says the leave is over
+/// (announced, or its timeout passed); dropping every handle aborts it instead.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     socket: UdpSocket,
     mut signals: mpsc::Receiver<()>,
-    events: broadcast::Sender<ClusterEvent>,
+    events: broadcast::Sender<Event>,
 ) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut out: Vec<Transmit> = Vec::new();
-    let mut pending: Vec<NodeEvent> = Vec::new();
+    // One byte more than the largest datagram: a larger one shows as truncated, not valid.
+    let mut buf = vec![0u8; MAX_DATAGRAM_SIZE + 1];
+    let mut out = Transmits::new();
+    let mut pending: Vec<Event> = Vec::new();
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
     let mut leaving = false;
-    let leave_timer = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(leave_timer);
-    let mut announced = false;
-    let mut drained = turn(&shared, &events, &mut out, &mut pending, |_, _, _| false);
+    let mut drained = turn(&shared, &events, &mut out, &mut pending, |_, _, _| {});
     loop {
         send_all(&shared, &socket, &mut out).await;
-        announced |= drained.leave_announced;
-        if leaving && announced {
+        if let Some(outcome) = drained.left {
+            tracing::debug!(node = %shared.id, ?outcome, "left the cluster");
             break;
         }
-        if drained.deadline != armed {
-            if let Some(deadline) = drained.deadline {
-                timer
-                    .as_mut()
-                    .reset(tokio::time::Instant::from_std(deadline));
-            }
-            armed = drained.deadline;
+        if armed != Some(drained.deadline) {
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(drained.deadline));
+            armed = Some(drained.deadline);
         }
         tokio::select! {
             biased;
@@ -143,7 +133,7 @@ pub(crate) async fn run(
                 // A command changed the machine (its outputs are drained now), or a stop was
                 // asked for.
                 if !shared.stop_requested.load(Ordering::Acquire) {
-                    drained = turn(&shared, &events, &mut out, &mut pending, |_, _, _| false);
+                    drained = turn(&shared, &events, &mut out, &mut pending, |_, _, _| {});
                     continue;
                 }
                 // Take in what already arrived first (a bounded number of datagrams): a peer
@@ -161,19 +151,12 @@ pub(crate) async fn run(
                         Err(error) => tracing::debug!(%error, "gossip receive failed"),
                     }
                 }
-                // The local node is Left at once: readers of the snapshot see it too.
+                // The local node is Left at once: readers of the snapshot see it too. The core
+                // ends the leave (announced, or at its timeout, a deadline it arms).
                 drained = turn(&shared, &events, &mut out, &mut pending, |locked, now, _| {
-                    locked.node.membership_mut().leave(now);
-                    true
+                    locked.node.leave(now);
                 });
-                leave_timer
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + shared.leave_timeout);
                 leaving = true;
-            }
-            () = &mut leave_timer, if leaving => {
-                tracing::debug!(node = %shared.id, "leave timeout: stopping without confirmation");
-                break;
             }
             received = socket.recv_from(&mut buf) => {
                 match received {
@@ -185,17 +168,15 @@ pub(crate) async fn run(
                     Ok((n, from)) => {
                         drained = turn(&shared, &events, &mut out, &mut pending, |locked, now, wall| {
                             receive(&shared, locked, now, wall, from, &buf[..n]);
-                            false
                         });
                     }
                     // ICMP errors for earlier sends surface here on some systems: not fatal.
                     Err(error) => tracing::debug!(%error, "gossip receive failed"),
                 }
             }
-            () = &mut timer, if armed.is_some() => {
+            () = &mut timer => {
                 drained = turn(&shared, &events, &mut out, &mut pending, |locked, now, _| {
                     locked.node.handle_timeout(now);
-                    false
                 });
             }
         }
@@ -214,6 +195,6 @@ pub(crate) async fn refresh_seeds(
     loop {
         tokio::time::sleep(every).await;
         let resolved = resolve_seeds(&seeds, &mut resolved_each).await;
-        shared.lock_core().node.membership_mut().set_seeds(resolved);
+        shared.lock_core().node.set_seeds(resolved);
     }
 }

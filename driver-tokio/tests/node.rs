@@ -4,10 +4,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use cohort_tokio::{
-    ClusterEvent, ClusterExtension, ConnectionConfig, Consistency, MemberStatus, Members,
-    MetadataError, Node, NodeBuilder, RPC_ADDR_KEY, SelectError, WaitError,
+    ClusterExtension, ConnectionConfig, Consistency, Event, KeyError, MemberStatus, Members, Node,
+    NodeBuilder, RPC_ADDR_KEY, SelectError, WaitError,
 };
-use tokio_stream::StreamExt;
 
 const WAIT: Duration = Duration::from_secs(10);
 const INTERVAL: Duration = Duration::from_millis(100);
@@ -111,7 +110,7 @@ async fn three_nodes_converge_share_metadata_and_select_across_data_centers() {
             .await
             .expect("events arrive")
             .expect("the stream is open");
-        if let ClusterEvent::KeyChanged { member, key, value } = event {
+        if let Event::KeyChanged { member, key, value } = event {
             if member.id == *b.id() && key == "shard" {
                 saw_set |= value.as_deref() == Some("7");
                 saw_delete |= value.is_none();
@@ -135,7 +134,7 @@ async fn three_nodes_converge_share_metadata_and_select_across_data_centers() {
     // Reserved keys are refused with a typed error.
     assert_eq!(
         a.set_metadata("__cohort/leaving", "1"),
-        Err(MetadataError::Reserved("__cohort/leaving".to_owned()))
+        Err(KeyError::Reserved("__cohort/leaving".to_owned()))
     );
     for node in [&a, &b, &c] {
         node.shutdown().await;
@@ -173,7 +172,7 @@ async fn a_graceful_shutdown_is_seen_as_left_quickly_and_frees_the_port() {
     );
     let left = tokio::time::timeout(WAIT, async {
         while let Some(event) = events.next().await {
-            if let ClusterEvent::Left(member) = event {
+            if let Event::Left(member) = event {
                 return member;
             }
         }
@@ -183,7 +182,7 @@ async fn a_graceful_shutdown_is_seen_as_left_quickly_and_frees_the_port() {
     .expect("a Left event arrives");
     assert_eq!(left.id, b_id, "the Left event carries the member");
     // Commands after shutdown are refused; shutting down twice is harmless.
-    assert_eq!(b.set_metadata("k", "v"), Err(MetadataError::ShuttingDown));
+    assert_eq!(b.set_metadata("k", "v"), Err(KeyError::Leaving));
     b.shutdown().await;
     a.shutdown().await;
 }
@@ -262,7 +261,7 @@ async fn a_reader_that_falls_behind_is_told_and_gets_a_snapshot() {
         .unwrap()
         .unwrap();
     match first {
-        ClusterEvent::Lagged { missed, members } => {
+        Event::Lagged { missed, members } => {
             assert!(missed > 0);
             assert_eq!(members.live_count(), 2, "the snapshot is current");
         }
@@ -306,9 +305,9 @@ struct Recorder {
 
 impl ClusterExtension for Recorder {
     type Output = usize;
-    type Error = MetadataError;
+    type Error = KeyError;
 
-    async fn init_extension(self, node: &Node) -> Result<usize, MetadataError> {
+    async fn init_extension(self, node: &Node) -> Result<usize, KeyError> {
         node.set_metadata("extension", "recorder")?;
         let stopped = self.stopped;
         node.on_shutdown(move || async move {
@@ -403,4 +402,105 @@ async fn shutting_down_right_after_a_peer_left_does_not_wait_for_it() {
     tokio::time::timeout(WAIT, all)
         .await
         .expect("every shutdown ended without waiting for its leave timeout");
+}
+
+#[tokio::test]
+async fn the_local_member_ttl_metadata_key_owners_and_snapshot_changes() {
+    let a = builder("a", &[]).connect().await.unwrap();
+    let b = builder("b", &[a.public_addr()]).connect().await.unwrap();
+    let c = builder("c", &[a.public_addr()]).connect().await.unwrap();
+    all_live(&[&a, &b, &c], 3).await;
+
+    // The local member, with what it publishes.
+    let local = a.local_member();
+    assert_eq!(&local.id, a.id());
+    assert_eq!(local.status, MemberStatus::Live);
+    assert_eq!(
+        local.get(RPC_ADDR_KEY),
+        Some(a.public_addr().to_string().as_str())
+    );
+
+    // Snapshots as they change: the current one first, then a newer one after a change.
+    let mut changes = b.membership_changes();
+    let first = tokio::time::timeout(WAIT, changes.next())
+        .await
+        .unwrap()
+        .unwrap();
+    a.set_metadata_with_ttl("lease", "held").unwrap();
+    assert_eq!(
+        a.local_member().get("lease"),
+        Some("held"),
+        "seen locally at once"
+    );
+    let seen = tokio::time::timeout(WAIT, async {
+        while let Some(members) = changes.next().await {
+            assert!(members.version() > first.version());
+            if members.get(a.id()).and_then(|m| m.get("lease")) == Some("held") {
+                return members;
+            }
+        }
+        panic!("the stream ended");
+    })
+    .await
+    .expect("b sees a's key through its snapshot stream");
+    assert_eq!(seen.live_count(), 3);
+
+    // Key owners agree across nodes and include the local node as a candidate.
+    let owners = |node: &Node| -> Vec<String> {
+        node.select_for_key("user:42", 2)
+            .unwrap()
+            .iter()
+            .map(|c| c.id().name().to_owned())
+            .collect()
+    };
+    b.wait_for_members(|m| m.live_count() == 3, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(owners(&a), owners(&b));
+    assert_eq!(owners(&a), owners(&c));
+    assert_eq!(
+        a.select_for_key("user:42", 4),
+        Err(SelectError::NotEnoughNodes {
+            live: 3,
+            required: 4
+        })
+    );
+
+    for node in [&a, &b, &c] {
+        node.shutdown().await;
+    }
+    // The stream ends once b has shut down, after a last snapshot showing b as left.
+    let last = tokio::time::timeout(WAIT, async {
+        let mut last = None;
+        while let Some(members) = changes.next().await {
+            last = Some(members);
+        }
+        last
+    })
+    .await
+    .expect("the stream ends after the shutdown");
+    let last = last.unwrap_or(seen);
+    assert_eq!(
+        last.local_member().map(|m| m.status),
+        Some(MemberStatus::Left)
+    );
+}
+
+#[tokio::test]
+async fn a_reserved_or_setting_key_in_the_metadata_is_a_config_error() {
+    let err = builder("a", &[])
+        .metadata("__cohort/x", "1")
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, cohort_tokio::ConnectError::InvalidConfig(cohort_tokio::ConfigError::ReservedKey(ref k)) if k == "__cohort/x"),
+        "{err}"
+    );
+    let err = builder("a", &[])
+        .metadata(cohort_tokio::DATA_CENTER_KEY, "eu")
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("data_center"), "{err}");
 }

@@ -27,7 +27,10 @@ use super::{
     NodeState, is_reserved_key,
 };
 use crate::members::Members;
-use crate::wire::{self, DecodeError, Delta, DigestView, MessageType, MessageView, NodeDigest, ProtocolVersion, WireId};
+use crate::wire::{
+    self, DecodeError, Delta, DigestView, MessageType, MessageView, NodeDigest, ProtocolVersion,
+    WireId,
+};
 use crate::{Event, NodeId};
 
 /// Seed addresses as the machine keeps them: without `own`, sorted, each once.

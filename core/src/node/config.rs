@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::NodeId;
 use crate::clock::{DEFAULT_MAX_DRIFT, WallTime};
 use crate::hash::{Fnv1a64, splitmix64};
 use crate::members::{DATA_CENTER_KEY, DEFAULT_DATA_CENTER, RPC_ADDR_KEY};
@@ -13,7 +14,6 @@ use crate::membership::{
     FailureDetectorConfig, LivenessPredicate, MembershipConfig, is_reserved_key,
 };
 use crate::wire::{self, Compression, ProtocolVersion};
-use crate::NodeId;
 
 /// The cluster id of a node that sets none.
 pub const DEFAULT_CLUSTER_ID: &str = "cohort";
@@ -236,12 +236,13 @@ impl NodeConfig {
         m.gossip_count = self.gossip_count;
         m.protocol_version = self.protocol_version;
         m.compression = self.compression;
-        m.failure_detector = self.failure_detector.clone().unwrap_or_else(|| {
-            FailureDetectorConfig {
-                initial_interval: self.gossip_interval,
-                ..FailureDetectorConfig::default()
-            }
-        });
+        m.failure_detector =
+            self.failure_detector
+                .clone()
+                .unwrap_or_else(|| FailureDetectorConfig {
+                    initial_interval: self.gossip_interval,
+                    ..FailureDetectorConfig::default()
+                });
         m.marked_for_deletion_grace_period = self.marked_for_deletion_grace_period;
         m.initial_key_values = Vec::with_capacity(2 + self.metadata.len());
         m.initial_key_values

@@ -70,10 +70,7 @@ fn run(nodes: &mut [Node], start: Instant, rounds: u32, walls: &[WallTime]) -> V
 fn envelope_carries_the_clock_and_orders_the_receiver_after_the_sender() {
     let start = Instant::now();
     let (a, b) = (id("a", 7001), id("b", 7002));
-    let mut nodes = vec![
-        node(config(&a, &[]), start),
-        node(config(&b, &[&a]), start),
-    ];
+    let mut nodes = vec![node(config(&a, &[]), start), node(config(&b, &[&a]), start)];
     // b's wall clock is 300 ms ahead of a's: within the drift bound.
     let walls = [
         WallTime::from_unix_millis(WALL0).unwrap(),
@@ -98,10 +95,7 @@ fn envelope_carries_the_clock_and_orders_the_receiver_after_the_sender() {
 fn a_peer_beyond_the_drift_bound_is_reported_and_does_not_move_the_clock() {
     let start = Instant::now();
     let (a, b) = (id("a", 7001), id("b", 7002));
-    let mut nodes = vec![
-        node(config(&a, &[]), start),
-        node(config(&b, &[&a]), start),
-    ];
+    let mut nodes = vec![node(config(&a, &[]), start), node(config(&b, &[&a]), start)];
     // b's wall clock is 2 s ahead.
     let walls = [
         WallTime::from_unix_millis(WALL0).unwrap(),
@@ -190,7 +184,10 @@ fn drain_takes_every_output_and_reports_what_it_means() {
     nb.handle_timeout(start);
     let drained = nb.drain(wall, &mut transmits, &mut events);
     assert_eq!(transmits.len(), 1);
-    assert_eq!(transmits.iter().next().unwrap().destination, a.gossip_addr());
+    assert_eq!(
+        transmits.iter().next().unwrap().destination,
+        a.gossip_addr()
+    );
     assert!(events.is_empty());
     assert_eq!(drained.deadline, nb.poll_timeout());
     assert!(!drained.members_changed && drained.left.is_none());
@@ -216,7 +213,11 @@ fn drain_takes_every_output_and_reports_what_it_means() {
                 let drained = nodes[i].drain(wall, &mut transmits, &mut events);
                 let changed = events.iter().any(Event::changes_members);
                 assert_eq!(drained.members_changed, changed);
-                if i == 0 && events.iter().any(|e| matches!(e, Event::Joined(m) if m.id == b)) {
+                if i == 0
+                    && events
+                        .iter()
+                        .any(|e| matches!(e, Event::Joined(m) if m.id == b))
+                {
                     assert!(drained.members_changed);
                     joined_at.get_or_insert(round);
                 }
@@ -246,7 +247,8 @@ fn drain_takes_every_output_and_reports_what_it_means() {
     assert!(drained.members_changed, "a shows itself as Left");
     assert!(drained.deadline <= now + DEFAULT_LEAVE_TIMEOUT);
     let syn = transmits.iter().last().expect("a Syn to b").payload.clone();
-    nb.handle_datagram(now, wall, a.gossip_addr(), &syn).unwrap();
+    nb.handle_datagram(now, wall, a.gossip_addr(), &syn)
+        .unwrap();
     transmits.clear();
     let _ = nb.drain(wall, &mut transmits, &mut events);
     let syn_ack = transmits.iter().last().expect("b's SynAck").payload.clone();
@@ -332,7 +334,11 @@ fn commands_take_effect_at_once_and_are_refused_with_a_reason() {
         n.set(start, "__cohort/leaving", "1"),
         Err(KeyError::Reserved("__cohort/leaving".into()))
     );
-    assert_eq!(n.members_version(), version, "a refused command changes nothing");
+    assert_eq!(
+        n.members_version(),
+        version,
+        "a refused command changes nothing"
+    );
 }
 
 #[test]
@@ -345,7 +351,10 @@ fn the_config_applies_its_policies_and_keeps_what_the_user_set() {
     let m = c.membership_config().unwrap();
     // Policies: the detector's prior follows the interval, the envelope has room, the
     // data center and RPC address are published first.
-    assert_eq!(m.failure_detector.initial_interval, Duration::from_millis(250));
+    assert_eq!(
+        m.failure_detector.initial_interval,
+        Duration::from_millis(250)
+    );
     assert_eq!(m.reserved_bytes, crate::wire::ENVELOPE_OVERHEAD);
     assert_eq!(m.transmit_headroom, crate::wire::ENVELOPE_OVERHEAD);
     assert_eq!(
@@ -375,10 +384,16 @@ fn the_config_applies_its_policies_and_keeps_what_the_user_set() {
 fn unusable_configs_are_refused() {
     let start = Instant::now();
     let mut c = NodeConfig::new(NodeId::new("", 1, SocketAddr::from(([127, 0, 0, 1], 1))));
-    assert_eq!(Node::new(c.clone(), start).err(), Some(ConfigError::EmptyName));
+    assert_eq!(
+        Node::new(c.clone(), start).err(),
+        Some(ConfigError::EmptyName)
+    );
     c.id = id("a", 1);
     c.gossip_interval = Duration::ZERO;
-    assert_eq!(Node::new(c.clone(), start).err(), Some(ConfigError::ZeroGossipInterval));
+    assert_eq!(
+        Node::new(c.clone(), start).err(),
+        Some(ConfigError::ZeroGossipInterval)
+    );
     c.gossip_interval = Duration::from_secs(1);
     c.metadata = vec![("__cohort/x".into(), "1".into())];
     assert_eq!(
@@ -388,7 +403,10 @@ fn unusable_configs_are_refused() {
     c.metadata = vec![("data_center".into(), "eu".into())];
     assert!(matches!(
         Node::new(c, start).err(),
-        Some(ConfigError::KeyFromSetting { setting: "data_center", .. })
+        Some(ConfigError::KeyFromSetting {
+            setting: "data_center",
+            ..
+        })
     ));
     assert_eq!(
         generation_at(WallTime::UNIX_EPOCH),
@@ -415,11 +433,17 @@ fn buffers_are_reused_from_drain_to_drain() {
         let _ = nodes[1].drain(wall, &mut transmits, &mut events);
         for t in &transmits {
             seen.push(t.payload.as_ptr());
-            nodes[0].handle_datagram(now, wall, b.gossip_addr(), &t.payload).unwrap();
+            nodes[0]
+                .handle_datagram(now, wall, b.gossip_addr(), &t.payload)
+                .unwrap();
         }
         let _ = nodes[0].drain(wall, &mut Transmits::new(), &mut events);
     }
     seen.sort_unstable();
     seen.dedup();
-    assert!(seen.len() <= 4, "{} distinct buffers for 20 rounds", seen.len());
+    assert!(
+        seen.len() <= 4,
+        "{} distinct buffers for 20 rounds",
+        seen.len()
+    );
 }

@@ -83,9 +83,7 @@ impl Net {
                     let from = self.nodes[i].node_id().gossip_addr();
                     if let Some(j) = self.index_of(destination) {
                         if !self.down[j] {
-                            self.nodes[j]
-                                .handle_datagram(self.now, from, &buf)
-                                .unwrap();
+                            self.nodes[j].handle_datagram(self.now, from, &buf).unwrap();
                         }
                     }
                 }
@@ -224,7 +222,12 @@ fn a_restart_with_a_higher_generation_retires_the_old_one() {
     assert_eq!(net.nodes[0].status(&b2), Some(MemberStatus::Live));
     assert_eq!(net.nodes[0].member(&b1), None, "old generation gone");
     assert!(net.events[0].contains(&Event::Removed(b1.clone())));
-    let members: Vec<NodeId> = net.nodes[0].members().all().iter().map(|m| m.id.clone()).collect();
+    let members: Vec<NodeId> = net.nodes[0]
+        .members()
+        .all()
+        .iter()
+        .map(|m| m.id.clone())
+        .collect();
     assert_eq!(members, vec![a, b2]);
 }
 
@@ -281,10 +284,22 @@ fn reserved_keys_are_refused_and_hidden() {
     let mut m = Membership::new(config(&a, None), now);
     let reserved = |k: &str| Err(KeyError::Reserved(k.to_owned()));
     assert_eq!(m.set(now, LEAVING_KEY, "1"), reserved(LEAVING_KEY));
-    assert_eq!(m.set(now, "__cohort/anything", "1"), reserved("__cohort/anything"));
-    assert_eq!(m.set_with_ttl(now, "__cohort/x", "1"), reserved("__cohort/x"));
-    assert_eq!(m.delete(now, LEAVING_KEY), reserved(LEAVING_KEY).map(|()| false));
-    assert_eq!(m.delete_after_ttl(now, LEAVING_KEY), reserved(LEAVING_KEY).map(|()| false));
+    assert_eq!(
+        m.set(now, "__cohort/anything", "1"),
+        reserved("__cohort/anything")
+    );
+    assert_eq!(
+        m.set_with_ttl(now, "__cohort/x", "1"),
+        reserved("__cohort/x")
+    );
+    assert_eq!(
+        m.delete(now, LEAVING_KEY),
+        reserved(LEAVING_KEY).map(|()| false)
+    );
+    assert_eq!(
+        m.delete_after_ttl(now, LEAVING_KEY),
+        reserved(LEAVING_KEY).map(|()| false)
+    );
     assert_eq!(m.members_version(), 1, "refused commands change nothing");
     m.leave(now);
     assert_eq!(m.set(now, "role", "x"), Err(KeyError::Leaving));
@@ -312,9 +327,7 @@ fn a_starved_node_suspects_itself_instead_of_failing_everyone() {
     net.rounds(10);
     assert!(net.events[0].contains(&Event::SelfSuspected));
     assert!(
-        !net.events[0]
-            .iter()
-            .any(|e| matches!(e, Event::Failed(_))),
+        !net.events[0].iter().any(|e| matches!(e, Event::Failed(_))),
         "{:?}",
         net.events[0]
     );
@@ -362,14 +375,8 @@ fn queues_are_bounded_and_a_slow_reader_is_told_it_lagged() {
         m.poll_event(),
         Some(Event::Lagged { missed: 3, members }) if members.all().len() == 1
     ));
-    assert!(matches!(
-        m.poll_event(),
-        Some(Event::BadCluster { .. })
-    ));
-    assert!(matches!(
-        m.poll_event(),
-        Some(Event::BadCluster { .. })
-    ));
+    assert!(matches!(m.poll_event(), Some(Event::BadCluster { .. })));
+    assert!(matches!(m.poll_event(), Some(Event::BadCluster { .. })));
     assert_eq!(m.poll_event(), None);
 }
 
@@ -427,10 +434,7 @@ fn a_crash_is_declared_at_its_deadline_not_at_the_next_round() {
         if detected.is_some() {
             break;
         }
-        let next = (0..2)
-            .map(|i| net.nodes[i].poll_timeout())
-            .min()
-            .unwrap();
+        let next = (0..2).map(|i| net.nodes[i].poll_timeout()).min().unwrap();
         net.now = next.max(net.now);
         for i in 0..2 {
             net.nodes[i].handle_timeout(net.now);
