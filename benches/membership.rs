@@ -8,9 +8,16 @@
 //! records heartbeats, computes and encodes a SynAck (digest + delta), A decodes it, applies
 //! the delta, encodes an Ack, and B decodes and applies it. Both bare chitchat (V0) and
 //! enveloped cohort datagrams (with the clock) are measured.
+//!
+//! Before the timings, the bench counts heap allocations (a counting global allocator) over
+//! 1,000 warm exchanges and prints them per exchange and per datagram: the datagram buffers
+//! themselves circulate between the node and the caller (`poll_transmit` swaps them), so what
+//! is left is the machine's own work (digest alignment, delta ordering, key updates).
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cohort_core::membership::{Membership, MembershipConfig};
@@ -18,8 +25,38 @@ use cohort_core::wire::{
     self, DeletionStatus, Delta, Digest, KeyValueUpdate, Message, NodeDelta, NodeDigest,
     ProtocolVersion,
 };
-use cohort_core::{Node, NodeConfig, NodeId, WallTime};
+use cohort_core::{Node, NodeConfig, NodeId, Transmits, WallTime};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+
+/// The system allocator, counting allocations (reallocations included).
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the counter is a relaxed
+// atomic that allocates nothing.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 fn node_id(i: usize) -> NodeId {
     let addr = SocketAddr::from(([10, (i / 250) as u8, (i % 250) as u8, 1], 7000));
@@ -77,7 +114,107 @@ fn config(me: &NodeId, version: ProtocolVersion) -> MembershipConfig {
     c
 }
 
+fn node_config(me: &NodeId, version: ProtocolVersion) -> NodeConfig {
+    let mut c = NodeConfig::new(me.clone());
+    c.cluster_id = "bench".into();
+    c.gossip_interval = Duration::from_millis(100);
+    c.protocol_version = version;
+    c
+}
+
+/// Two nodes that both know the `n` nodes of `lesson`, drained.
+fn taught_nodes(
+    a_id: &NodeId,
+    b_id: &NodeId,
+    version: ProtocolVersion,
+    lesson: &[u8],
+    now: Instant,
+    wall: WallTime,
+) -> (Node, Node) {
+    let teacher = SocketAddr::from(([127, 0, 0, 1], 9000));
+    let mut a = Node::new(node_config(a_id, version), now).expect("valid config");
+    let mut b = Node::new(node_config(b_id, version), now).expect("valid config");
+    for node in [&mut a, &mut b] {
+        node.handle_datagram(now, wall, teacher, lesson)
+            .expect("valid");
+        let _ = node.drain(wall, &mut Transmits::new(), &mut Vec::new());
+    }
+    (a, b)
+}
+
+/// One handshake between two nodes, driven as a driver does: input, then drain into a reused
+/// batch. Returns the datagrams exchanged (3).
+fn node_exchange(
+    a: &mut Node,
+    b: &mut Node,
+    (a_addr, b_addr): (SocketAddr, SocketAddr),
+    now: Instant,
+    wall: WallTime,
+    out: &mut Transmits,
+    events: &mut Vec<cohort_core::Event>,
+) -> usize {
+    let mut sent = 0;
+    a.gossip_to(b_addr);
+    let _ = a.drain(wall, out, events);
+    for t in &*out {
+        b.handle_datagram(now, wall, a_addr, &t.payload)
+            .expect("ok");
+        sent += 1;
+    }
+    out.clear();
+    let _ = b.drain(wall, out, events);
+    for t in &*out {
+        a.handle_datagram(now, wall, b_addr, &t.payload)
+            .expect("ok");
+        sent += 1;
+    }
+    out.clear();
+    let _ = a.drain(wall, out, events);
+    for t in &*out {
+        b.handle_datagram(now, wall, a_addr, &t.payload)
+            .expect("ok");
+        sent += 1;
+    }
+    out.clear();
+    let _ = b.drain(wall, out, events);
+    out.clear();
+    events.clear();
+    sent
+}
+
+/// Prints the heap allocations of warm node exchanges, per exchange and per datagram.
+fn report_allocations() {
+    let a_id = NodeId::new("bench-a", 1, SocketAddr::from(([127, 0, 0, 1], 9001)));
+    let b_id = NodeId::new("bench-b", 1, SocketAddr::from(([127, 0, 0, 1], 9002)));
+    let now = Instant::now();
+    let wall = WallTime::from_unix_millis(1_760_000_000_000).expect("in range");
+    for n in [100usize, 1_000] {
+        for version in [ProtocolVersion::V0, ProtocolVersion::V1] {
+            let lesson = teaching_synack(n, version);
+            let (mut a, mut b) = taught_nodes(&a_id, &b_id, version, &lesson, now, wall);
+            let addrs = (a_id.gossip_addr(), b_id.gossip_addr());
+            let (mut out, mut events) = (Transmits::new(), Vec::new());
+            for _ in 0..100 {
+                node_exchange(&mut a, &mut b, addrs, now, wall, &mut out, &mut events);
+            }
+            let before = ALLOCATIONS.load(Ordering::Relaxed);
+            let mut datagrams = 0;
+            let exchanges = 1_000;
+            for _ in 0..exchanges {
+                datagrams += node_exchange(&mut a, &mut b, addrs, now, wall, &mut out, &mut events);
+            }
+            let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+            println!(
+                "allocations, Node {version:?} N = {n}: {:.2} per exchange, {:.2} per datagram ({datagrams} datagrams)",
+                allocations as f64 / f64::from(exchanges),
+                allocations as f64 / datagrams as f64,
+            );
+        }
+    }
+}
+
 fn exchange(c: &mut Criterion) {
+    report_allocations();
     let mut g = c.benchmark_group("membership/exchange");
     for n in [100usize, 1_000] {
         for version in [ProtocolVersion::V0, ProtocolVersion::V1] {
@@ -90,9 +227,10 @@ fn exchange(c: &mut Criterion) {
             // Bare membership machines.
             let mut a = Membership::new(config(&a_id, version), now);
             let mut b = Membership::new(config(&b_id, version), now);
+            let mut buf = Vec::new();
             for m in [&mut a, &mut b] {
                 m.handle_datagram(now, teacher, &lesson).expect("valid");
-                while m.poll_transmit().is_some() {}
+                while m.poll_transmit(&mut buf).is_some() {}
                 while m.poll_event().is_some() {}
             }
             g.bench_with_input(
@@ -101,46 +239,39 @@ fn exchange(c: &mut Criterion) {
                 |bench, _| {
                     bench.iter(|| {
                         a.gossip_to(b_id.gossip_addr());
-                        let syn = a.poll_transmit().expect("syn");
-                        b.handle_datagram(now, a_id.gossip_addr(), &syn.payload)
+                        a.poll_transmit(&mut buf).expect("syn");
+                        b.handle_datagram(now, a_id.gossip_addr(), &buf)
                             .expect("ok");
-                        let synack = b.poll_transmit().expect("synack");
-                        a.handle_datagram(now, b_id.gossip_addr(), &synack.payload)
+                        b.poll_transmit(&mut buf).expect("synack");
+                        a.handle_datagram(now, b_id.gossip_addr(), &buf)
                             .expect("ok");
-                        let ack = a.poll_transmit().expect("ack");
-                        b.handle_datagram(now, a_id.gossip_addr(), &ack.payload)
+                        a.poll_transmit(&mut buf).expect("ack");
+                        b.handle_datagram(now, a_id.gossip_addr(), &buf)
                             .expect("ok");
-                        black_box(&ack);
+                        black_box(&buf);
                     })
                 },
             );
 
-            // Nodes: the same plus the envelope and the clock.
+            // Nodes: the same plus the envelope and the clock, driven through `drain`.
             let wall = WallTime::from_unix_millis(1_760_000_000_000).expect("in range");
-            let mut a = Node::new(NodeConfig::new(config(&a_id, version)), now);
-            let mut b = Node::new(NodeConfig::new(config(&b_id, version)), now);
-            for node in [&mut a, &mut b] {
-                node.handle_datagram(now, wall, teacher, &lesson)
-                    .expect("valid");
-                while node.poll_transmit(wall).is_some() {}
-                while node.poll_event().is_some() {}
-            }
+            let (mut a, mut b) = taught_nodes(&a_id, &b_id, version, &lesson, now, wall);
+            let addrs = (a_id.gossip_addr(), b_id.gossip_addr());
+            let (mut out, mut events) = (Transmits::new(), Vec::new());
             g.bench_with_input(
                 BenchmarkId::new(format!("Node (enveloped) {version:?}"), n),
                 &n,
                 |bench, _| {
                     bench.iter(|| {
-                        a.membership_mut().gossip_to(b_id.gossip_addr());
-                        let syn = a.poll_transmit(wall).expect("syn");
-                        b.handle_datagram(now, wall, a_id.gossip_addr(), &syn.payload)
-                            .expect("ok");
-                        let synack = b.poll_transmit(wall).expect("synack");
-                        a.handle_datagram(now, wall, b_id.gossip_addr(), &synack.payload)
-                            .expect("ok");
-                        let ack = a.poll_transmit(wall).expect("ack");
-                        b.handle_datagram(now, wall, a_id.gossip_addr(), &ack.payload)
-                            .expect("ok");
-                        black_box(&ack);
+                        black_box(node_exchange(
+                            &mut a,
+                            &mut b,
+                            addrs,
+                            now,
+                            wall,
+                            &mut out,
+                            &mut events,
+                        ))
                     })
                 },
             );

@@ -10,9 +10,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use cohort_tokio::{
-    ClusterEvent, ConnectionConfig, Consistency, DATA_CENTER_KEY, Members, Node, NodeBuilder,
+    ConnectionConfig, Consistency, DATA_CENTER_KEY, Event, Members, Node, NodeBuilder,
 };
-use tokio_stream::StreamExt;
 
 const INTERVAL: Duration = Duration::from_millis(100);
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -75,7 +74,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         let mut joined = 0;
         while joined < 2 {
             match events.next().await {
-                Some(ClusterEvent::Joined(m)) => {
+                Some(Event::Joined(m)) => {
                     joined += 1;
                     println!(
                         "[{:>4} ms] node-1 sees {} join (data center {})",

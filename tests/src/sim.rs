@@ -12,8 +12,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::panic::Location;
 use std::time::{Duration, Instant};
 
-use cohort_core::membership::{MemberStatus, MembershipConfig, MembershipEvent, Transmit};
-use cohort_core::{Node, NodeConfig, NodeEvent, NodeId, WallTime};
+use cohort_core::hash::splitmix64;
+use cohort_core::{
+    Event, LeaveOutcome, MemberStatus, Members, Node, NodeConfig, NodeId, Transmits, WallTime,
+};
 
 use crate::config::{NetworkConfig, SimConfig};
 use crate::harness::SimError;
@@ -94,7 +96,8 @@ struct Slot {
     node: Option<Node>,
     seeds: Vec<SocketAddr>,
     leaving: bool,
-    leave_announced: bool,
+    /// How the current generation's leave ended, once it has.
+    left: Option<LeaveOutcome>,
     skew_ms: i64,
     /// Every input is handled this many nanoseconds late.
     slow: u64,
@@ -166,8 +169,10 @@ pub struct Sim {
     trace_hash: TraceHash,
     window: Option<Window>,
     wall_start: Instant,
-    scratch_transmits: Vec<Transmit>,
-    scratch_events: Vec<NodeEvent>,
+    scratch_transmits: Transmits,
+    scratch_events: Vec<Event>,
+    /// Payloads delivered, kept for the next datagrams sent (swapped into the batch).
+    spare_payloads: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -209,8 +214,9 @@ impl Sim {
             trace_hash: TraceHash::new(),
             window: None,
             wall_start: Instant::now(),
-            scratch_transmits: Vec::new(),
+            scratch_transmits: Transmits::new(),
             scratch_events: Vec::new(),
+            spare_payloads: Vec::new(),
             config,
         }
     }
@@ -314,12 +320,6 @@ impl Sim {
         self.slots.get(node)?.node.as_ref()
     }
 
-    /// Slot `node`'s running node, mutably. After changing it, call [`Sim::flush`] so that
-    /// its datagrams and events are taken.
-    pub fn node_mut(&mut self, node: usize) -> Option<&mut Node> {
-        self.slots.get_mut(node)?.node.as_mut()
-    }
-
     /// Whether slot `node` has a running node (it may be paused or leaving).
     #[must_use]
     pub fn is_up(&self, node: usize) -> bool {
@@ -362,7 +362,7 @@ impl Sim {
             node: None,
             seeds: seeds.iter().map(|&s| Self::addr(s)).collect(),
             leaving: false,
-            leave_announced: false,
+            left: None,
             skew_ms: 0,
             slow: 0,
             paused_until: 0,
@@ -427,9 +427,9 @@ impl Sim {
         self.check_all_detections();
     }
 
-    /// Starts a graceful departure of slot `node` (`Membership::leave`). The node keeps
-    /// running (answering gossip) until the script stops it, typically once it reported
-    /// `LeaveAnnounced` ([`Sim::leave_announced`]).
+    /// Starts a graceful departure of slot `node` ([`Node::leave`]). The node keeps running
+    /// (answering gossip) until the script stops it, typically once its leave is over
+    /// ([`Sim::leave_outcome`]).
     ///
     /// # Panics
     ///
@@ -439,7 +439,7 @@ impl Sim {
         let instant = self.instant();
         let slot = &mut self.slots[node];
         let n = slot.node.as_mut().expect("leave: the node is not up");
-        n.membership_mut().leave(instant);
+        n.leave(instant);
         slot.leaving = true;
         slot.faulted = true;
         let id = slot.id.clone();
@@ -487,77 +487,77 @@ impl Sim {
     // ------------------------------------------------------------------ script: keys
 
     /// Sets a key on slot `node` (it must then reach every live node for convergence).
-    /// Returns what the core returned.
     ///
     /// # Panics
     ///
-    /// When the node is not up.
+    /// When the node is not up, or the core refuses the key (a reserved key, a leaving node).
     #[track_caller]
-    pub fn set(&mut self, node: usize, key: &str, value: &str) -> bool {
-        let done = self.running(node).membership_mut().set(key, value);
-        if done {
-            self.slots[node]
-                .expected
-                .insert(key.to_owned(), Some(value.to_owned()));
-            self.changes += 1;
-        }
+    pub fn set(&mut self, node: usize, key: &str, value: &str) {
+        let instant = self.instant();
+        let refused = self.running(node).set(instant, key, value).err();
+        assert_eq!(refused, None, "set {key:?} on slot {node}");
+        self.slots[node]
+            .expected
+            .insert(key.to_owned(), Some(value.to_owned()));
+        self.changes += 1;
         self.flush(node);
-        done
     }
 
-    /// Deletes a key of slot `node` (it must then be gone everywhere for convergence).
+    /// Deletes a key of slot `node` (it must then be gone everywhere for convergence). Returns
+    /// whether it existed.
     ///
     /// # Panics
     ///
-    /// When the node is not up.
+    /// As [`Sim::set`].
     #[track_caller]
     pub fn delete(&mut self, node: usize, key: &str) -> bool {
         let instant = self.instant();
-        let done = self.running(node).membership_mut().delete(key, instant);
-        if done {
+        let existed = self
+            .running(node)
+            .delete(instant, key)
+            .unwrap_or_else(|e| panic!("delete {key:?} on slot {node}: {e}"));
+        if existed {
             self.slots[node].expected.insert(key.to_owned(), None);
             self.changes += 1;
         }
         self.flush(node);
-        done
+        existed
     }
 
     /// Sets a key that is collected everywhere once the grace period has passed
-    /// (`set_with_ttl`). It takes no part in convergence.
+    /// ([`Node::set_with_ttl`]). It takes no part in convergence.
     ///
     /// # Panics
     ///
-    /// When the node is not up.
+    /// As [`Sim::set`].
     #[track_caller]
-    pub fn set_with_ttl(&mut self, node: usize, key: &str, value: &str) -> bool {
+    pub fn set_with_ttl(&mut self, node: usize, key: &str, value: &str) {
         let instant = self.instant();
-        let done = self
-            .running(node)
-            .membership_mut()
-            .set_with_ttl(key, value, instant);
+        let refused = self.running(node).set_with_ttl(instant, key, value).err();
+        assert_eq!(refused, None, "set_with_ttl {key:?} on slot {node}");
         self.slots[node].expected.remove(key);
         self.changes += 1;
         self.flush(node);
-        done
     }
 
     /// Keeps a key visible until the grace period has passed, then collects it everywhere
-    /// (`delete_after_ttl`). It takes no part in convergence any more.
+    /// ([`Node::delete_after_ttl`]). It takes no part in convergence any more. Returns whether
+    /// it existed.
     ///
     /// # Panics
     ///
-    /// When the node is not up.
+    /// As [`Sim::set`].
     #[track_caller]
     pub fn delete_after_ttl(&mut self, node: usize, key: &str) -> bool {
         let instant = self.instant();
-        let done = self
+        let existed = self
             .running(node)
-            .membership_mut()
-            .delete_after_ttl(key, instant);
+            .delete_after_ttl(instant, key)
+            .unwrap_or_else(|e| panic!("delete_after_ttl {key:?} on slot {node}: {e}"));
         self.slots[node].expected.remove(key);
         self.changes += 1;
         self.flush(node);
-        done
+        existed
     }
 
     // ------------------------------------------------------------------ script: network
@@ -801,6 +801,9 @@ impl Sim {
                         self.network.decode_errors += 1;
                     }
                 }
+                if self.spare_payloads.len() < 1_024 {
+                    self.spare_payloads.push(payload);
+                }
                 self.flush(to);
             }
             Action::Timer { slot, token } => {
@@ -827,46 +830,43 @@ impl Sim {
         }
     }
 
-    /// Takes slot `node`'s pending datagrams and events and re-arms its timer. The simulator
-    /// does this after every input; call it after changing a node through
-    /// [`Sim::node_mut`].
-    pub fn flush(&mut self, node: usize) {
+    /// Drains slot `node` ([`Node::drain`]): sends its datagrams, observes its events, notes
+    /// the end of its leave and re-arms its timer. The simulator does this after every input.
+    fn flush(&mut self, node: usize) {
         if !self.is_up(node) {
             return;
         }
         let wall = self.wall(node);
         let mut transmits = std::mem::take(&mut self.scratch_transmits);
         let mut events = std::mem::take(&mut self.scratch_events);
-        if let Some(n) = self.slots[node].node.as_mut() {
-            while let Some(t) = n.poll_transmit(wall) {
-                transmits.push(t);
-            }
-            while let Some(e) = n.poll_event() {
-                events.push(e);
-            }
+        let Some(n) = self.slots[node].node.as_mut() else {
+            return;
+        };
+        let drained = n.drain(wall, &mut transmits, &mut events);
+        for t in transmits.iter_mut() {
+            // The payload travels in the queue; a recycled buffer takes its place in the batch.
+            let mut payload = self.spare_payloads.pop().unwrap_or_default();
+            std::mem::swap(&mut payload, &mut t.payload);
+            self.send(node, t.destination, payload);
         }
-        for t in transmits.drain(..) {
-            self.send(node, t);
-        }
+        transmits.clear();
         for e in events.drain(..) {
             self.observe(node, e);
         }
         self.scratch_transmits = transmits;
         self.scratch_events = events;
-        self.rearm(node);
+        if let Some(outcome) = drained.left {
+            if self.slots[node].left.replace(outcome).is_none() {
+                self.record(node, TraceKind::LeaveEnded(outcome));
+            }
+        }
+        self.rearm(node, drained.deadline);
     }
 
-    fn rearm(&mut self, node: usize) {
+    fn rearm(&mut self, node: usize, due: Instant) {
         let now = self.now;
         let base = self.base;
         let slot = &mut self.slots[node];
-        let Some(n) = slot.node.as_ref() else {
-            return;
-        };
-        let Some(due) = n.poll_timeout() else {
-            slot.armed = None;
-            return;
-        };
         let due = nanos(due.saturating_duration_since(base));
         if slot.armed == Some(due) {
             return;
@@ -878,14 +878,14 @@ impl Sim {
         self.schedule(at, Action::Timer { slot: node, token });
     }
 
-    fn send(&mut self, from: usize, transmit: Transmit) {
-        let len = transmit.payload.len() as u64;
+    fn send(&mut self, from: usize, destination: SocketAddr, payload: Vec<u8>) {
+        let len = payload.len() as u64;
         let counters = &mut self.slots[from].counters;
         counters.bytes_sent += len;
         counters.datagrams_sent += 1;
         self.network.sent += 1;
         self.network.max_datagram_bytes = self.network.max_datagram_bytes.max(len);
-        let Some(&to) = self.by_addr.get(&transmit.destination) else {
+        let Some(&to) = self.by_addr.get(&destination) else {
             self.network.dropped_unknown += 1;
             return;
         };
@@ -901,7 +901,7 @@ impl Sim {
                         to,
                         from_slot: from,
                         from: from_addr,
-                        payload: transmit.payload.clone(),
+                        payload: payload.clone(),
                     };
                     self.schedule(self.now + extra + slow, action);
                 }
@@ -909,7 +909,7 @@ impl Sim {
                     to,
                     from_slot: from,
                     from: from_addr,
-                    payload: transmit.payload,
+                    payload,
                 };
                 self.schedule(self.now + first + slow, action);
             }
@@ -929,33 +929,34 @@ impl Sim {
     fn start(&mut self, node: usize) {
         let generation = self.slots[node].id.generation() + 1;
         let id = NodeId::new(Self::name(node), generation, Self::addr(node));
-        let mut membership = MembershipConfig::new(id.clone(), self.config.cluster_id.clone());
-        membership.seeds = self.slots[node].seeds.clone();
-        membership.gossip_interval = self.config.gossip_interval;
-        membership.protocol_version = self.config.protocol_version;
-        membership.failure_detector = self.config.failure_detector.clone();
-        membership.marked_for_deletion_grace_period = self.config.marked_for_deletion_grace_period;
-        membership.rng_seed = node_seed(self.config.seed, node, generation);
-        // The simulator drains after every input; only one input's burst must fit.
-        membership.max_pending_events = 1 << 16;
-        let mut config = NodeConfig::new(membership);
+        let mut config = NodeConfig::new(id.clone());
+        config.cluster_id.clone_from(&self.config.cluster_id);
+        config.seeds.clone_from(&self.slots[node].seeds);
+        config.gossip_interval = self.config.gossip_interval;
+        config.protocol_version = self.config.protocol_version;
+        config.failure_detector = Some(self.config.failure_detector.clone());
+        config.marked_for_deletion_grace_period = self.config.marked_for_deletion_grace_period;
         config.max_clock_drift = self.config.max_clock_drift;
+        config.rng_seed = node_seed(self.config.seed, node, generation);
+        // The simulator drains after every input; only one input's burst must fit.
+        config.max_pending_events = 1 << 16;
         if let Some(configure) = self.config.configure.clone() {
             configure(node, &mut config);
         }
-        let expected = config
-            .membership
-            .initial_key_values
-            .iter()
-            .map(|(k, v)| (k.clone(), Some(v.clone())))
-            .collect();
         let instant = self.instant();
         let phase = self.net.nanos_up_to(self.config.start_spread);
+        let started = Node::new(config, instant)
+            .unwrap_or_else(|e| panic!("slot {node}: the node configuration is refused: {e}"));
+        // What the node publishes from the start must reach everyone for convergence.
+        let expected = started
+            .local_member()
+            .map(|m| m.keys.into_iter().map(|(k, v)| (k, Some(v))).collect())
+            .unwrap_or_default();
         let slot = &mut self.slots[node];
         slot.id = id.clone();
-        slot.node = Some(Node::new(config, instant));
+        slot.node = Some(started);
         slot.leaving = false;
-        slot.leave_announced = false;
+        slot.left = None;
         slot.paused_until = 0;
         slot.expected = expected;
         // The first round is due at once; run it after the start phase.
@@ -1006,73 +1007,42 @@ impl Sim {
         }
     }
 
-    fn observe(&mut self, observer: usize, event: NodeEvent) {
-        let kind = match event {
-            NodeEvent::ClockSkew { from, .. } => {
-                self.clock_skew_events += 1;
-                TraceKind::ClockSkew { from }
+    fn observe(&mut self, observer: usize, event: Event) {
+        match &event {
+            Event::ClockSkew { .. } => self.clock_skew_events += 1,
+            Event::Joined(m) | Event::Recovered(m) => {
+                self.set_view(observer, &m.id, ViewStatus::Live);
             }
-            NodeEvent::Membership(event) => match event {
-                MembershipEvent::Joined(m) => {
-                    self.set_view(observer, &m.id, ViewStatus::Live);
-                    TraceKind::Joined(m.id)
-                }
-                MembershipEvent::Recovered(m) => {
-                    self.set_view(observer, &m.id, ViewStatus::Live);
-                    TraceKind::Recovered(m.id)
-                }
-                MembershipEvent::Unready(m) => {
-                    self.set_view(observer, &m.id, ViewStatus::Unready);
-                    TraceKind::Unready(m.id)
-                }
-                MembershipEvent::Failed(m) => {
-                    self.failed_events += 1;
-                    self.set_view(observer, &m.id, ViewStatus::Failed);
-                    self.judge_failure(observer, &m.id);
-                    self.detection_event(&m.id, true);
-                    TraceKind::Failed(m.id)
-                }
-                MembershipEvent::Left(m) => {
-                    self.set_view(observer, &m.id, ViewStatus::Left);
-                    self.detection_event(&m.id, false);
-                    TraceKind::Left(m.id)
-                }
-                MembershipEvent::Removed(id) => {
-                    if let Some(subject) = self.slot_of(&id) {
-                        let view = &mut self.views[observer][subject];
-                        if view.generation == id.generation() {
-                            view.status = ViewStatus::Absent;
-                            self.changes += 1;
-                        }
-                    }
-                    self.detection_event(&id, false);
-                    TraceKind::Removed(id)
-                }
-                MembershipEvent::KeyChanged { member, key, value } => {
-                    self.changes += 1;
-                    TraceKind::KeyChanged {
-                        member: member.id,
-                        key,
-                        value,
+            Event::Unready(m) => self.set_view(observer, &m.id, ViewStatus::Unready),
+            Event::Failed(m) => {
+                self.failed_events += 1;
+                self.set_view(observer, &m.id, ViewStatus::Failed);
+                self.judge_failure(observer, &m.id);
+                self.detection_event(&m.id, true);
+            }
+            Event::Left(m) => {
+                self.set_view(observer, &m.id, ViewStatus::Left);
+                self.detection_event(&m.id, false);
+            }
+            Event::Removed(id) => {
+                if let Some(subject) = self.slot_of(id) {
+                    let view = &mut self.views[observer][subject];
+                    if view.generation == id.generation() {
+                        view.status = ViewStatus::Absent;
+                        self.changes += 1;
                     }
                 }
-                MembershipEvent::Lagged { missed } => {
-                    self.lagged_events += 1;
-                    self.resync_views(observer);
-                    TraceKind::Lagged { missed }
-                }
-                MembershipEvent::BadCluster { from } => TraceKind::BadCluster { from },
-                MembershipEvent::SelfSuspected => {
-                    self.self_suspected_events += 1;
-                    TraceKind::SelfSuspected
-                }
-                MembershipEvent::LeaveAnnounced => {
-                    self.slots[observer].leave_announced = true;
-                    TraceKind::LeaveAnnounced
-                }
-            },
-        };
-        self.record(observer, kind);
+                self.detection_event(id, false);
+            }
+            Event::KeyChanged { .. } => self.changes += 1,
+            Event::Lagged { members, .. } => {
+                self.lagged_events += 1;
+                self.resync_views(observer, members);
+            }
+            Event::SelfSuspected => self.self_suspected_events += 1,
+            _ => {}
+        }
+        self.record(observer, TraceKind::Event(event));
     }
 
     fn set_view(&mut self, observer: usize, id: &NodeId, status: ViewStatus) {
@@ -1095,13 +1065,10 @@ impl Sim {
         }
     }
 
-    /// Rebuilds an observer's views from its node's member list (after it lagged).
-    fn resync_views(&mut self, observer: usize) {
-        let Some(node) = self.slots[observer].node.as_ref() else {
-            return;
-        };
+    /// Rebuilds an observer's views from the member list its lag came with.
+    fn resync_views(&mut self, observer: usize, members: &Members) {
         let mut row = vec![View::default(); self.slots.len()];
-        for member in node.membership().members() {
+        for member in members.all() {
             let Some(&subject) = self.by_addr.get(&member.id.gossip_addr()) else {
                 continue;
             };
@@ -1292,10 +1259,17 @@ impl Sim {
         Ok(())
     }
 
-    /// Whether slot `node`'s current generation reported `LeaveAnnounced`.
+    /// How slot `node`'s current generation's leave ended ([`Node::drain`]'s
+    /// [`left`](cohort_core::Drained::left)), once it has.
+    #[must_use]
+    pub fn leave_outcome(&self, node: usize) -> Option<LeaveOutcome> {
+        self.slots.get(node)?.left
+    }
+
+    /// Whether slot `node`'s current generation announced its departure.
     #[must_use]
     pub fn leave_announced(&self, node: usize) -> bool {
-        self.slots.get(node).is_some_and(|s| s.leave_announced)
+        self.leave_outcome(node) == Some(LeaveOutcome::Announced)
     }
 
     // ------------------------------------------------------------------ metrics and trace
@@ -1388,11 +1362,4 @@ impl Sim {
 /// The seed of slot `node`'s generation `generation`, derived from the run seed.
 fn node_seed(seed: u64, node: usize, generation: u64) -> u64 {
     splitmix64(splitmix64(seed ^ 0x5eed_0000_0000_0000) ^ ((node as u64) << 20) ^ generation)
-}
-
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cohort_core::NodeId;
+use cohort_core::{Event, LeaveOutcome, NodeId};
 
 /// One entry of the trace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,50 +20,14 @@ pub struct TraceEntry {
     pub kind: TraceKind,
 }
 
-/// What a trace entry records: a node's event (the member's identity stands for its snapshot),
-/// or a script action.
+/// What a trace entry records: an event a node reported (the core's own [`Event`], as the
+/// application would get it), or a script action.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TraceKind {
-    /// `MembershipEvent::Joined` about this member.
-    Joined(NodeId),
-    /// `MembershipEvent::Recovered` about this member.
-    Recovered(NodeId),
-    /// `MembershipEvent::Unready` about this member.
-    Unready(NodeId),
-    /// `MembershipEvent::Failed` about this member.
-    Failed(NodeId),
-    /// `MembershipEvent::Left` about this member.
-    Left(NodeId),
-    /// `MembershipEvent::Removed` about this member.
-    Removed(NodeId),
-    /// `MembershipEvent::KeyChanged`.
-    KeyChanged {
-        /// The member whose key changed.
-        member: NodeId,
-        /// The key.
-        key: String,
-        /// The new visible value (`None`: deleted).
-        value: Option<String>,
-    },
-    /// `MembershipEvent::Lagged`.
-    Lagged {
-        /// How many events were dropped.
-        missed: u64,
-    },
-    /// `MembershipEvent::BadCluster`.
-    BadCluster {
-        /// The other cluster's node.
-        from: SocketAddr,
-    },
-    /// `MembershipEvent::SelfSuspected`.
-    SelfSuspected,
-    /// `MembershipEvent::LeaveAnnounced`.
-    LeaveAnnounced,
-    /// `NodeEvent::ClockSkew`: a datagram from `from` carried a timestamp too far ahead.
-    ClockSkew {
-        /// The sender.
-        from: SocketAddr,
-    },
+    /// The node reported this event.
+    Event(Event),
+    /// The node's leave ended ([`cohort_core::Drained::left`]).
+    LeaveEnded(LeaveOutcome),
     /// Script: a node (generation) started in the slot.
     Started(NodeId),
     /// Script: the node crashed (it stops at once, without a word).
@@ -76,6 +40,29 @@ pub enum TraceKind {
     Paused(Duration),
     /// Script: the node handles every input late by this much.
     Slowed(Duration),
+}
+
+impl TraceKind {
+    /// The event, when the entry is one a node reported.
+    #[must_use]
+    pub fn event(&self) -> Option<&Event> {
+        match self {
+            Self::Event(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether the entry is a `Joined` event about `id`.
+    #[must_use]
+    pub fn is_joined(&self, id: &NodeId) -> bool {
+        matches!(self, Self::Event(Event::Joined(m)) if m.id == *id)
+    }
+
+    /// Whether the entry is a `Failed` event (about anyone).
+    #[must_use]
+    pub fn is_failed(&self) -> bool {
+        matches!(self, Self::Event(Event::Failed(_)))
+    }
 }
 
 /// A 64-bit FNV-1a accumulator over the trace.
@@ -135,37 +122,8 @@ impl TraceHash {
         self.u64(u64::try_from(entry.at.as_nanos()).unwrap_or(u64::MAX));
         self.u64(entry.node as u64);
         match &entry.kind {
-            TraceKind::Joined(id) => self.tagged_id(1, id),
-            TraceKind::Recovered(id) => self.tagged_id(2, id),
-            TraceKind::Unready(id) => self.tagged_id(3, id),
-            TraceKind::Failed(id) => self.tagged_id(4, id),
-            TraceKind::Left(id) => self.tagged_id(5, id),
-            TraceKind::Removed(id) => self.tagged_id(6, id),
-            TraceKind::KeyChanged { member, key, value } => {
-                self.tagged_id(7, member);
-                self.str(key);
-                match value {
-                    Some(v) => {
-                        self.bytes(&[1]);
-                        self.str(v);
-                    }
-                    None => self.bytes(&[0]),
-                }
-            }
-            TraceKind::Lagged { missed } => {
-                self.bytes(&[8]);
-                self.u64(*missed);
-            }
-            TraceKind::BadCluster { from } => {
-                self.bytes(&[9]);
-                self.addr(*from);
-            }
-            TraceKind::SelfSuspected => self.bytes(&[10]),
-            TraceKind::LeaveAnnounced => self.bytes(&[11]),
-            TraceKind::ClockSkew { from } => {
-                self.bytes(&[12]);
-                self.addr(*from);
-            }
+            TraceKind::Event(event) => self.event(event),
+            TraceKind::LeaveEnded(outcome) => self.bytes(&[11, *outcome as u8]),
             TraceKind::Started(id) => self.tagged_id(13, id),
             TraceKind::Crashed(id) => self.tagged_id(14, id),
             TraceKind::Stopped(id) => self.tagged_id(15, id),
@@ -178,6 +136,44 @@ impl TraceHash {
                 self.bytes(&[18]);
                 self.u64(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
             }
+        }
+    }
+
+    /// Folds an event in: its kind and the identities and values it names (a member stands
+    /// for its identity; a lag for its count).
+    fn event(&mut self, event: &Event) {
+        match event {
+            Event::Joined(m) => self.tagged_id(1, &m.id),
+            Event::Recovered(m) => self.tagged_id(2, &m.id),
+            Event::Unready(m) => self.tagged_id(3, &m.id),
+            Event::Failed(m) => self.tagged_id(4, &m.id),
+            Event::Left(m) => self.tagged_id(5, &m.id),
+            Event::Removed(id) => self.tagged_id(6, id),
+            Event::KeyChanged { member, key, value } => {
+                self.tagged_id(7, &member.id);
+                self.str(key);
+                match value {
+                    Some(v) => {
+                        self.bytes(&[1]);
+                        self.str(v);
+                    }
+                    None => self.bytes(&[0]),
+                }
+            }
+            Event::Lagged { missed, .. } => {
+                self.bytes(&[8]);
+                self.u64(*missed);
+            }
+            Event::BadCluster { from } => {
+                self.bytes(&[9]);
+                self.addr(*from);
+            }
+            Event::SelfSuspected => self.bytes(&[10]),
+            Event::ClockSkew { from, .. } => {
+                self.bytes(&[12]);
+                self.addr(*from);
+            }
+            _ => self.bytes(&[19]),
         }
     }
 

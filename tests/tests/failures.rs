@@ -2,6 +2,7 @@
 
 mod common;
 
+use cohort_core::Event;
 use cohort_core::membership::MemberStatus;
 use cohort_sim::{Sim, TraceKind, run_seeds};
 use common::{SEEDS, config, failed_about, ms, secs};
@@ -70,16 +71,15 @@ fn a_restart_with_a_higher_generation_replaces_the_old_one_for_good() {
         sim.run_until_converged(secs(5))?;
         // The old generation is gone from every view, and its Removed event was reported.
         let gone = |s: &Sim| {
-            (0..6).filter(|&o| o != 3).all(|o| {
-                s.node(o)
-                    .is_some_and(|n| n.membership().member(&old).is_none())
-            })
+            (0..6)
+                .filter(|&o| o != 3)
+                .all(|o| s.node(o).is_some_and(|n| n.member(&old).is_none()))
         };
         sim.run_until(gone, secs(5))?;
         assert!(
             sim.trace()
                 .iter()
-                .any(|e| e.kind == TraceKind::Removed(old.clone()))
+                .any(|e| e.kind == TraceKind::Event(Event::Removed(old.clone())))
         );
         assert_eq!(sim.value(0, 3, "role").as_deref(), Some("new"));
         // It never comes back, however long they gossip.
@@ -87,7 +87,7 @@ fn a_restart_with_a_higher_generation_replaces_the_old_one_for_good() {
         assert!(gone(&sim));
         let back = sim.trace().iter().any(|e| {
             e.at > restarted_at
-                && matches!(&e.kind, TraceKind::Joined(id) | TraceKind::Recovered(id) if *id == old)
+                && matches!(&e.kind, TraceKind::Event(Event::Joined(m) | Event::Recovered(m)) if m.id == old)
         });
         assert!(!back, "the old generation came back");
         assert!(sim.all_see(3, MemberStatus::Live));
@@ -111,10 +111,9 @@ fn a_crashed_node_restarted_later_is_detected_then_replaced() {
         sim.run_until_converged(secs(5))?;
         sim.run_until(
             |s| {
-                (0..6).filter(|&o| o != 2).all(|o| {
-                    s.node(o)
-                        .is_some_and(|n| n.membership().member(&old).is_none())
-                })
+                (0..6)
+                    .filter(|&o| o != 2)
+                    .all(|o| s.node(o).is_some_and(|n| n.member(&old).is_none()))
             },
             secs(5),
         )?;

@@ -708,7 +708,7 @@ async fn a_chitchat_node_joins_after_cohort_collected_a_tombstone() {
         let c = cohort("cohort-c", &[], version)
             .metadata("kept", "yes")
             .metadata("gone", "soon")
-            .membership_config(|config| {
+            .configure(|config| {
                 config.marked_for_deletion_grace_period = Duration::from_millis(100);
             })
             .connect()

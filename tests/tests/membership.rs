@@ -3,6 +3,7 @@
 
 mod common;
 
+use cohort_core::Event;
 use cohort_core::membership::MemberStatus;
 use cohort_core::wire::{DeletionStatus, ProtocolVersion};
 use cohort_sim::{Sim, SimError, TraceKind, run_seeds};
@@ -35,8 +36,7 @@ fn twenty_nodes_join_in_v0_and_v1() {
         for version in [ProtocolVersion::V0, ProtocolVersion::V1] {
             let mut sim = Sim::new(config(seed).with_protocol(version).with_configure(
                 |slot, node| {
-                    node.membership.initial_key_values =
-                        vec![("dc".into(), format!("dc-{}", slot % 3))];
+                    node.metadata = vec![("dc".into(), format!("dc-{}", slot % 3))];
                 },
             ));
             sim.add_nodes(20);
@@ -63,7 +63,7 @@ fn a_late_joiner_is_seen_by_everyone() {
         let joined = sim
             .trace()
             .iter()
-            .filter(|e| matches!(&e.kind, TraceKind::Joined(id) if *id == sim.id(late)))
+            .filter(|e| e.kind.is_joined(&sim.id(late)))
             .count();
         assert_eq!(joined, 6);
         Ok(())
@@ -92,7 +92,7 @@ fn keys_propagate_to_every_node() {
             .trace()
             .iter()
             .filter(|e| {
-                matches!(&e.kind, TraceKind::KeyChanged { key, value, .. }
+                matches!(&e.kind, TraceKind::Event(Event::KeyChanged { key, value, .. })
                     if key == "role" && value.as_deref() == Some("searcher"))
             })
             .count();
@@ -114,7 +114,7 @@ fn deleted_keys_disappear_and_their_tombstones_are_collected() {
         let writer = sim.id(2);
         let holds_tombstone = |s: &Sim, o: usize| {
             s.node(o)
-                .and_then(|n| n.membership().node_state(&writer))
+                .and_then(|n| n.node_state(&writer))
                 .and_then(|st| st.get_versioned("temp"))
                 .is_some_and(|v| v.status == DeletionStatus::Deleted)
         };
@@ -124,7 +124,7 @@ fn deleted_keys_disappear_and_their_tombstones_are_collected() {
             |s| {
                 (0..6).all(|o| {
                     s.node(o)
-                        .and_then(|n| n.membership().node_state(&writer))
+                        .and_then(|n| n.node_state(&writer))
                         .is_some_and(|st| st.get_versioned("temp").is_none())
                 })
             },
@@ -192,7 +192,7 @@ fn tombstone_gc_across_a_long_partition_resets_the_partitioned_node() {
         for o in [0, 1, 2] {
             let state = sim
                 .node(o)
-                .and_then(|n| n.membership().node_state(&writer_id))
+                .and_then(|n| n.node_state(&writer_id))
                 .expect("the majority knows the writer");
             assert!(
                 state.get_versioned("doomed").is_none(),
@@ -204,7 +204,7 @@ fn tombstone_gc_across_a_long_partition_resets_the_partitioned_node() {
 
         sim.heal_all();
         let own = |s: &Sim, o: usize| {
-            let state = s.node(o)?.membership().node_state(&writer_id)?;
+            let state = s.node(o)?.node_state(&writer_id)?;
             let entries: Vec<(String, String, u64, DeletionStatus)> = state
                 .entries()
                 .map(|(k, v)| (k.to_owned(), v.value.clone(), v.version, v.status))
@@ -223,7 +223,7 @@ fn tombstone_gc_across_a_long_partition_resets_the_partitioned_node() {
         }
         let resurrected = sim.trace().iter().any(|e| {
             e.at > deleted_at
-                && matches!(&e.kind, TraceKind::KeyChanged { key, value: Some(_), .. } if key == "doomed")
+                && matches!(&e.kind, TraceKind::Event(Event::KeyChanged { key, value: Some(_), .. }) if key == "doomed")
         });
         assert!(!resurrected, "the deleted key came back");
         Ok(())

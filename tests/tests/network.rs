@@ -105,7 +105,7 @@ fn a_deaf_node_is_kept_live_by_the_others_and_recovers_after_healing() {
         }
         let suspected = sim
             .events_of(deaf)
-            .any(|e| e.kind == cohort_sim::TraceKind::SelfSuspected);
+            .any(|e| e.kind == cohort_sim::TraceKind::Event(cohort_core::Event::SelfSuspected));
         assert!(suspected, "the deaf node should suspect itself");
         sim.advance(secs(15));
         sim.heal_all();

@@ -2,6 +2,7 @@
 
 mod common;
 
+use cohort_core::Event;
 use cohort_core::membership::MemberStatus;
 use cohort_sim::{Sim, TraceKind, run_seeds};
 use common::{SEEDS, config, failed_about, failed_reported_by, ms, secs};
@@ -23,7 +24,7 @@ fn a_starved_node_suspects_itself_instead_of_convicting_everyone() {
         // It resumed: it suspects itself, and convicts no one or next to no one.
         let suspected = sim
             .events_of(starved)
-            .any(|e| e.kind == TraceKind::SelfSuspected);
+            .any(|e| e.kind == TraceKind::Event(Event::SelfSuspected));
         assert!(suspected, "no SelfSuspected from the starved node");
         let convictions = failed_reported_by(&sim, starved);
         assert!(
@@ -91,12 +92,12 @@ fn a_clock_two_seconds_ahead_is_reported_and_does_not_drag_the_others() {
         for o in 0..5 {
             let skew_reports = sim
                 .events_of(o)
-                .filter(|e| e.kind == TraceKind::ClockSkew { from: fast_addr })
+                .filter(|e| matches!(&e.kind, TraceKind::Event(Event::ClockSkew { from, .. }) if *from == fast_addr))
                 .count();
             if o == fast {
                 assert_eq!(
                     sim.events_of(o)
-                        .filter(|e| matches!(e.kind, TraceKind::ClockSkew { .. }))
+                        .filter(|e| matches!(e.kind, TraceKind::Event(Event::ClockSkew { .. })))
                         .count(),
                     0
                 );

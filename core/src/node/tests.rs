@@ -146,9 +146,9 @@ fn compatible_mode_sends_bare_chitchat_and_both_forms_interoperate() {
 fn garbage_is_refused_without_changing_anything() {
     let start = Instant::now();
     let a = id("a", 7001);
-    let mut node = self::node(config(&a, &[]), start);
+    let mut n = node(config(&a, &[]), start);
     let wall = WallTime::from_unix_millis(WALL0).unwrap();
-    let before = node.membership().node_state(&a).unwrap().clone();
+    let before = n.membership().node_state(&a).unwrap().clone();
     for bad in [
         &b""[..],
         b"\x47\xc0",
@@ -157,17 +157,17 @@ fn garbage_is_refused_without_changing_anything() {
         b"hello world",
     ] {
         assert!(
-            node.handle_datagram(start, wall, a.gossip_addr(), bad)
+            n.handle_datagram(start, wall, a.gossip_addr(), bad)
                 .is_err()
         );
     }
     assert_eq!(
-        node.membership().node_state(&a).unwrap(),
+        n.membership().node_state(&a).unwrap(),
         &before,
         "heartbeat untouched"
     );
-    assert!(node.poll_transmit(wall, &mut Vec::new()).is_none());
-    assert!(node.clock().last().is_none());
+    assert!(n.poll_transmit(wall, &mut Vec::new()).is_none());
+    assert!(n.clock().last().is_none());
 }
 
 #[test]
@@ -195,7 +195,7 @@ fn drain_takes_every_output_and_reports_what_it_means() {
         nb.poll_transmit(wall, &mut Vec::new()).is_none(),
         "everything was taken"
     );
-    na.drain(wall, &mut Transmits::new(), &mut Vec::new());
+    let _ = na.drain(wall, &mut Transmits::new(), &mut Vec::new());
     // Gossip on until a sees b join (b's keys arrive first): every drain says whether the
     // member list changed exactly when its events do.
     let mut joined_at = None;
@@ -355,8 +355,8 @@ fn the_config_applies_its_policies_and_keeps_what_the_user_set() {
         m.failure_detector.initial_interval,
         Duration::from_millis(250)
     );
-    assert_eq!(m.reserved_bytes, crate::wire::ENVELOPE_OVERHEAD);
-    assert_eq!(m.transmit_headroom, crate::wire::ENVELOPE_OVERHEAD);
+    assert_eq!(m.reserved_bytes, wire::ENVELOPE_OVERHEAD);
+    assert_eq!(m.transmit_headroom, wire::ENVELOPE_OVERHEAD);
     assert_eq!(
         m.initial_key_values,
         vec![

@@ -226,7 +226,7 @@ fn config(args: &Args, seed: u64) -> SimConfig {
     config.record_trace = false;
     let keys = args.keys_per_node;
     config.with_configure(move |slot, node| {
-        node.membership.initial_key_values = (0..keys)
+        node.metadata = (0..keys)
             .map(|k| (format!("key-{k}"), format!("value-{slot}-{k}")))
             .collect();
     })

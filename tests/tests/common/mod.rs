@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use cohort_core::Event;
 use cohort_sim::{Sim, SimConfig, TraceKind};
 
 /// The seeds every scenario runs with, unless `COHORT_SIM_SEED` says otherwise.
@@ -27,7 +28,7 @@ pub fn config(seed: u64) -> SimConfig {
 /// How many `Failed` events `observer` reported (about anyone).
 pub fn failed_reported_by(sim: &Sim, observer: usize) -> usize {
     sim.events_of(observer)
-        .filter(|e| matches!(e.kind, TraceKind::Failed(_)))
+        .filter(|e| e.kind.is_failed())
         .count()
 }
 
@@ -35,6 +36,6 @@ pub fn failed_reported_by(sim: &Sim, observer: usize) -> usize {
 pub fn failed_about(sim: &Sim, subject: usize) -> usize {
     sim.trace()
         .iter()
-        .filter(|e| matches!(&e.kind, TraceKind::Failed(id) if sim.slot_of(id) == Some(subject)))
+        .filter(|e| matches!(&e.kind, TraceKind::Event(Event::Failed(m)) if sim.slot_of(&m.id) == Some(subject)))
         .count()
 }
