@@ -102,6 +102,10 @@ pub(crate) type TuneMembership = Box<dyn FnOnce(&mut MembershipConfig) + Send>;
 /// The cluster id of a node that sets none.
 pub const DEFAULT_CLUSTER_ID: &str = "cohort";
 
+/// The gossip interval of a node that sets none (datacake's interval; chitchat's tests use
+/// 100 ms to 1 s).
+pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_secs(1);
+
 impl NodeBuilder {
     /// A node named `name` (unique in the cluster; a restart keeps the name and takes a new
     /// generation), connected as `connection` says.
@@ -112,7 +116,7 @@ impl NodeBuilder {
             cluster_id: DEFAULT_CLUSTER_ID.to_owned(),
             data_center: cohort_core::members::DEFAULT_DATA_CENTER.to_owned(),
             selector: Arc::new(DcAwareSelector),
-            gossip_interval: Duration::from_secs(1),
+            gossip_interval: DEFAULT_GOSSIP_INTERVAL,
             failure_detector: None,
             metadata: Vec::new(),
             chitchat_compatible: false,
@@ -149,8 +153,7 @@ impl NodeBuilder {
         self
     }
 
-    /// How often a gossip round runs. Default 1 s (datacake's interval; chitchat's tests use
-    /// 100 ms to 1 s).
+    /// How often a gossip round runs. Default [`DEFAULT_GOSSIP_INTERVAL`] (1 s).
     pub fn gossip_interval(mut self, interval: Duration) -> Self {
         self.gossip_interval = interval;
         self

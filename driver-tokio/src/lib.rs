@@ -42,7 +42,7 @@ mod extension;
 mod node;
 mod runtime;
 
-pub use builder::{ConnectionConfig, DEFAULT_CLUSTER_ID, NodeBuilder};
+pub use builder::{ConnectionConfig, DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, NodeBuilder};
 pub use clock::Clock;
 pub use error::{ConnectError, MetadataError, WaitError};
 pub use events::MembershipEvents;
