@@ -1,9 +1,10 @@
 //! Real processes of the `cohort` command, on loopback: five `cohort agent` processes form a
 //! cluster; one is killed with SIGKILL and marked failed by the others, restarted with a new
-//! generation and seen to rejoin; another stops gracefully and is marked left quickly. Two
-//! agents with `--json` print parseable events, the joiner's metadata included. `--help` shows
-//! the library's defaults, and bad arguments are usage errors. Every wait is bounded, and every
-//! child is killed when the test ends, even when it fails.
+//! generation and seen to rejoin; another stops gracefully and is marked left quickly. Ctrl-C
+//! (SIGINT) is a graceful departure too. Two agents with `--json` print parseable events, the
+//! joiner's metadata included. `--help` shows the library's defaults, and bad arguments are
+//! usage errors. Every wait is bounded, and every child is killed when the test ends, even when
+//! it fails.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -434,5 +435,39 @@ fn bad_arguments_and_a_busy_address_fail() {
     assert!(
         stderr.starts_with("cohort: cannot bind") && !stderr.contains("panicked"),
         "{stderr}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_leaves_gracefully() {
+    let mut cluster = Cluster(Vec::new());
+    let first = Proc::start("c0", loopback(), &[]);
+    let seed = first.listen;
+    cluster.0.push(first);
+    cluster.0.push(Proc::start("c1", loopback(), &[seed]));
+    for p in &mut cluster.0 {
+        p.wait_members(2);
+    }
+
+    // SIGINT (what Ctrl-C sends) to c1, whose standard input stays open.
+    let leaver_id = cluster.0[1].id.clone();
+    let pid = cluster.0[1].child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "kill -INT {pid}: {sent}");
+    cluster.0[1].wait_line(|l| l == "stopped");
+    let status = cluster.0[1].wait_exit();
+    assert!(status.success(), "Ctrl-C exits 0: {status}");
+    cluster.0[0].wait_line(|l| l == format!("left {leaver_id}"));
+    cluster.0[0].drain();
+    assert!(
+        !cluster.0[0]
+            .seen
+            .iter()
+            .any(|l| l == &format!("failed {leaver_id}")),
+        "a Ctrl-C is a graceful departure, not a failure"
     );
 }
