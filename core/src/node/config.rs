@@ -199,20 +199,30 @@ impl NodeConfig {
             return Err(ConfigError::ZeroGossipInterval);
         }
         for (key, _) in &self.metadata {
-            if is_reserved_key(key) {
-                return Err(ConfigError::ReservedKey(key.clone()));
-            }
-            let setting = match key.as_str() {
-                DATA_CENTER_KEY => "data_center",
-                RPC_ADDR_KEY => "rpc_addr",
-                _ => continue,
-            };
-            return Err(ConfigError::KeyFromSetting {
-                key: key.clone(),
-                setting,
-            });
+            Self::check_metadata_key(key)?;
         }
         Ok(())
+    }
+
+    /// Whether `key` may be given in [`metadata`](Self::metadata): not reserved for cohort,
+    /// and not one of the keys the node publishes from a setting of its own.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ReservedKey`] or [`ConfigError::KeyFromSetting`].
+    pub fn check_metadata_key(key: &str) -> Result<(), ConfigError> {
+        if is_reserved_key(key) {
+            return Err(ConfigError::ReservedKey(key.to_owned()));
+        }
+        let setting = match key {
+            DATA_CENTER_KEY => "data_center",
+            RPC_ADDR_KEY => "rpc_addr",
+            _ => return Ok(()),
+        };
+        Err(ConfigError::KeyFromSetting {
+            key: key.to_owned(),
+            setting,
+        })
     }
 
     /// The membership machine's settings for this node, with the core's policies applied:

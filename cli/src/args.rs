@@ -1,0 +1,239 @@
+//! The command line: what `cohort` accepts, parsed by clap. Every default shown in the help is
+//! the library's own constant, so the help cannot drift from what a node does.
+
+use std::net::SocketAddr;
+
+use clap::builder::NonEmptyStringValueParser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use cohort_tokio::{
+    DEFAULT_CLUSTER_ID, DEFAULT_DATA_CENTER, DEFAULT_GOSSIP_INTERVAL, NodeConfig, ProtocolVersion,
+};
+
+/// The gossip interval a node uses when `--interval-ms` is not given, in milliseconds.
+fn default_interval_ms() -> u64 {
+    u64::try_from(DEFAULT_GOSSIP_INTERVAL.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// cohort: cluster membership for Rust, from the command line.
+#[derive(Debug, Parser)]
+#[command(name = "cohort", version)]
+pub(crate) struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run one node (tokio driver, UDP gossip) and print its membership changes, one line each.
+    ///
+    /// Prints `ready id=<id> listen=<addr>` once bound, then a line per membership event, each
+    /// followed by `members live=<n> known=<n>`, and `stopped` after leaving. The node leaves
+    /// the cluster gracefully on Ctrl-C, when its standard input closes, or when it reads a
+    /// `stop` line.
+    Agent(AgentArgs),
+}
+
+/// The settings of `cohort agent`.
+#[derive(Debug, Args)]
+pub(crate) struct AgentArgs {
+    /// The node's name, unique in the cluster (a restart keeps it and takes a new generation).
+    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
+    pub(crate) name: String,
+
+    /// The address the gossip socket binds (port 0 for any free port).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: SocketAddr,
+
+    /// Peers to contact first (`host:port` or `ip:port`), comma separated; may be repeated.
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
+    pub(crate) seeds: Vec<String>,
+
+    /// The address peers send to, if not the listen address.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) public: Option<SocketAddr>,
+
+    /// This node's data center.
+    #[arg(long, value_name = "DC", default_value = DEFAULT_DATA_CENTER)]
+    pub(crate) dc: String,
+
+    /// The cluster to join (nodes of other clusters are refused).
+    #[arg(long, value_name = "ID", default_value = DEFAULT_CLUSTER_ID)]
+    pub(crate) cluster: String,
+
+    /// How often a gossip round runs, in milliseconds.
+    #[arg(
+        long = "interval-ms",
+        value_name = "MS",
+        default_value_t = default_interval_ms(),
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    pub(crate) interval_ms: u64,
+
+    /// This incarnation's generation [default: the wall clock in milliseconds at start].
+    #[arg(long, value_name = "G")]
+    pub(crate) generation: Option<u64>,
+
+    /// Send bare chitchat datagrams, so that real chitchat nodes understand this node.
+    #[arg(long)]
+    pub(crate) chitchat_compatible: bool,
+
+    /// The protocol version of the gossip rounds this node starts [default: the driver's].
+    #[arg(long, value_enum, value_name = "VERSION")]
+    pub(crate) protocol: Option<Protocol>,
+
+    /// A key-value to publish from the start, as `key=value`; may be repeated.
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    pub(crate) meta: Vec<(String, String)>,
+
+    /// Print every line as one JSON object.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+impl AgentArgs {
+    /// The seeds given, without empty entries (`--seeds ""` means none).
+    pub(crate) fn seeds(&self) -> impl Iterator<Item = &str> + '_ {
+        self.seeds
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// The gossip protocol versions, as named on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Protocol {
+    /// Uncompressed digest (every chitchat 0.13 node reads it).
+    V0,
+    /// Digest as a block stream, possibly zstd-compressed.
+    V1,
+}
+
+impl From<Protocol> for ProtocolVersion {
+    fn from(protocol: Protocol) -> Self {
+        match protocol {
+            Protocol::V0 => Self::V0,
+            Protocol::V1 => Self::V1,
+        }
+    }
+}
+
+/// Parses a `--meta key=value`. The key must be non-empty and neither reserved for cohort nor
+/// one the node publishes itself; the value may be empty.
+fn parse_meta(raw: &str) -> Result<(String, String), String> {
+    let Some((key, value)) = raw.split_once('=') else {
+        return Err(format!("expected KEY=VALUE, got {raw:?}"));
+    };
+    if key.is_empty() {
+        return Err("the key is empty".to_owned());
+    }
+    // The core's rule, so that a bad key is a usage error here rather than a failed start.
+    NodeConfig::check_metadata_key(key).map_err(|e| e.to_string())?;
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn agent(args: &[&str]) -> Result<AgentArgs, clap::Error> {
+        let argv = ["cohort", "agent", "--name", "a", "--listen", "127.0.0.1:0"];
+        let cli = Cli::try_parse_from(argv.iter().chain(args))?;
+        let Command::Agent(agent) = cli.command;
+        Ok(agent)
+    }
+
+    #[test]
+    fn the_command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_are_the_library_constants() {
+        let a = agent(&[]).expect("parses");
+        assert_eq!(a.cluster, DEFAULT_CLUSTER_ID);
+        assert_eq!(a.dc, DEFAULT_DATA_CENTER);
+        assert_eq!(
+            u128::from(a.interval_ms),
+            DEFAULT_GOSSIP_INTERVAL.as_millis()
+        );
+        assert_eq!(a.protocol, None);
+        assert_eq!(a.generation, None);
+        assert!(!a.chitchat_compatible && !a.json);
+        assert_eq!(a.seeds().count(), 0);
+    }
+
+    #[test]
+    fn seeds_are_comma_separated_and_repeatable() {
+        let a = agent(&["--seeds", "127.0.0.1:1,h:2", "--seeds", "127.0.0.1:3"]).expect("parses");
+        assert_eq!(
+            a.seeds().collect::<Vec<_>>(),
+            ["127.0.0.1:1", "h:2", "127.0.0.1:3"]
+        );
+        let a = agent(&["--seeds", ""]).expect("an empty list parses");
+        assert_eq!(a.seeds().count(), 0);
+    }
+
+    #[test]
+    fn meta_protocol_and_flags() {
+        let a = agent(&[
+            "--meta",
+            "role=indexer",
+            "--meta",
+            "empty=",
+            "--meta",
+            "eq=a=b",
+            "--protocol",
+            "v1",
+            "--chitchat-compatible",
+            "--json",
+            "--generation",
+            "7",
+        ])
+        .expect("parses");
+        assert_eq!(
+            a.meta,
+            [
+                ("role".to_owned(), "indexer".to_owned()),
+                ("empty".to_owned(), String::new()),
+                ("eq".to_owned(), "a=b".to_owned()),
+            ]
+        );
+        assert_eq!(
+            a.protocol.map(ProtocolVersion::from),
+            Some(ProtocolVersion::V1)
+        );
+        assert!(a.chitchat_compatible && a.json);
+        assert_eq!(a.generation, Some(7));
+    }
+
+    #[test]
+    fn bad_input_is_a_usage_error() {
+        let bad: &[&[&str]] = &[
+            &["--meta", "novalue"],
+            &["--meta", "=v"],
+            &["--meta", "__cohort/leaving=1"],
+            &["--meta", "data_center=x"],
+            &["--meta", "rpc_addr=x"],
+            &["--protocol", "v9"],
+            &["--interval-ms", "0"],
+            &["--interval-ms", "-5"],
+            &["--generation", "x"],
+            &["--public", "nowhere"],
+            &["--unknown"],
+            &["--name", ""],
+        ];
+        for args in bad {
+            let err = agent(args).expect_err("refused");
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
+        let err = Cli::try_parse_from(["cohort", "agent", "--name", "a"]).expect_err("no listen");
+        assert_eq!(err.exit_code(), 2);
+        let err = Cli::try_parse_from(["cohort", "agent", "--name", "a", "--listen", "x:1"])
+            .expect_err("not an address");
+        assert_eq!(err.exit_code(), 2);
+    }
+}

@@ -1,0 +1,136 @@
+//! `cohort`: the command line of cohort.
+//!
+//! `cohort agent` runs one node (the tokio driver, UDP gossip) and prints its membership changes
+//! as lines, or as JSON objects with `--json`. It is how to try a cluster by hand, and what the
+//! real-process tests start:
+//!
+//! ```text
+//! cargo run -p cohort-cli -- agent --name a --listen 127.0.0.1:7000 --dc eu
+//! cargo run -p cohort-cli -- agent --name b --listen 127.0.0.1:7001 --seeds 127.0.0.1:7000
+//! ```
+//!
+//! Output, one line each: `ready id=<id> listen=<addr>` once bound, then for every event
+//! `joined <id>`, `recovered <id>`, `unready <id>`, `failed <id>`, `left <id>`,
+//! `removed <id>`, `key <id> <key>=<value>` (`<key>` alone when deleted), `lagged missed=<n>`,
+//! `skew <addr>`, `suspect` or `bad-cluster <addr>`, each followed by
+//! `members live=<n> known=<n>`; `stopped` once the node has left. Ids print as
+//! `name/generation@address`. With `--json` each line is one object whose `"event"` names it
+//! (`ready`, `joined`, ..., `key`, `members`, `stopped`); members are objects with `id`, `name`,
+//! `generation`, `addr`, `status` and `keys`. The node leaves the cluster gracefully on Ctrl-C,
+//! when its standard input closes, or when it reads a `stop` line.
+//!
+//! This is a binary crate of its own so that users of the libraries (`cohort-core`,
+//! `cohort-tokio`) never compile its dependencies (clap, serde_json, tokio's signal handling).
+//! Usage errors exit with status 2, a node that cannot start with status 1.
+
+mod args;
+mod output;
+
+use std::io::BufRead;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use cohort_tokio::{ConnectError, ConnectionConfig, NodeBuilder};
+// Reads the next membership event (`events.next()`).
+
+use crate::args::{AgentArgs, Cli, Command};
+use crate::output::{Line, Output};
+
+fn main() -> ExitCode {
+    // Prints usage errors (exit 2), `--help` and `--version` (exit 0) itself.
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Agent(args) => agent(args),
+    }
+}
+
+/// `cohort agent`: runs the node on a current-thread runtime until it is told to stop.
+fn agent(args: AgentArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cohort: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cohort: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts the node, prints its events until a stop is asked, then leaves gracefully.
+async fn run(args: AgentArgs) -> Result<(), ConnectError> {
+    let out = Output { json: args.json };
+    let public = args.public.unwrap_or(args.listen);
+    let seeds: Vec<String> = args.seeds().map(str::to_owned).collect();
+    let mut builder =
+        NodeBuilder::new(args.name, ConnectionConfig::new(args.listen, public, seeds))
+            .cluster_id(args.cluster)
+            .data_center(args.dc)
+            .gossip_interval(Duration::from_millis(args.interval_ms))
+            .chitchat_compatible(args.chitchat_compatible);
+    if let Some(protocol) = args.protocol {
+        builder = builder.protocol_version(protocol.into());
+    }
+    if let Some(generation) = args.generation {
+        builder = builder.generation(generation);
+    }
+    for (key, value) in args.meta {
+        builder = builder.metadata(key, value);
+    }
+    let node = builder.connect().await?;
+    let mut events = node.membership_events();
+    out.emit(&Line::Ready {
+        id: node.id(),
+        listen: node.listen_addr(),
+    });
+
+    let mut stdin_closed = stop_on_stdin();
+    let ctrl_c = async {
+        // If the handler cannot be installed, Ctrl-C keeps its default effect; stdin still
+        // stops the node.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut stdin_closed => break,
+            () = &mut ctrl_c => break,
+            event = events.next() => {
+                let Some(event) = event else { break };
+                out.emit(&Line::from_event(&event));
+                out.emit(&Line::members(&node.members()));
+            }
+        }
+    }
+    node.shutdown().await;
+    out.emit(&Line::Stopped);
+    Ok(())
+}
+
+/// Fires when standard input closes or reads a `stop` line. A plain thread reads it: a
+/// blocking read on the runtime would hold up its shutdown.
+fn stop_on_stdin() -> tokio::sync::oneshot::Receiver<()> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            match line {
+                Ok(line) if line.trim() == "stop" => break,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        let _ = stop_tx.send(());
+    });
+    stop_rx
+}

@@ -1,0 +1,473 @@
+//! Real processes of the `cohort` command, on loopback: five `cohort agent` processes form a
+//! cluster; one is killed with SIGKILL and marked failed by the others, restarted with a new
+//! generation and seen to rejoin; another stops gracefully and is marked left quickly. Ctrl-C
+//! (SIGINT) is a graceful departure too. Two agents with `--json` print parseable events, the
+//! joiner's metadata included. `--help` shows the library's defaults, and bad arguments are
+//! usage errors. Every wait is bounded, and every child is killed when the test ends, even when
+//! it fails.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use cohort_tokio::{DEFAULT_CLUSTER_ID, DEFAULT_DATA_CENTER, DEFAULT_GOSSIP_INTERVAL};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cohort");
+const WAIT: Duration = Duration::from_secs(20);
+
+/// One child process and the lines it printed so far.
+struct Proc {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+    id: String,
+    listen: SocketAddr,
+}
+
+impl Proc {
+    /// Starts `cohort agent` named `name` on `listen`, joining through `seeds`, with `extra`
+    /// arguments; does not wait for it to be ready.
+    fn spawn(name: &str, listen: SocketAddr, seeds: &[SocketAddr], extra: &[&str]) -> Self {
+        let seeds: Vec<String> = seeds.iter().map(ToString::to_string).collect();
+        let mut child = Command::new(BIN)
+            .arg("agent")
+            .args(["--name", name, "--listen", &listen.to_string()])
+            .args(["--seeds", &seeds.join(","), "--interval-ms", "100"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cohort agent starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stdin = child.stdin.take();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            name: name.to_owned(),
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+            id: String::new(),
+            listen,
+        }
+    }
+
+    /// Starts a text agent of the cluster `processes` and waits until it is ready.
+    fn start(name: &str, listen: SocketAddr, seeds: &[SocketAddr]) -> Self {
+        let mut proc = Self::spawn(name, listen, seeds, &["--cluster", "processes"]);
+        let ready = proc.wait_line(|l| l.starts_with("ready "));
+        // `ready id=<id> listen=<addr>`
+        let mut parts = ready.split_whitespace().skip(1);
+        proc.id = parts
+            .next()
+            .and_then(|p| p.strip_prefix("id="))
+            .expect("an id")
+            .to_owned();
+        proc.listen = parts
+            .next()
+            .and_then(|p| p.strip_prefix("listen="))
+            .and_then(|a| a.parse().ok())
+            .expect("a listen address");
+        proc
+    }
+
+    /// Waits (at most [`WAIT`]) for a line matching `pred`, among those printed since the last
+    /// match; returns it.
+    fn wait_line(&mut self, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        if let Some(pos) = self.seen.iter().position(|l| pred(l)) {
+            let line = self.seen[pos].clone();
+            self.seen.drain(..=pos);
+            return line;
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if pred(&line) => return line,
+                Ok(line) => self.seen.push(line),
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "{}: no matching line within {WAIT:?}; recent lines: {:?}",
+                    self.name,
+                    self.seen.iter().rev().take(8).collect::<Vec<_>>()
+                ),
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("{}: the process exited; lines: {:?}", self.name, self.seen)
+                }
+            }
+        }
+    }
+
+    /// Takes every line printed so far into `seen`.
+    fn drain(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
+    fn wait_members(&mut self, live: usize) {
+        let want = format!("members live={live} ");
+        self.wait_line(|l| l.starts_with(&want));
+    }
+
+    /// Starts a `--json` agent of the cluster `json` publishing `meta` (`key=value`) and waits
+    /// until it is ready.
+    fn start_json(name: &str, listen: SocketAddr, seeds: &[SocketAddr], meta: &str) -> Self {
+        let extra = ["--cluster", "json", "--json", "--meta", meta];
+        let mut proc = Self::spawn(name, listen, seeds, &extra);
+        let ready = proc.wait_json(|v| v["event"] == "ready");
+        proc.id = ready["id"].as_str().expect("an id").to_owned();
+        proc.listen = ready["listen"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .expect("a listen address");
+        proc
+    }
+
+    /// Waits (at most [`WAIT`]) for a line matching `pred` among every line printed so far;
+    /// consumes none, so the order of the waits does not matter. Every line must be a JSON
+    /// object naming its `event`.
+    fn wait_json(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        let name = self.name.clone();
+        let parse = |line: &str| -> Value {
+            let value: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{name}: not a JSON line ({e}): {line}"));
+            assert!(value["event"].is_string(), "{name}: no event: {line}");
+            value
+        };
+        if let Some(found) = self.seen.iter().map(|l| parse(l)).find(|v| pred(v)) {
+            return found;
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let value = parse(&line);
+                    self.seen.push(line);
+                    if pred(&value) {
+                        return value;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "{}: no matching line within {WAIT:?}; recent lines: {:?}",
+                    self.name,
+                    self.seen.iter().rev().take(8).collect::<Vec<_>>()
+                ),
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("{}: the process exited; lines: {:?}", self.name, self.seen)
+                }
+            }
+        }
+    }
+
+    /// Waits (at most [`WAIT`]) for the process to exit.
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the child's status") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: still running after {WAIT:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Kills every child when dropped (also when a test panics).
+struct Cluster(Vec<Proc>);
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in &mut self.0 {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+#[test]
+fn five_processes_kill_restart_and_leave() {
+    let mut cluster = Cluster(Vec::new());
+    let first = Proc::start("p0", loopback(), &[]);
+    let seed = first.listen;
+    cluster.0.push(first);
+    for i in 1..5 {
+        cluster
+            .0
+            .push(Proc::start(&format!("p{i}"), loopback(), &[seed]));
+    }
+    for p in &mut cluster.0 {
+        p.wait_members(5);
+    }
+
+    // SIGKILL p4: the others mark it failed.
+    let victim_id = cluster.0[4].id.clone();
+    let victim_addr = cluster.0[4].listen;
+    cluster.0[4].child.kill().expect("SIGKILL");
+    let _ = cluster.0[4].child.wait();
+    let killed_at = Instant::now();
+    for p in &mut cluster.0[..4] {
+        p.wait_line(|l| l == format!("failed {victim_id}"));
+    }
+    let detect = killed_at.elapsed();
+
+    // Restart it on the same address: a new generation, which the others see join while the
+    // old one is removed for good.
+    let restarted = Proc::start("p4", victim_addr, &[seed]);
+    assert_ne!(restarted.id, victim_id, "a new generation");
+    let new_id = restarted.id.clone();
+    cluster.0[4] = restarted;
+    for p in &mut cluster.0[..4] {
+        p.wait_line(|l| l == format!("removed {victim_id}"));
+    }
+    for p in &mut cluster.0[..4] {
+        p.wait_line(|l| l == format!("joined {new_id}"));
+    }
+    cluster.0[4].wait_members(5);
+
+    // p3 stops gracefully (its standard input closes): marked left quickly, before any
+    // failure detector could have fired.
+    let leaver_id = cluster.0[3].id.clone();
+    drop(cluster.0[3].stdin.take());
+    let stopped_at = Instant::now();
+    cluster.0[3].wait_line(|l| l == "stopped");
+    let status = cluster.0[3].child.wait().expect("p3 exits");
+    assert!(status.success(), "a graceful stop exits 0: {status}");
+    let mut left_after = Duration::ZERO;
+    for i in [0, 1, 2, 4] {
+        cluster.0[i].wait_line(|l| l == format!("left {leaver_id}"));
+        left_after = left_after.max(stopped_at.elapsed());
+    }
+    for i in [0, 1, 2, 4] {
+        cluster.0[i].drain();
+        assert!(
+            !cluster.0[i]
+                .seen
+                .iter()
+                .any(|l| l == &format!("failed {leaver_id}")),
+            "a graceful departure is not a failure"
+        );
+    }
+    eprintln!("crash detected by all after {detect:?}; departure seen by all after {left_after:?}");
+    // Printed, not asserted: the crash takes the failure detector's timeout, the leave a round
+    // trip; what proves the leave was announced is the `left` line with no `failed` line above.
+}
+
+#[test]
+fn json_lines_carry_members_and_metadata() {
+    let mut cluster = Cluster(Vec::new());
+    let alone = Proc::start_json("a", loopback(), &[], "role=seed");
+    let seed = alone.listen;
+    cluster.0.push(alone);
+    cluster
+        .0
+        .push(Proc::start_json("b", loopback(), &[seed], "role=joiner"));
+    let a_id = cluster.0[0].id.clone();
+    let b_id = cluster.0[1].id.clone();
+    let b_listen = cluster.0[1].listen;
+    assert!(
+        a_id.starts_with("a/") && b_id.starts_with("b/"),
+        "{a_id} {b_id}"
+    );
+
+    // The first node sees the joiner join, as a member object.
+    let joined =
+        cluster.0[0].wait_json(|v| v["event"] == "joined" && v["member"]["id"] == b_id.as_str());
+    let member = &joined["member"];
+    assert_eq!(member["name"], "b");
+    assert_eq!(member["addr"], b_listen.to_string());
+    assert_eq!(member["status"], "live");
+    let generation = member["generation"].as_u64().expect("a numeric generation");
+    assert_eq!(b_id, format!("b/{generation}@{b_listen}"));
+    assert!(member["keys"].is_object(), "{joined}");
+    // The joiner's `--meta` reaches it as a key event, and the other way round.
+    let key = cluster.0[0].wait_json(|v| {
+        v["event"] == "key" && v["member"]["id"] == b_id.as_str() && v["key"] == "role"
+    });
+    assert_eq!(key["value"], "joiner");
+    cluster.0[1].wait_json(|v| v["event"] == "joined" && v["member"]["id"] == a_id.as_str());
+    let key = cluster.0[1].wait_json(|v| {
+        v["event"] == "key" && v["member"]["id"] == a_id.as_str() && v["key"] == "role"
+    });
+    assert_eq!(key["value"], "seed");
+    for p in &mut cluster.0 {
+        let members = p.wait_json(|v| v["event"] == "members" && v["live"] == 2);
+        assert_eq!(members["known"], 2);
+    }
+
+    // The joiner's standard input closes: it stops, exits 0, and is seen to leave.
+    drop(cluster.0[1].stdin.take());
+    cluster.0[1].wait_json(|v| v["event"] == "stopped");
+    let status = cluster.0[1].wait_exit();
+    assert!(status.success(), "a graceful stop exits 0: {status}");
+    let left =
+        cluster.0[0].wait_json(|v| v["event"] == "left" && v["member"]["id"] == b_id.as_str());
+    assert_eq!(left["member"]["status"], "left");
+}
+
+/// Runs `cohort` with `args` and no input to its end (at most [`WAIT`]): its exit status,
+/// standard output and standard error.
+fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cohort starts");
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = read(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the child's status") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("cohort {args:?} still running after {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = |h: std::thread::JoinHandle<String>| h.join().expect("the reader thread");
+    (status, text(stdout), text(stderr))
+}
+
+/// The help of one option: its line and the description below it, up to the next option.
+fn option_help<'a>(help: &'a str, option: &str) -> &'a str {
+    let start = help
+        .find(&format!("  {option} "))
+        .unwrap_or_else(|| panic!("{option} is not in the help:\n{help}"));
+    let rest = &help[start + 2..];
+    let end = rest
+        .match_indices("\n  ")
+        .map(|(i, _)| i)
+        .find(|&i| rest[i..].trim_start().starts_with('-'))
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
+#[test]
+fn agent_help_shows_the_library_defaults() {
+    let (status, help, _) = run_to_end(&["agent", "--help"]);
+    assert!(status.success(), "{status}");
+    let interval_ms = DEFAULT_GOSSIP_INTERVAL.as_millis().to_string();
+    for (option, default) in [
+        ("--cluster", DEFAULT_CLUSTER_ID),
+        ("--dc", DEFAULT_DATA_CENTER),
+        ("--interval-ms", interval_ms.as_str()),
+    ] {
+        let text = option_help(&help, option);
+        assert!(
+            text.contains(&format!("[default: {default}]")),
+            "{option} should show the default {default:?}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn bad_arguments_and_a_busy_address_fail() {
+    let usage: &[&[&str]] = &[
+        &["agent", "--name", "a"],
+        &[
+            "agent",
+            "--name",
+            "a",
+            "--listen",
+            "127.0.0.1:0",
+            "--meta",
+            "novalue",
+        ],
+        &[
+            "agent",
+            "--name",
+            "a",
+            "--listen",
+            "127.0.0.1:0",
+            "--protocol",
+            "v9",
+        ],
+        &["agent", "--name", "a", "--listen", "not-an-address"],
+        &["nonsense"],
+    ];
+    for args in usage {
+        let (status, stdout, stderr) = run_to_end(args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert!(stderr.contains("error"), "{args:?}: {stderr}");
+    }
+
+    // A listen address already bound: a clear error and a failure status, no panic.
+    let busy = std::net::UdpSocket::bind(loopback()).expect("a socket");
+    let addr = busy.local_addr().expect("its address").to_string();
+    let (status, stdout, stderr) = run_to_end(&["agent", "--name", "a", "--listen", &addr]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.starts_with("cohort: cannot bind") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_leaves_gracefully() {
+    let mut cluster = Cluster(Vec::new());
+    let first = Proc::start("c0", loopback(), &[]);
+    let seed = first.listen;
+    cluster.0.push(first);
+    cluster.0.push(Proc::start("c1", loopback(), &[seed]));
+    for p in &mut cluster.0 {
+        p.wait_members(2);
+    }
+
+    // SIGINT (what Ctrl-C sends) to c1, whose standard input stays open.
+    let leaver_id = cluster.0[1].id.clone();
+    let pid = cluster.0[1].child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "kill -INT {pid}: {sent}");
+    cluster.0[1].wait_line(|l| l == "stopped");
+    let status = cluster.0[1].wait_exit();
+    assert!(status.success(), "Ctrl-C exits 0: {status}");
+    cluster.0[0].wait_line(|l| l == format!("left {leaver_id}"));
+    cluster.0[0].drain();
+    assert!(
+        !cluster.0[0]
+            .seen
+            .iter()
+            .any(|l| l == &format!("failed {leaver_id}")),
+        "a Ctrl-C is a graceful departure, not a failure"
+    );
+}
