@@ -357,7 +357,7 @@ impl Node {
         self.shared.id.gossip_addr()
     }
 
-    /// The RPC address this node publishes ([`RPC_ADDR_KEY`]).
+    /// The RPC address this node publishes ([`RPC_ADDR_KEY`](crate::RPC_ADDR_KEY)).
     #[must_use]
     pub fn rpc_addr(&self) -> SocketAddr {
         self.shared.rpc_addr

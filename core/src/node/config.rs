@@ -183,7 +183,7 @@ impl NodeConfig {
     /// address.
     #[must_use]
     pub fn published_rpc_addr(&self) -> SocketAddr {
-        self.rpc_addr.unwrap_or(self.id.gossip_addr())
+        self.rpc_addr.unwrap_or_else(|| self.id.gossip_addr())
     }
 
     /// Checks the settings.

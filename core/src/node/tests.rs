@@ -366,8 +366,10 @@ fn the_config_applies_its_policies_and_keeps_what_the_user_set() {
         ]
     );
     // A detector the user set is kept as it is.
-    let mut fd = FailureDetectorConfig::default();
-    fd.phi_threshold = 12.0;
+    let fd = FailureDetectorConfig {
+        phi_threshold: 12.0,
+        ..FailureDetectorConfig::default()
+    };
     c.failure_detector = Some(fd.clone());
     c.chitchat_compatible = true;
     let m = c.membership_config().unwrap();

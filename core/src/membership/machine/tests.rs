@@ -267,10 +267,7 @@ fn malformed_datagrams_are_refused_without_effect() {
         b"\x53\xb0\x07\x00",
         b"\x53\xb0\x00\x00\x01\x00\x01",
     ] {
-        assert!(matches!(
-            m.handle_datagram(Instant::now(), from, bad),
-            Err(_)
-        ));
+        assert!(m.handle_datagram(Instant::now(), from, bad).is_err());
     }
     assert_eq!(m.node_state(&a).unwrap(), &before);
     assert!(m.poll_transmit(&mut Vec::new()).is_none());
