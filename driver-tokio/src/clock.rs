@@ -2,7 +2,7 @@
 //! the system's wall clock.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use cohort_core::{ClockError, SharedHlc, Timestamp, WallTime};
 
@@ -15,13 +15,9 @@ pub struct Clock {
     hlc: Arc<SharedHlc>,
 }
 
-/// The system wall clock as the core takes it. A clock set before 1970 reads as the epoch,
-/// one beyond the 48-bit millisecond range (the year 10889) as the last representable time.
+/// The system wall clock as the core takes it ([`WallTime::saturating_from`]).
 pub(crate) fn wall_now() -> WallTime {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    WallTime::from_unix_duration(since).unwrap_or(WallTime::MAX)
+    WallTime::saturating_from(SystemTime::now())
 }
 
 impl Clock {

@@ -45,6 +45,25 @@ impl WallTime {
         Self::from_unix_millis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
     }
 
+    /// A system-time value (read by the caller, typically `SystemTime::now()`), clamped into
+    /// range: a time before the Unix epoch reads as the epoch, one beyond the year 10889 as
+    /// [`WallTime::MAX`]. What a driver passes to the core when its clock must never fail.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    /// use cohort_core::WallTime;
+    ///
+    /// let now = WallTime::saturating_from(SystemTime::now());
+    /// assert!(now > WallTime::UNIX_EPOCH);
+    /// let before_1970 = UNIX_EPOCH - Duration::from_secs(1);
+    /// assert_eq!(WallTime::saturating_from(before_1970), WallTime::UNIX_EPOCH);
+    /// ```
+    #[must_use]
+    pub fn saturating_from(t: SystemTime) -> Self {
+        let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        Self::from_unix_duration(since).unwrap_or(Self::MAX)
+    }
+
     /// Milliseconds since the Unix epoch.
     #[must_use]
     pub const fn as_unix_millis(self) -> u64 {

@@ -1,13 +1,15 @@
-//! A small cluster simulated in one process with cohort's core: five nodes in three data
-//! centers exchange messages stamped by their hybrid logical clocks (one node's wall clock is
-//! two seconds fast, and its messages are refused), then each consistency level picks
-//! replicas, and rendezvous hashing assigns keys to owners.
+//! The clock and the selectors, on their own: five nodes in three data centers (plain values
+//! in one process, no membership and no network) exchange messages stamped by their hybrid
+//! logical clocks (one node's wall clock is two seconds fast, and its messages are refused),
+//! then each consistency level picks replicas, and rendezvous hashing assigns keys to owners.
 //!
-//! Run it with `cargo run --example simulated`.
+//! Run it with `cargo run --example clock_and_selectors`.
 //!
 //! Everything here runs on virtual time: the core never reads a clock, so the example passes
 //! the wall time of each simulated node in, with no networking at all. `cargo run --example
-//! cluster` runs a real cluster on loopback with the tokio driver.
+//! cluster` runs a real cluster on loopback with the tokio driver; `cargo run --example
+//! custom_loop` drives a membership node by hand; the `cohort-sim` crate simulates whole
+//! clusters.
 
 use std::net::SocketAddr;
 
