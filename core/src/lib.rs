@@ -1,27 +1,89 @@
 //! # cohort-core
 //!
 //! The pure, runtime-free core of cohort, a cluster membership library: the state machines and
-//! algorithms that let the nodes of a distributed system agree on a causally ordered clock and
-//! pick replicas, with gossip membership and an RPC layer to follow.
+//! algorithms that let the nodes of a distributed system find each other, notice who is alive,
+//! pick replicas and agree on a causally ordered clock.
 //!
 //! Nothing in this crate performs I/O, reads a clock, spawns a thread or draws OS randomness.
-//! Time, wall-clock readings and random number generators are inputs; everything the crate
-//! computes is returned to the caller. That makes every algorithm here deterministic and
-//! testable with virtual time and fixed seeds, and lets any event loop (the tokio and smol
-//! drivers, or your own) embed it.
+//! Time, wall-clock readings and random seeds are inputs; datagrams, events and deadlines are
+//! outputs. That makes every algorithm here deterministic and testable with virtual time and
+//! fixed seeds, and lets any event loop (the tokio driver `cohort-tokio`, the simulator, or
+//! your own) embed it.
 //!
-//! What exists today:
-//!
+//! - [`Node`]: one cluster node (gossip membership, clock, envelope, set-up and leave), the
+//!   machine every loop drives; [`NodeConfig`] sets it up, [`Event`] is what it tells the
+//!   application, [`Members`] is its membership snapshot.
+//! - [`membership`]: chitchat's gossip protocol and phi-accrual failure detection as a state
+//!   machine ([`membership::Membership`]).
 //! - [`clock`]: a hybrid logical clock ([`Hlc`], and the lock-free [`SharedHlc`]) producing
 //!   [`Timestamp`]s that are unique across nodes and respect causality.
 //! - [`selector`]: replica selection over a snapshot of live members ([`Topology`]):
 //!   data-center aware ([`DcAwareSelector`]), key affinity ([`RendezvousSelector`]) and random
 //!   ([`RandomSelector`]), behind the public [`NodeSelector`] trait.
-//! - [`membership`]: chitchat's gossip protocol and phi-accrual failure detection as a state
-//!   machine ([`membership::Membership`]); [`Node`] adds the clock and cohort's envelope, and
-//!   is what drivers run; [`Members`] is the snapshot they publish.
 //! - [`wire`]: chitchat 0.13's gossip format and cohort's envelope.
 //! - [`NodeId`]: node identity with generations.
+//!
+//! ## Your own event loop
+//!
+//! A loop owns the socket and one timer, and repeats: feed the node an input (a datagram, the
+//! timer, a command), then [`Node::drain`] it (send the datagrams in order, hand over the
+//! events, re-arm the timer for [`Drained::deadline`]). To stop, call [`Node::leave`] and go on
+//! until [`Drained::left`] says the leave is over. The wall clock is read by the loop and
+//! passed in as a [`WallTime`] (`WallTime::saturating_from(SystemTime::now())`). Here with a
+//! blocking `std` socket, for a node alone that runs three rounds and leaves
+//! (`examples/custom_loop.rs` joins a real cluster the same way):
+//!
+//! ```
+//! use std::net::UdpSocket;
+//! use std::time::{Duration, Instant, SystemTime};
+//! use cohort_core::{Event, Node, NodeConfig, NodeId, Transmits, WallTime};
+//! use cohort_core::node::generation_at;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let wall = || WallTime::saturating_from(SystemTime::now());
+//! let socket = UdpSocket::bind("127.0.0.1:0")?;
+//! // Build: an identity (a new generation at every start), then the settings.
+//! let id = NodeId::new("node-1", generation_at(wall()), socket.local_addr()?);
+//! let mut config = NodeConfig::new(id);
+//! config.gossip_interval = Duration::from_millis(10);
+//! config.seeds = vec!["127.0.0.1:7000".parse()?]; // nobody there: that is fine
+//! let mut node = Node::new(config, Instant::now())?;
+//!
+//! let (mut out, mut events) = (Transmits::new(), Vec::<Event>::new());
+//! let mut buf = vec![0u8; cohort_core::wire::MAX_DATAGRAM_SIZE + 1];
+//! let mut drained = node.drain(wall(), &mut out, &mut events);
+//! let started = Instant::now();
+//! loop {
+//!     // Send what the node produced, then act on its events.
+//!     for t in &out {
+//!         let _ = socket.send_to(&t.payload, t.destination);
+//!     }
+//!     out.clear();
+//!     events.clear();
+//!     if drained.left.is_some() {
+//!         break; // the leave is over: close the socket
+//!     }
+//!     if started.elapsed() > Duration::from_millis(30) {
+//!         node.leave(Instant::now());
+//!     }
+//!     // Wait for a datagram until the deadline; feed the node whichever comes first.
+//!     let wait = drained.deadline.saturating_duration_since(Instant::now());
+//!     socket.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+//!     match socket.recv_from(&mut buf) {
+//!         Ok((n, from)) => {
+//!             // Bad bytes are refused with an error and change nothing.
+//!             let _ = node.handle_datagram(Instant::now(), wall(), from, &buf[..n]);
+//!         }
+//!         Err(_) => node.handle_timeout(Instant::now()),
+//!     }
+//!     drained = node.drain(wall(), &mut out, &mut events);
+//! }
+//! assert!(node.members().live_count() == 0, "a node that left is not live, even to itself");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The clock on its own:
 //!
 //! ```
 //! use std::time::Duration;
