@@ -95,18 +95,27 @@ impl Proc {
             return line;
         }
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if pred(&line) => return line,
-                Ok(line) => self.seen.push(line),
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "{}: no matching line within {WAIT:?}; recent lines: {:?}",
-                    self.name,
-                    self.seen.iter().rev().take(8).collect::<Vec<_>>()
-                ),
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!("{}: the process exited; lines: {:?}", self.name, self.seen)
-                }
+            let line = self.next_line(deadline);
+            if pred(&line) {
+                return line;
+            }
+            self.seen.push(line);
+        }
+    }
+
+    /// The next line printed, waiting until `deadline` at most (then the test fails, showing
+    /// the last lines).
+    fn next_line(&mut self, deadline: Instant) -> String {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(left) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => panic!(
+                "{}: no matching line within {WAIT:?}; recent lines: {:?}",
+                self.name,
+                self.seen.iter().rev().take(8).collect::<Vec<_>>()
+            ),
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!("{}: the process exited; lines: {:?}", self.name, self.seen)
             }
         }
     }
@@ -153,23 +162,11 @@ impl Proc {
         }
         let deadline = Instant::now() + WAIT;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let value = parse(&line);
-                    self.seen.push(line);
-                    if pred(&value) {
-                        return value;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "{}: no matching line within {WAIT:?}; recent lines: {:?}",
-                    self.name,
-                    self.seen.iter().rev().take(8).collect::<Vec<_>>()
-                ),
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!("{}: the process exited; lines: {:?}", self.name, self.seen)
-                }
+            let line = self.next_line(deadline);
+            let value = parse(&line);
+            self.seen.push(line);
+            if pred(&value) {
+                return value;
             }
         }
     }
