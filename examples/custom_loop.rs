@@ -144,7 +144,7 @@ fn demo() -> Result<Report, Box<dyn Error>> {
     let outcome = run_node(config, &socket, |node, events| {
         for event in events {
             if let Some(id) = event.node_id() {
-                println!("hand-loop: {} {id}", kind(event));
+                println!("hand-loop: {} {id}", event.kind());
             }
         }
         live_seen = live_seen.max(node.members().live_count());
@@ -181,19 +181,6 @@ fn demo() -> Result<Report, Box<dyn Error>> {
         key_seen_by_tokio,
         status_seen_by_tokio,
     })
-}
-
-fn kind(event: &Event) -> &'static str {
-    match event {
-        Event::Joined(_) => "joined",
-        Event::Recovered(_) => "recovered",
-        Event::Unready(_) => "unready",
-        Event::Failed(_) => "failed",
-        Event::Left(_) => "left",
-        Event::Removed(_) => "removed",
-        Event::KeyChanged { .. } => "key changed",
-        _ => "event",
-    }
 }
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -90,6 +90,12 @@ pub(crate) struct AgentArgs {
     /// Print every line as one JSON object.
     #[arg(long)]
     pub(crate) json: bool,
+
+    /// Do not watch standard input (by default, its closing or a `stop` line makes the node
+    /// leave): for running under a service manager or with no input attached. Ctrl-C and
+    /// SIGTERM still make it leave gracefully.
+    #[arg(long)]
+    pub(crate) ignore_stdin: bool,
 }
 
 impl AgentArgs {

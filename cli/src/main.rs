@@ -32,7 +32,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use cohort_tokio::{ConnectError, ConnectionConfig, NodeBuilder};
-// Reads the next membership event (`events.next()`).
 
 use crate::args::{AgentArgs, Cli, Command};
 use crate::output::{Line, Output};
@@ -69,6 +68,7 @@ fn agent(args: AgentArgs) -> ExitCode {
 /// Starts the node, prints its events until a stop is asked, then leaves gracefully.
 async fn run(args: AgentArgs) -> Result<(), ConnectError> {
     let out = Output { json: args.json };
+    let ignore_stdin = args.ignore_stdin;
     let public = args.public.unwrap_or(args.listen);
     let seeds: Vec<String> = args.seeds().map(str::to_owned).collect();
     let mut builder =
@@ -93,7 +93,13 @@ async fn run(args: AgentArgs) -> Result<(), ConnectError> {
         listen: node.listen_addr(),
     });
 
-    let mut stdin_closed = stop_on_stdin();
+    let stdin_closed = async {
+        if ignore_stdin {
+            std::future::pending::<()>().await;
+        }
+        let _ = stop_on_stdin().await;
+    };
+    tokio::pin!(stdin_closed);
     let ctrl_c = async {
         // If the handler cannot be installed, Ctrl-C keeps its default effect; stdin still
         // stops the node.
@@ -102,10 +108,13 @@ async fn run(args: AgentArgs) -> Result<(), ConnectError> {
         }
     };
     tokio::pin!(ctrl_c);
+    let terminate = terminated();
+    tokio::pin!(terminate);
     loop {
         tokio::select! {
-            _ = &mut stdin_closed => break,
+            () = &mut stdin_closed => break,
             () = &mut ctrl_c => break,
+            () = &mut terminate => break,
             event = events.next() => {
                 let Some(event) = event else { break };
                 out.emit(&Line::from_event(&event));
@@ -116,6 +125,20 @@ async fn run(args: AgentArgs) -> Result<(), ConnectError> {
     node.shutdown().await;
     out.emit(&Line::Stopped);
     Ok(())
+}
+
+/// Completes when the process is asked to terminate (SIGTERM, as service managers and
+/// `docker stop` send it); never where there is no such signal.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            term.recv().await;
+            return;
+        }
+    }
+    std::future::pending::<()>().await;
 }
 
 /// Fires when standard input closes or reads a `stop` line. A plain thread reads it: a

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 // The driver's event type. The only name of it in this crate: a rename is a change here.
 use cohort_tokio::Event;
-use cohort_tokio::{Member, MemberStatus, Members, NodeId, Timestamp};
+use cohort_tokio::{Member, Members, NodeId, Timestamp};
 use serde_json::{Map, Value, json};
 
 /// One line of output, before it is formatted.
@@ -73,24 +73,12 @@ impl<'a> Line<'a> {
     /// The line for one membership event: the one place events are mapped to output.
     pub(crate) fn from_event(event: &'a Event) -> Self {
         match event {
-            Event::Joined(member) => Self::Member {
-                what: "joined",
-                member,
-            },
-            Event::Recovered(member) => Self::Member {
-                what: "recovered",
-                member,
-            },
-            Event::Unready(member) => Self::Member {
-                what: "unready",
-                member,
-            },
-            Event::Failed(member) => Self::Member {
-                what: "failed",
-                member,
-            },
-            Event::Left(member) => Self::Member {
-                what: "left",
+            Event::Joined(member)
+            | Event::Recovered(member)
+            | Event::Unready(member)
+            | Event::Failed(member)
+            | Event::Left(member) => Self::Member {
+                what: event.kind(),
                 member,
             },
             Event::Removed(id) => Self::Removed(id),
@@ -187,15 +175,8 @@ fn id_json(id: &NodeId) -> Map<String, Value> {
 
 /// A member: its identity's fields, `status` and `keys`.
 fn member_json(member: &Member) -> Value {
-    let status = match member.status {
-        MemberStatus::Joining => "joining",
-        MemberStatus::Live => "live",
-        MemberStatus::Unready => "unready",
-        MemberStatus::Failed => "failed",
-        MemberStatus::Left => "left",
-    };
     let mut fields = id_json(&member.id);
-    fields.insert("status".to_owned(), json!(status));
+    fields.insert("status".to_owned(), json!(member.status.as_str()));
     fields.insert("keys".to_owned(), json!(member.keys));
     Value::Object(fields)
 }
@@ -227,6 +208,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use cohort_tokio::MemberStatus;
 
     fn member(status: MemberStatus) -> Member {
         Member {

@@ -68,7 +68,14 @@ impl Proc {
 
     /// Starts a text agent of the cluster `processes` and waits until it is ready.
     fn start(name: &str, listen: SocketAddr, seeds: &[SocketAddr]) -> Self {
-        let mut proc = Self::spawn(name, listen, seeds, &["--cluster", "processes"]);
+        Self::start_with(name, listen, seeds, &[])
+    }
+
+    /// As [`Proc::start`], with `extra` arguments.
+    fn start_with(name: &str, listen: SocketAddr, seeds: &[SocketAddr], extra: &[&str]) -> Self {
+        let mut args = vec!["--cluster", "processes"];
+        args.extend_from_slice(extra);
+        let mut proc = Self::spawn(name, listen, seeds, &args);
         let ready = proc.wait_line(|l| l.starts_with("ready "));
         // `ready id=<id> listen=<addr>`
         let mut parts = ready.split_whitespace().skip(1);
@@ -467,4 +474,44 @@ fn ctrl_c_leaves_gracefully() {
             .any(|l| l == &format!("failed {leaver_id}")),
         "a Ctrl-C is a graceful departure, not a failure"
     );
+}
+
+/// With `--ignore-stdin`, a closed standard input does not stop the node; SIGTERM (what service
+/// managers send) makes it leave gracefully.
+#[cfg(unix)]
+#[test]
+fn ignore_stdin_keeps_running_and_sigterm_leaves_gracefully() {
+    let mut cluster = Cluster(Vec::new());
+    let first = Proc::start("t0", loopback(), &[]);
+    let seed = first.listen;
+    cluster.0.push(first);
+    cluster.0.push(Proc::start_with(
+        "t1",
+        loopback(),
+        &[seed],
+        &["--ignore-stdin"],
+    ));
+    for p in &mut cluster.0 {
+        p.wait_members(2);
+    }
+    // Close t1's standard input: it keeps running (a later key from t0 still reaches it).
+    drop(cluster.0[1].stdin.take());
+    let t0_id = cluster.0[0].id.clone();
+    drop(cluster.0[0].stdin.take());
+    // t0 stops (its stdin closed); t1 sees it leave, so it was still running.
+    cluster.0[0].wait_line(|l| l == "stopped");
+    cluster.0[1].wait_line(|l| l == format!("left {t0_id}"));
+    assert!(
+        cluster.0[1].child.try_wait().expect("status").is_none(),
+        "t1 still runs with its stdin closed"
+    );
+    let pid = cluster.0[1].child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "kill -TERM {pid}: {sent}");
+    cluster.0[1].wait_line(|l| l == "stopped");
+    let status = cluster.0[1].wait_exit();
+    assert!(status.success(), "SIGTERM exits 0: {status}");
 }

@@ -1,6 +1,6 @@
 //! What a node tells its application: one event type for every consumer.
 //!
-//! Owns [`Event`]. The membership machine, the node machine, both drivers and the simulator all
+//! Owns [`Event`]. The membership machine, the node machine, the drivers and the simulator all
 //! speak it: the core produces every variant; a driver only adds [`Event::Lagged`] for a reader
 //! of its own that fell behind (with the snapshot the reader rebuilds from). It never does I/O.
 
@@ -91,6 +91,26 @@ impl Event {
         match self {
             Self::Removed(id) => Some(id),
             other => other.member().map(|m| &m.id),
+        }
+    }
+
+    /// The event's name in lower case, for logs and command-line output: `joined`,
+    /// `recovered`, `unready`, `failed`, `left`, `removed`, `key`, `skew`, `bad-cluster`,
+    /// `suspect` or `lagged`.
+    #[must_use]
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Joined(_) => "joined",
+            Self::Recovered(_) => "recovered",
+            Self::Unready(_) => "unready",
+            Self::Failed(_) => "failed",
+            Self::Left(_) => "left",
+            Self::Removed(_) => "removed",
+            Self::KeyChanged { .. } => "key",
+            Self::ClockSkew { .. } => "skew",
+            Self::BadCluster { .. } => "bad-cluster",
+            Self::SelfSuspected => "suspect",
+            Self::Lagged { .. } => "lagged",
         }
     }
 

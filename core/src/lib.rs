@@ -118,6 +118,9 @@ pub use members::Members;
 pub use membership::{KeyError, Member, MemberStatus, Transmit, Transmits};
 pub use node::{ConfigError, Drained, LeaveOutcome, Node, NodeConfig};
 pub use node_id::{NodeId, NodeIdRef};
+/// The random number generator traits the selectors take ([`NodeSelector::select`]),
+/// re-exported so that a selector of your own needs no other dependency.
+pub use rand_core;
 pub use selector::{
     Candidate, Consistency, DataCenter, DcAwareSelector, NodeSelector, RandomSelector,
     RendezvousSelector, SelectError, Topology,

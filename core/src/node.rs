@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use self::config::{
-    ConfigError, DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LEAVE_TIMEOUT, NodeConfig,
-    generation_at,
+    ConfigError, DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LEAVE_TIMEOUT,
+    MAX_DURATION_SETTING, NodeConfig, generation_at,
 };
 use crate::clock::{HlcConfig, NodeTag, SharedHlc, WallTime};
 use crate::members::Members;
@@ -40,8 +40,9 @@ pub enum LeaveOutcome {
 pub struct Drained {
     /// When [`Node::handle_timeout`] is next due: arm the timer for it.
     pub deadline: Instant,
-    /// The member list changed since the previous drain (a status, a key, this node's own
-    /// commands): a snapshot taken before is stale; [`Node::members`] gives the new one.
+    /// The member list changed since the previous drain (a member first seen, a status, a key,
+    /// this node's own commands, a member removed): a snapshot taken before is stale;
+    /// [`Node::members`] gives the new one.
     pub members_changed: bool,
     /// Once the leave started by [`Node::leave`] is over, how it ended (reported by every
     /// drain from then on): the driver can close its sockets.
@@ -119,7 +120,8 @@ impl Node {
         self.membership.members()
     }
 
-    /// The version of the membership: it grows with every change of a member's status or keys.
+    /// The version of the membership: it grows with every change of the member list (a member
+    /// first seen, a status, a key, a member removed), not with heartbeats.
     #[must_use]
     pub fn members_version(&self) -> u64 {
         self.membership.members_version()
@@ -131,11 +133,10 @@ impl Node {
         self.membership.member(id)
     }
 
-    /// This node as a member (its status is [`MemberStatus::Left`] once it leaves). Always
-    /// `Some`: the local node is never removed from its own membership.
+    /// This node as a member (its status is [`MemberStatus::Left`] once it leaves).
     #[must_use]
-    pub fn local_member(&self) -> Option<Member> {
-        self.membership.member(self.membership.node_id())
+    pub fn local_member(&self) -> Member {
+        self.membership.local_member()
     }
 
     /// What this node believes of `id`.
@@ -222,7 +223,8 @@ impl Node {
             return;
         }
         self.membership.leave(now);
-        self.leave_deadline = Some(now + self.leave_timeout);
+        // A timeout too far to represent is no timeout.
+        self.leave_deadline = now.checked_add(self.leave_timeout);
     }
 
     /// Replaces the seed addresses (a driver re-resolving seed host names calls this); from

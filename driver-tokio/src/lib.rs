@@ -74,14 +74,22 @@ pub use tokio_stream::StreamExt;
 
 pub use cohort_core::members::{DATA_CENTER_KEY, DEFAULT_DATA_CENTER, RPC_ADDR_KEY};
 pub use cohort_core::membership::{
-    FailureDetectorConfig, LivenessPredicate, NodeState, RESERVED_KEY_PREFIX,
+    FailureDetectorConfig, LivenessPredicate, MembershipConfig, NodeState, RESERVED_KEY_PREFIX,
+    VersionedValue,
 };
 pub use cohort_core::node::{
     DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LEAVE_TIMEOUT, LeaveOutcome,
+    MAX_DURATION_SETTING,
 };
-pub use cohort_core::wire::ProtocolVersion;
+pub use cohort_core::selector::DataCenterView;
+pub use cohort_core::wire::{Compression, DeletionStatus, ProtocolVersion};
 pub use cohort_core::{
     Candidate, ClockError, ConfigError, Consistency, DataCenter, DcAwareSelector, Event, KeyError,
-    Member, MemberStatus, Members, NodeConfig, NodeId, NodeSelector, RandomSelector,
-    RendezvousSelector, SelectError, SharedHlc, Timestamp, Topology,
+    Member, MemberStatus, Members, NodeConfig, NodeId, NodeSelector, NodeTag, RandomSelector,
+    RendezvousSelector, SelectError, SharedHlc, Timestamp, Topology, WallTime,
 };
+/// The `Stream` trait the event and snapshot streams implement.
+pub use futures_core::Stream;
+/// The random number generator traits [`NodeSelector::select`] takes: implement a selector of
+/// your own with `cohort_tokio::rand_core::Rng`, no other dependency needed.
+pub use rand_core;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use cohort_core::hash::splitmix64;
 use cohort_core::membership::NodeState;
 use cohort_core::node::generation_at;
 use cohort_core::{
@@ -259,11 +260,10 @@ impl Node {
         let generation = builder
             .generation
             .unwrap_or_else(|| generation_at(wall_now()));
-        let id = NodeId::new(builder.name.as_str(), generation, public);
         let seeds = parse_seeds(&builder.connection.seeds);
         let mut resolved_each = Vec::new();
 
-        let mut config = NodeConfig::new(id.clone());
+        let mut config = NodeConfig::new(NodeId::new(builder.name.as_str(), generation, public));
         config.cluster_id.clone_from(&builder.cluster_id);
         config.data_center.clone_from(&builder.data_center);
         config.rpc_addr = builder.rpc_addr;
@@ -288,8 +288,11 @@ impl Node {
             tune(&mut config);
         }
         let rpc_addr = config.published_rpc_addr();
-        let rng_seed = config.rng_seed ^ 0x9e37_79b9_7f4a_7c15;
+        // The selector's generator, derived from the node's (which the node keeps to itself).
+        let rng_seed = splitmix64(config.rng_seed);
         let core = cohort_core::Node::new(config, Instant::now())?;
+        // `configure` may have changed the identity: the core's is the one.
+        let id = core.id().clone();
         let clock = Clock::new(Arc::clone(core.clock()));
         let first = core.members();
 
@@ -382,23 +385,7 @@ impl Node {
     /// This node as a member: its metadata and its status (`Left` once it shuts down).
     #[must_use]
     pub fn local_member(&self) -> Member {
-        let members = self.members();
-        match members.local_member() {
-            Some(member) => member.clone(),
-            // The local node is always in its own snapshot; a fresh copy from the core if not.
-            None => self
-                .shared
-                .lock_core()
-                .node
-                .local_member()
-                .unwrap_or_else(|| Member {
-                    id: self.shared.id.clone(),
-                    status: cohort_core::MemberStatus::Joining,
-                    heartbeat: 0,
-                    max_version: 0,
-                    keys: std::collections::BTreeMap::new(),
-                }),
-        }
+        self.shared.lock_core().node.local_member()
     }
 
     /// Member snapshots as they change: the current one first, then every newer one (a slow
@@ -545,6 +532,16 @@ impl Node {
     /// As [`set_metadata`](Self::set_metadata).
     pub fn delete_metadata(&self, key: &str) -> Result<bool, KeyError> {
         self.command(|node, now| node.delete(now, key))
+    }
+
+    /// Keeps `key` visible for the grace period, then removes it everywhere (a key kept alive
+    /// only while its owner renews it). Returns whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_metadata`](Self::set_metadata).
+    pub fn delete_metadata_after_ttl(&self, key: &str) -> Result<bool, KeyError> {
+        self.command(|node, now| node.delete_after_ttl(now, key))
     }
 
     /// Runs a command on the core under its lock, publishes the new snapshot and wakes the

@@ -158,6 +158,13 @@ pub(crate) async fn run(
                 });
                 leaving = true;
             }
+            // Before the socket: a flood of datagrams must not hold rounds, liveness checks or
+            // the end of a leave back.
+            () = &mut timer => {
+                drained = turn(&shared, &events, &mut out, &mut pending, |locked, now, _| {
+                    locked.node.handle_timeout(now);
+                });
+            }
             received = socket.recv_from(&mut buf) => {
                 match received {
                     // One datagram per turn: its replies go out before the next read, and the
@@ -173,11 +180,6 @@ pub(crate) async fn run(
                     // ICMP errors for earlier sends surface here on some systems: not fatal.
                     Err(error) => tracing::debug!(%error, "gossip receive failed"),
                 }
-            }
-            () = &mut timer => {
-                drained = turn(&shared, &events, &mut out, &mut pending, |locked, now, _| {
-                    locked.node.handle_timeout(now);
-                });
             }
         }
     }

@@ -406,9 +406,21 @@ async fn shutting_down_right_after_a_peer_left_does_not_wait_for_it() {
 
 #[tokio::test]
 async fn the_local_member_ttl_metadata_key_owners_and_snapshot_changes() {
-    let a = builder("a", &[]).connect().await.unwrap();
-    let b = builder("b", &[a.public_addr()]).connect().await.unwrap();
-    let c = builder("c", &[a.public_addr()]).connect().await.unwrap();
+    // Keys with a TTL (and tombstones) live 300 ms.
+    let short_grace = |name: &str, seeds: &[SocketAddr]| {
+        builder(name, seeds).configure(|c| {
+            c.marked_for_deletion_grace_period = Duration::from_millis(300);
+        })
+    };
+    let a = short_grace("a", &[]).connect().await.unwrap();
+    let b = short_grace("b", &[a.public_addr()])
+        .connect()
+        .await
+        .unwrap();
+    let c = short_grace("c", &[a.public_addr()])
+        .connect()
+        .await
+        .unwrap();
     all_live(&[&a, &b, &c], 3).await;
 
     // The local member, with what it publishes.
@@ -444,6 +456,21 @@ async fn the_local_member_ttl_metadata_key_owners_and_snapshot_changes() {
     .await
     .expect("b sees a's key through its snapshot stream");
     assert_eq!(seen.live_count(), 3);
+    // The grace period passes: the key is gone everywhere, and the snapshot stream says so.
+    tokio::time::timeout(WAIT, async {
+        while let Some(members) = changes.next().await {
+            if members
+                .get(a.id())
+                .is_some_and(|m| m.get("lease").is_none())
+            {
+                return;
+            }
+        }
+        panic!("the stream ended");
+    })
+    .await
+    .expect("b's snapshots show the key expired");
+    assert_eq!(a.local_member().get("lease"), None);
 
     // Key owners agree across nodes and include the local node as a candidate.
     let owners = |node: &Node| -> Vec<String> {
@@ -494,7 +521,11 @@ async fn a_reserved_or_setting_key_in_the_metadata_is_a_config_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, cohort_tokio::ConnectError::InvalidConfig(cohort_tokio::ConfigError::ReservedKey(ref k)) if k == "__cohort/x"),
+        matches!(
+            err,
+            cohort_tokio::ConnectError::InvalidConfig(cohort_tokio::ConfigError::Key(KeyError::Reserved(ref k)))
+                if k == "__cohort/x"
+        ),
         "{err}"
     );
     let err = builder("a", &[])

@@ -950,8 +950,10 @@ impl Sim {
         // What the node publishes from the start must reach everyone for convergence.
         let expected = started
             .local_member()
-            .map(|m| m.keys.into_iter().map(|(k, v)| (k, Some(v))).collect())
-            .unwrap_or_default();
+            .keys
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
         let slot = &mut self.slots[node];
         slot.id = id.clone();
         slot.node = Some(started);

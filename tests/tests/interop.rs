@@ -214,8 +214,8 @@ impl Tap {
         let record = Arc::clone(&seen);
         let task = tokio::spawn(async move {
             let mut client = None;
-            let mut request = vec![0; 65_536];
-            let mut reply = vec![0; 65_536];
+            let mut request = vec![0; cohort_core::wire::MAX_DATAGRAM_SIZE + 1];
+            let mut reply = vec![0; cohort_core::wire::MAX_DATAGRAM_SIZE + 1];
             let note = |to_target: bool, bytes: &[u8]| {
                 let mut header = [0; 4];
                 let n = bytes.len().min(4);

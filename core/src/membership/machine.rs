@@ -201,11 +201,30 @@ impl Membership {
     }
 
     /// The version of what [`members`](Self::members) returns: it starts at 1 and grows with
-    /// every change of a member's status or keys (heartbeats alone do not count), so a
-    /// snapshot is stale exactly when its version is lower.
+    /// every change of the member list (a member first seen, a status, a key, a member
+    /// removed). Heartbeats alone do not count: a snapshot's [`Member::heartbeat`] and
+    /// [`Member::max_version`] may lag the machine's without its version being lower.
     #[must_use]
     pub fn members_version(&self) -> u64 {
         self.members_version
+    }
+
+    /// This node as a member.
+    #[must_use]
+    pub fn local_member(&self) -> Member {
+        let id = &self.config.node_id;
+        match (self.state.node(id), self.state.meta(id)) {
+            (Some(state), Some(peer)) => Self::snapshot(id, state, peer.status),
+            // The local node is inserted at construction and never removed; an empty member
+            // rather than a panic if that ever changed.
+            _ => Member {
+                id: id.clone(),
+                status: MemberStatus::Joining,
+                heartbeat: 0,
+                max_version: 0,
+                keys: std::collections::BTreeMap::new(),
+            },
+        }
     }
 
     /// One member.
@@ -351,7 +370,9 @@ impl Membership {
     // ---------------------------------------------------------------- outputs
 
     /// Moves the next datagram to send into `out` (replacing what it held; its old buffer is
-    /// kept for reuse) and returns where to send it.
+    /// kept for reuse) and returns where to send it. The datagram starts with
+    /// [`MembershipConfig::transmit_headroom`] zero bytes (none by default) for a wrapper the
+    /// caller writes in place, then the chitchat message.
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> Option<SocketAddr> {
         self.transmits.pop_into(out)
     }
@@ -524,10 +545,7 @@ impl Membership {
     fn gossip_round(&mut self, now: Instant) {
         let targets = self.round_targets();
         self.own_state().bump_heartbeat();
-        let grace = self.config.marked_for_deletion_grace_period;
-        for (_, state) in self.state.iter_mut() {
-            state.gc_tombstones(now, grace);
-        }
+        self.collect_expired_keys(now);
         // One Syn for every target of the round, encoded once.
         if let Some((last, rest)) = targets.split_last() {
             let syn = self.encode_syn(Some(now));
@@ -538,6 +556,29 @@ impl Membership {
                 self.push_transmit(*addr, copy);
             }
             self.push_transmit(*last, syn);
+        }
+    }
+
+    /// Collects the tombstones and the keys whose TTL ran out, on every node; a key that was
+    /// still visible is reported gone ([`Event::KeyChanged`] with no value).
+    fn collect_expired_keys(&mut self, now: Instant) {
+        let grace = self.config.marked_for_deletion_grace_period;
+        let mut gone: Vec<(NodeId, String)> = Vec::new();
+        for (id, state) in self.state.iter_mut() {
+            for (key, visible) in state.gc_tombstones(now, grace) {
+                if visible && !is_reserved_key(&key) {
+                    gone.push((id.clone(), key));
+                }
+            }
+        }
+        for (id, key) in gone {
+            if let Some(member) = self.member(&id) {
+                self.push_event(Event::KeyChanged {
+                    member,
+                    key,
+                    value: None,
+                });
+            }
         }
     }
 
@@ -630,6 +671,8 @@ impl Membership {
             // First sightings, added together: the heartbeat is stored but not reported
             // (chitchat's rule), and each starts as Joining.
             self.state.insert_many(new.iter().map(|(id, _)| id.clone()));
+            // New members (Joining) are part of the snapshot.
+            self.members_version += 1;
             for (id, heartbeat) in &new {
                 if let Some(state) = self.state.node_mut(id) {
                     state.observe_heartbeat(*heartbeat);

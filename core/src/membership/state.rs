@@ -237,8 +237,9 @@ impl NodeState {
     }
 
     /// Removes the deletions older than `grace` at `now`, raising `last_gc_version`. Returns
-    /// the keys removed.
-    pub fn gc_tombstones(&mut self, now: Instant, grace: Duration) -> Vec<String> {
+    /// the keys removed, each with whether it was still visible (a key with a TTL, collected
+    /// now, rather than a tombstone).
+    pub fn gc_tombstones(&mut self, now: Instant, grace: Duration) -> Vec<(String, bool)> {
         let mut removed = Vec::new();
         // Nothing can have expired yet: skip the scan (this runs every round for every node).
         if self
@@ -255,7 +256,7 @@ impl NodeState {
             };
             if now.saturating_duration_since(at) > grace {
                 highest = highest.max(v.version);
-                removed.push(key.clone());
+                removed.push((key.clone(), v.is_visible()));
                 false
             } else {
                 earliest = Some(earliest.map_or(at, |e| e.min(at)));

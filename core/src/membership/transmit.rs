@@ -69,9 +69,16 @@ impl Transmits {
         self.items[..self.len].iter_mut()
     }
 
-    /// Forgets the datagrams, keeping their buffers for the next batch.
+    /// Forgets the datagrams, keeping their buffers for the next batch (at most
+    /// 64 of them, none larger than 128 KiB: a rare burst does not pin its memory).
     pub fn clear(&mut self) {
         self.len = 0;
+        self.items.truncate(MAX_SPARE_BUFFERS);
+        for item in &mut self.items {
+            if item.payload.capacity() > MAX_SPARE_CAPACITY {
+                item.payload = Vec::new();
+            }
+        }
     }
 
     /// Fills the next slot with `fill` (which writes a datagram into the buffer it is given and
@@ -192,9 +199,30 @@ mod tests {
             assert_eq!(payloads[3], &[0, 0, round, 3]);
             batch.clear();
         }
-        // After the first round, every buffer came from the pool or the batch: no more than the
-        // four in flight plus the four in the batch exist.
-        assert!(queue.spare.len() <= 4, "{}", queue.spare.len());
+        // From the second round on, every buffer came from the pool or the batch: the four the
+        // batch gave back wait in the pool, and no other was made.
+        assert_eq!(queue.spare.len(), 4);
+    }
+
+    #[test]
+    fn a_cleared_batch_keeps_a_bounded_number_of_bounded_buffers() {
+        let mut batch = Transmits::new();
+        let to = SocketAddr::from(([127, 0, 0, 1], 9));
+        for i in 0..100 {
+            let size = if i == 0 { MAX_SPARE_CAPACITY + 1 } else { 16 };
+            assert!(batch.push_with(|buf| {
+                buf.resize(size, 0);
+                Some(to)
+            }));
+        }
+        batch.clear();
+        assert!(batch.is_empty());
+        assert_eq!(batch.items.len(), MAX_SPARE_BUFFERS);
+        assert_eq!(
+            batch.items[0].payload.capacity(),
+            0,
+            "the huge one was dropped"
+        );
     }
 
     #[test]

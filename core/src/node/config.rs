@@ -11,7 +11,7 @@ use crate::clock::{DEFAULT_MAX_DRIFT, WallTime};
 use crate::hash::{Fnv1a64, splitmix64};
 use crate::members::{DATA_CENTER_KEY, DEFAULT_DATA_CENTER, RPC_ADDR_KEY};
 use crate::membership::{
-    FailureDetectorConfig, LivenessPredicate, MembershipConfig, is_reserved_key,
+    FailureDetectorConfig, KeyError, LivenessPredicate, MembershipConfig, is_reserved_key,
 };
 use crate::wire::{self, Compression, ProtocolVersion};
 
@@ -24,6 +24,10 @@ pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a leave waits for its departure to be announced before giving up, unless set.
 pub const DEFAULT_LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest any duration setting may be (about 100 years): longer ones would overflow the
+/// time arithmetic of a running node.
+pub const MAX_DURATION_SETTING: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// A generation for an incarnation starting at wall time `wall`: its Unix time in
 /// milliseconds, so that a restarted node (a millisecond or more later) always has a higher
@@ -43,9 +47,17 @@ pub enum ConfigError {
     /// The gossip interval is zero.
     #[error("the gossip interval is zero")]
     ZeroGossipInterval,
-    /// A metadata key is reserved for cohort (under `__cohort/`).
-    #[error("the metadata key {0:?} is reserved (keys under `__cohort/` belong to cohort)")]
-    ReservedKey(String),
+    /// A metadata key is refused, as [`Node::set`](crate::Node::set) would refuse it (a
+    /// reserved key).
+    #[error("metadata: {0}")]
+    Key(#[from] KeyError),
+    /// A duration setting is longer than [`MAX_DURATION_SETTING`] (time arithmetic would
+    /// overflow).
+    #[error("`{setting}` is longer than {max:?}", max = MAX_DURATION_SETTING)]
+    TooLong {
+        /// The setting.
+        setting: &'static str,
+    },
     /// A metadata key is one the node sets from a setting of its own: set that instead.
     #[error("the metadata key {key:?} comes from the `{setting}` setting: set that instead")]
     KeyFromSetting {
@@ -198,6 +210,31 @@ impl NodeConfig {
         if self.gossip_interval.is_zero() {
             return Err(ConfigError::ZeroGossipInterval);
         }
+        let fd = self.failure_detector.as_ref();
+        let durations = [
+            ("gossip_interval", Some(self.gossip_interval)),
+            ("max_clock_drift", Some(self.max_clock_drift)),
+            ("leave_timeout", Some(self.leave_timeout)),
+            (
+                "marked_for_deletion_grace_period",
+                Some(self.marked_for_deletion_grace_period),
+            ),
+            ("self_suspicion_hold", Some(self.self_suspicion_hold)),
+            (
+                "failure_detector.initial_interval",
+                fd.map(|f| f.initial_interval),
+            ),
+            ("failure_detector.max_interval", fd.map(|f| f.max_interval)),
+            (
+                "failure_detector.dead_node_grace_period",
+                fd.map(|f| f.dead_node_grace_period),
+            ),
+        ];
+        for (setting, value) in durations {
+            if value.is_some_and(|d| d > MAX_DURATION_SETTING) {
+                return Err(ConfigError::TooLong { setting });
+            }
+        }
         for (key, _) in &self.metadata {
             Self::check_metadata_key(key)?;
         }
@@ -209,10 +246,10 @@ impl NodeConfig {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::ReservedKey`] or [`ConfigError::KeyFromSetting`].
+    /// [`ConfigError::Key`] (a reserved key) or [`ConfigError::KeyFromSetting`].
     pub fn check_metadata_key(key: &str) -> Result<(), ConfigError> {
         if is_reserved_key(key) {
-            return Err(ConfigError::ReservedKey(key.to_owned()));
+            return Err(KeyError::Reserved(key.to_owned()).into());
         }
         let setting = match key {
             DATA_CENTER_KEY => "data_center",

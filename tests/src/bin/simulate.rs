@@ -262,7 +262,8 @@ fn scenario(args: &Args, sim: &mut Sim, out: &mut Outcome) -> Result<(), SimErro
         Scenario::Crash => {
             sim.advance(args.warmup);
             // Any node but the seed node 0, chosen by the seed.
-            let victim = 1 + (mix(out.seed) % (args.nodes as u64 - 1)) as usize;
+            let victim =
+                1 + (cohort_core::hash::mix64(out.seed) % (args.nodes as u64 - 1)) as usize;
             sim.crash(victim);
             sim.run_until_detected(victim, args.deadline)?;
             let d = &sim.detections()[0];
@@ -291,12 +292,6 @@ fn scenario(args: &Args, sim: &mut Sim, out: &mut Outcome) -> Result<(), SimErro
         }
     }
     Ok(())
-}
-
-fn mix(mut x: u64) -> u64 {
-    x = (x ^ (x >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x = (x ^ (x >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
 }
 
 fn print_percentiles(name: &str, mut values: Vec<f64>, integer: bool) {

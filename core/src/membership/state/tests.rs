@@ -93,12 +93,12 @@ fn tombstones_are_collected_after_the_grace_period() {
     );
     assert_eq!(
         s.gc_tombstones(t + grace + Duration::from_millis(1), grace),
-        vec!["gone"]
+        vec![("gone".to_owned(), false)]
     );
     assert_eq!(s.last_gc_version(), 3);
     assert_eq!(
         s.gc_tombstones(t + grace + Duration::from_secs(31), grace),
-        vec!["ttl"]
+        vec![("ttl".to_owned(), true)]
     );
     assert_eq!(s.last_gc_version(), 4);
     assert_eq!(s.max_version(), 4);
