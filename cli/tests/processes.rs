@@ -178,6 +178,17 @@ impl Proc {
         }
     }
 
+    /// Sends the signal `name` (`INT`, `TERM`, ...) to the process.
+    #[cfg(unix)]
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([format!("-{name}"), pid.clone()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{name} {pid}: {sent}");
+    }
+
     /// Waits (at most [`WAIT`]) for the process to exit.
     fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + WAIT;
@@ -456,12 +467,7 @@ fn ctrl_c_leaves_gracefully() {
 
     // SIGINT (what Ctrl-C sends) to c1, whose standard input stays open.
     let leaver_id = cluster.0[1].id.clone();
-    let pid = cluster.0[1].child.id().to_string();
-    let sent = Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(sent.success(), "kill -INT {pid}: {sent}");
+    cluster.0[1].signal("INT");
     cluster.0[1].wait_line(|l| l == "stopped");
     let status = cluster.0[1].wait_exit();
     assert!(status.success(), "Ctrl-C exits 0: {status}");
@@ -505,12 +511,7 @@ fn ignore_stdin_keeps_running_and_sigterm_leaves_gracefully() {
         cluster.0[1].child.try_wait().expect("status").is_none(),
         "t1 still runs with its stdin closed"
     );
-    let pid = cluster.0[1].child.id().to_string();
-    let sent = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(sent.success(), "kill -TERM {pid}: {sent}");
+    cluster.0[1].signal("TERM");
     cluster.0[1].wait_line(|l| l == "stopped");
     let status = cluster.0[1].wait_exit();
     assert!(status.success(), "SIGTERM exits 0: {status}");
