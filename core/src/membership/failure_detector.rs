@@ -234,12 +234,12 @@ impl NodeDetector {
         })
     }
 
-    /// Whether the node has been dead for more than the whole grace period: it is to be
-    /// removed.
+    /// Whether the node has been dead for the whole grace period: it is to be removed (at
+    /// `now >= dead_since + grace`, chitchat's rule).
     #[must_use]
     pub fn is_expired(&self, now: Instant, config: &FailureDetectorConfig) -> bool {
         self.dead_since.is_some_and(|since| {
-            now.saturating_duration_since(since) > config.dead_node_grace_period
+            now.saturating_duration_since(since) >= config.dead_node_grace_period
         })
     }
 }
@@ -518,9 +518,13 @@ mod tests {
         fd.update_liveness(&a, t0);
         assert!(!fd.is_scheduled_for_deletion(&a, t0 + Duration::from_secs(50)));
         assert!(fd.is_scheduled_for_deletion(&a, t0 + Duration::from_secs(51)));
-        assert!(fd.garbage_collect(t0 + Duration::from_secs(100)).is_empty());
+        // chitchat's rule: collected at `now >= time_of_death + grace`, the instant itself.
+        assert!(
+            fd.garbage_collect(t0 + Duration::from_secs(100) - Duration::from_nanos(1))
+                .is_empty()
+        );
         assert_eq!(
-            fd.garbage_collect(t0 + Duration::from_secs(101)),
+            fd.garbage_collect(t0 + Duration::from_secs(100)),
             vec![a.clone()]
         );
         assert_eq!(fd.dead_nodes().count(), 0);

@@ -319,15 +319,17 @@ impl Membership {
     }
 
     /// Sets a key that is garbage collected (everywhere) once the grace period
-    /// ([`MembershipConfig::marked_for_deletion_grace_period`]) has passed since `now`.
+    /// ([`MembershipConfig::marked_for_deletion_grace_period`]) has passed since `now`. The
+    /// value the key already holds with a TTL changes nothing: its TTL is not restarted (as in
+    /// chitchat).
     ///
     /// # Errors
     ///
     /// As [`set`](Self::set).
     pub fn set_with_ttl(&mut self, now: Instant, key: &str, value: &str) -> Result<(), KeyError> {
         self.check_key(key)?;
-        self.own_state().set_with_ttl(key, value, now);
-        self.own_keys_changed(true);
+        let changed = self.own_state().set_with_ttl(key, value, now);
+        self.own_keys_changed(changed);
         Ok(())
     }
 

@@ -184,8 +184,16 @@ impl NodeState {
     }
 
     /// Sets `key` to `value`, to be garbage collected once the grace period has passed after
-    /// `now`. Visible until then.
-    pub fn set_with_ttl(&mut self, key: &str, value: &str, now: Instant) {
+    /// `now`. Visible until then. Returns whether anything changed: setting the value the key
+    /// already holds with a TTL does nothing (its TTL runs on from the first set, as in
+    /// chitchat).
+    pub fn set_with_ttl(&mut self, key: &str, value: &str, now: Instant) -> bool {
+        if self.key_values.get(key).is_some_and(|existing| {
+            existing.status == DeletionStatus::DeleteAfterTtl && existing.value == value
+        }) {
+            // chitchat's rule: the same value with a TTL already runs its TTL; nothing changes.
+            return false;
+        }
         let version = self.next_version();
         self.note_deletion(now);
         self.key_values.insert(
@@ -197,6 +205,7 @@ impl NodeState {
                 deleted_at: Some(now),
             },
         );
+        true
     }
 
     /// Deletes `key` (a tombstone replaces it). Returns whether the key existed (a key already
@@ -242,9 +251,10 @@ impl NodeState {
     pub fn gc_tombstones(&mut self, now: Instant, grace: Duration) -> Vec<(String, bool)> {
         let mut removed = Vec::new();
         // Nothing can have expired yet: skip the scan (this runs every round for every node).
+        // chitchat's rule: collected once `now >= deleted_at + grace`.
         if self
             .earliest_deletion
-            .is_none_or(|at| now.saturating_duration_since(at) <= grace)
+            .is_none_or(|at| now.saturating_duration_since(at) < grace)
         {
             return removed;
         }
@@ -254,7 +264,7 @@ impl NodeState {
             let Some(at) = v.deleted_at else {
                 return true;
             };
-            if now.saturating_duration_since(at) > grace {
+            if now.saturating_duration_since(at) >= grace {
                 highest = highest.max(v.version);
                 removed.push((key.clone(), v.is_visible()));
                 false

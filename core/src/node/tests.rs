@@ -303,7 +303,7 @@ fn a_leave_nobody_answers_ends_at_its_timeout() {
 }
 
 #[test]
-fn a_leave_with_no_live_peer_is_over_at_once() {
+fn a_leave_with_no_known_peer_is_over_at_once() {
     let start = Instant::now();
     let wall = WallTime::from_unix_millis(WALL0).unwrap();
     let mut alone = node(config(&id("a", 7820), &[]), start);

@@ -22,12 +22,13 @@ pub(super) struct Leaving {
 }
 
 impl Membership {
-    /// Announces a graceful departure: sets [`LEAVING_KEY`] and starts handshakes with up to
-    /// `leave_fanout` live peers at once. The departure counts as announced
+    /// Announces a graceful departure: sets [`LEAVING_KEY`] and starts handshakes at once with
+    /// up to `leave_fanout` of the peers this node knows (live ones first, then joining or
+    /// failed ones: whatever their detector status). The departure counts as announced
     /// ([`leave_announced`](Self::leave_announced)) when it has been sent to every one of them,
     /// or to at least one once a gossip interval has passed since `now` (a contacted peer that
     /// is gone, or slow, does not hold the departure up; the others learn it by gossip), or at
-    /// once when there is no live peer. Peers see this node as [`MemberStatus::Left`] as soon
+    /// once when it knows no peer at all (nobody to tell). Peers see this node as [`MemberStatus::Left`] as soon
     /// as the key reaches them. A second call does nothing.
     pub fn leave(&mut self, now: Instant) {
         if self.leaving.is_some() {
@@ -39,10 +40,19 @@ impl Membership {
             peer.status = MemberStatus::Left;
         }
         self.members_version += 1;
+        // Every peer this node knows of is told, whatever its detector says: live peers first,
+        // then the others (a peer still `Joining` here may well see this node live, and a
+        // failed one may be back), each group in random order, up to the fan-out.
         let mut targets: Vec<SocketAddr> = self.live_peer_addrs();
         targets.sort_unstable();
         targets.dedup();
         shuffle(&mut self.rng, &mut targets);
+        let mut others = self.known_peer_addrs();
+        others.retain(|a| !targets.contains(a));
+        if !others.is_empty() {
+            shuffle(&mut self.rng, &mut others);
+            targets.extend(others);
+        }
         targets.truncate(self.config.leave_fanout.max(1));
         self.leaving = Some(Leaving {
             announced: targets.is_empty(),

@@ -25,6 +25,21 @@ impl Membership {
             .collect()
     }
 
+    /// The gossip addresses of every known peer that has not left, whatever its detector
+    /// status; sorted, each once.
+    pub(super) fn known_peer_addrs(&self) -> Vec<SocketAddr> {
+        let me = self.config.node_id.gossip_addr();
+        let mut addrs: Vec<SocketAddr> = self
+            .state
+            .iter_with_meta()
+            .filter(|(id, _, peer)| id.gossip_addr() != me && peer.status != MemberStatus::Left)
+            .map(|(id, _, _)| id.gossip_addr())
+            .collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        addrs
+    }
+
     /// chitchat's round targets: up to `gossip_count` live peers (any known peer while none
     /// is live), a dead node with probability dead / (live + 1), and a seed when no chosen
     /// target is one or fewer live nodes than seeds are known. Sorted, each once.

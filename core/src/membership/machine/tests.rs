@@ -522,3 +522,47 @@ fn a_leave_is_announced_without_contacted_peers_that_are_gone() {
     assert!(announced(&net));
     assert_eq!(net.nodes[0].status(&ids[1]), Some(MemberStatus::Left));
 }
+
+/// A node that leaves soon after joining, while it still sees its seed as `Joining` (its
+/// detector has not heard two heartbeats yet) though the seed sees it live, tells the seed:
+/// the seed sees it leave, not fail. Before, the departure went to detector-live peers only,
+/// and with none it was "announced" to nobody.
+#[test]
+fn a_node_leaving_right_after_joining_tells_the_peers_it_still_sees_joining() {
+    let a = id("a", 1, 8100);
+    let b = id("b", 1, 8101);
+    // b's detector never finds a on time (no phi is below a negative threshold): a stays
+    // Joining to b, as it does in the first rounds after a real join, while a sees b live.
+    let mut cb = config(&b, Some(&a));
+    cb.failure_detector.phi_threshold = -1.0;
+    let mut net = Net::new(vec![config(&a, None), cb]);
+    let mut reached = false;
+    for _ in 0..20 {
+        net.round();
+        if net.nodes[0].status(&b) == Some(MemberStatus::Live)
+            && net.nodes[1].status(&a) == Some(MemberStatus::Joining)
+        {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "a sees b live while b still sees a joining");
+    let now = net.now;
+    net.nodes[1].leave(now);
+    net.flush();
+    assert!(net.nodes[1].leave_announced(), "a answered the departure");
+    assert_eq!(net.nodes[0].status(&b), Some(MemberStatus::Left));
+    assert!(
+        net.events[0]
+            .iter()
+            .any(|e| matches!(e, Event::Left(m) if m.id == b))
+    );
+    // b is gone; a never declares it failed.
+    net.down[1] = true;
+    net.rounds(50);
+    assert!(
+        !net.events[0]
+            .iter()
+            .any(|e| matches!(e, Event::Failed(m) if m.id == b))
+    );
+}

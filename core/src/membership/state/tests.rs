@@ -79,6 +79,28 @@ fn local_writes_take_increasing_versions() {
 }
 
 #[test]
+fn setting_the_same_value_with_a_ttl_again_changes_nothing() {
+    // chitchat's `set_with_ttl`: the same value, already with a TTL, is a no-op (no new
+    // version, and the TTL runs on from the first set).
+    let t = Instant::now();
+    let grace = Duration::from_secs(60);
+    let mut s = NodeState::new();
+    assert!(s.set_with_ttl("lease", "a", t));
+    assert!(!s.set_with_ttl("lease", "a", t + Duration::from_secs(30)));
+    assert_eq!(s.max_version(), 1);
+    assert_eq!(
+        s.gc_tombstones(t + grace, grace),
+        vec![("lease".to_owned(), true)],
+        "collected a grace period after the first set"
+    );
+    // Another value, or the same value without a TTL before, is a change.
+    assert!(s.set_with_ttl("lease", "b", t + grace));
+    s.set("plain", "x");
+    assert!(s.set_with_ttl("plain", "x", t + grace));
+    assert_eq!(s.max_version(), 4);
+}
+
+#[test]
 fn tombstones_are_collected_after_the_grace_period() {
     let t = Instant::now();
     let grace = Duration::from_secs(60);
@@ -88,16 +110,19 @@ fn tombstones_are_collected_after_the_grace_period() {
     s.delete("gone", t);
     s.set_with_ttl("ttl", "v", t + Duration::from_secs(30));
     assert!(
-        s.gc_tombstones(t + grace, grace).is_empty(),
-        "not older than the grace"
+        s.gc_tombstones(t + grace - Duration::from_nanos(1), grace)
+            .is_empty(),
+        "younger than the grace"
     );
+    // chitchat's rule (its `gc_keys_marked_for_deletion`): collected once
+    // `now >= deleted_at + grace`, at the instant itself.
     assert_eq!(
-        s.gc_tombstones(t + grace + Duration::from_millis(1), grace),
+        s.gc_tombstones(t + grace, grace),
         vec![("gone".to_owned(), false)]
     );
     assert_eq!(s.last_gc_version(), 3);
     assert_eq!(
-        s.gc_tombstones(t + grace + Duration::from_secs(31), grace),
+        s.gc_tombstones(t + grace + Duration::from_secs(30), grace),
         vec![("ttl".to_owned(), true)]
     );
     assert_eq!(s.last_gc_version(), 4);
@@ -321,7 +346,7 @@ proptest! {
             match op {
                 WriterOp::Set(k, v) => { w.set(&format!("k{k}"), &v.to_string()); }
                 WriterOp::Delete(k) => { w.delete(&format!("k{k}"), clock); }
-                WriterOp::Ttl(k, v) => w.set_with_ttl(&format!("k{k}"), &v.to_string(), clock),
+                WriterOp::Ttl(k, v) => { w.set_with_ttl(&format!("k{k}"), &v.to_string(), clock); }
                 WriterOp::Gc => {
                     w.gc_tombstones(clock, grace);
                     r.gc_tombstones(clock, grace);
