@@ -114,7 +114,7 @@ pub mod wire;
 
 pub use clock::{ClockError, Hlc, HlcConfig, NodeTag, SharedHlc, Timestamp, WallTime};
 pub use event::Event;
-pub use members::Members;
+pub use members::{MemberCounts, Members, StatusCounts};
 pub use membership::{KeyError, Member, MemberStatus, Transmit, Transmits};
 pub use node::{ConfigError, Drained, LeaveOutcome, Node, NodeConfig};
 pub use node_id::{NodeId, NodeIdRef};

@@ -90,6 +90,30 @@ impl Members {
             .map(|i| &self.members[i])
     }
 
+    /// The members chitchat's failure detector would call dead: [`MemberStatus::Failed`] and
+    /// [`MemberStatus::Joining`] ones (see [`MemberStatus::Joining`] for why cohort names them
+    /// apart), ascending by id.
+    pub fn dead(&self) -> impl Iterator<Item = &Member> + '_ {
+        self.members
+            .iter()
+            .filter(|m| matches!(m.status, MemberStatus::Failed | MemberStatus::Joining))
+    }
+
+    /// How many members have each status, overall and per data center ([`DATA_CENTER_KEY`]),
+    /// as datacake's cluster statistics gave them.
+    #[must_use]
+    pub fn counts(&self) -> MemberCounts {
+        let mut counts = MemberCounts::default();
+        for member in self.members.iter() {
+            let dc = member.get(DATA_CENTER_KEY).unwrap_or(DEFAULT_DATA_CENTER);
+            let per_dc = counts.per_data_center.entry(dc.to_owned()).or_default();
+            for c in [&mut counts.all, per_dc] {
+                c.add(member.status);
+            }
+        }
+        counts
+    }
+
     /// The members named `name` (every generation known), ascending by generation.
     pub fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Member> + 'a {
         self.members.iter().filter(move |m| m.id.name() == name)
@@ -115,6 +139,52 @@ impl Members {
             self.live().filter(|m| m.id != self.local).map(candidate),
         )
     }
+}
+
+/// How many members have each status ([`Members::counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatusCounts {
+    /// [`MemberStatus::Joining`].
+    pub joining: usize,
+    /// [`MemberStatus::Live`].
+    pub live: usize,
+    /// [`MemberStatus::Unready`].
+    pub unready: usize,
+    /// [`MemberStatus::Failed`].
+    pub failed: usize,
+    /// [`MemberStatus::Left`].
+    pub left: usize,
+}
+
+impl StatusCounts {
+    fn add(&mut self, status: MemberStatus) {
+        let count = match status {
+            MemberStatus::Joining => &mut self.joining,
+            MemberStatus::Live => &mut self.live,
+            MemberStatus::Unready => &mut self.unready,
+            MemberStatus::Failed => &mut self.failed,
+            MemberStatus::Left => &mut self.left,
+        };
+        *count += 1;
+    }
+
+    /// Every member counted.
+    #[must_use]
+    pub fn total(&self) -> usize {
+        self.joining + self.live + self.unready + self.failed + self.left
+    }
+}
+
+/// Member counts of a snapshot, overall and per data center ([`Members::counts`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemberCounts {
+    /// Over every known member (the local node included).
+    pub all: StatusCounts,
+    /// Per data center, by name (members that publish none count under
+    /// [`DEFAULT_DATA_CENTER`]).
+    pub per_data_center: std::collections::BTreeMap<String, StatusCounts>,
 }
 
 /// `member` as a selection candidate (see [`Members::topology`]).
@@ -202,6 +272,19 @@ mod tests {
         };
         assert_eq!(members.get(&b.id), Some(&b));
         assert_eq!(members.named("b").count(), 1);
+        let counts = members.counts();
+        assert_eq!(
+            (counts.all.live, counts.all.failed, counts.all.total()),
+            (3, 1, 4)
+        );
+        assert_eq!(counts.per_data_center["west"].live, 1);
+        assert_eq!(counts.per_data_center["west"].failed, 1);
+        assert_eq!(counts.per_data_center[DEFAULT_DATA_CENTER].live, 1);
+        assert_eq!(counts.per_data_center["east"].live, 1);
+        assert_eq!(
+            members.dead().map(|m| m.id.name()).collect::<Vec<_>>(),
+            ["c"]
+        );
         let topology = members.topology();
         assert_eq!(topology.len(), 3, "the failed member is not a candidate");
         let by_id = |id: &NodeId| topology.members().iter().find(|m| m.id() == id).cloned();

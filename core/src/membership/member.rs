@@ -36,7 +36,18 @@ pub enum KeyError {
 /// What the local node believes of a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MemberStatus {
-    /// Known, but the failure detector has not heard enough heartbeats yet.
+    /// Known (through gossip, or it contacted us), but its heartbeat has not been heard to
+    /// advance twice yet, so the failure detector has no verdict.
+    ///
+    /// For the protocol, such a node counts as dead, exactly as chitchat's failure detector
+    /// calls it (in every mode, so that cohort and chitchat nodes treat it alike): it may be
+    /// picked as the round's dead-node target, it leaves digests after half the dead-node
+    /// grace period and is collected ([`Event::Removed`](crate::Event::Removed)) after the
+    /// whole one, and its keys are gossiped meanwhile. What cohort adds is the name: a node
+    /// that never was live is `Joining`, not `Failed`, so no `Failed` event is raised for a
+    /// node that only ever was heard of (a join in progress, or a stale entry of a node that
+    /// crashed before we heard it). [`Members::dead`](crate::Members::dead) lists what chitchat
+    /// would list as dead.
     Joining,
     /// Live: the failure detector hears it and the liveness predicate (if any) holds.
     Live,

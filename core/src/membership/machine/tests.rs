@@ -566,3 +566,89 @@ fn a_node_leaving_right_after_joining_tells_the_peers_it_still_sees_joining() {
             .any(|e| matches!(e, Event::Failed(m) if m.id == b))
     );
 }
+
+/// A node heard of only through gossip, whose heartbeat never advances (it crashed before we
+/// heard it): `Joining` to us, never `Failed`; for the protocol it is dead from first sight,
+/// as chitchat's detector has it: out of our digests after half the dead-node grace period,
+/// collected after the whole one.
+#[test]
+fn a_node_never_heard_heartbeating_is_joining_and_collected_as_chitchat_does() {
+    use crate::wire::{
+        DeletionStatus, Delta, Digest, KeyValueUpdate, Message, NodeDelta, NodeDigest,
+    };
+    let a = id("a", 1, 8200);
+    let c = id("c", 1, 8202);
+    let grace = Duration::from_secs(2);
+    let mut ca = config(&a, None);
+    ca.failure_detector.dead_node_grace_period = grace;
+    let start = Instant::now();
+    let mut m = Membership::new(ca, start);
+    let teaching = Message::SynAck {
+        digest: Digest {
+            entries: vec![(
+                c.clone(),
+                NodeDigest {
+                    heartbeat: 7,
+                    last_gc_version: 0,
+                    max_version: 1,
+                },
+            )],
+        },
+        delta: Delta {
+            nodes: vec![NodeDelta {
+                node: c.clone(),
+                last_gc_version: 0,
+                from_version_excluded: 0,
+                max_version: 1,
+                key_values: vec![KeyValueUpdate {
+                    key: "k".into(),
+                    value: "v".into(),
+                    version: 1,
+                    status: DeletionStatus::Set,
+                }],
+            }],
+        },
+    };
+    let mut bytes = Vec::new();
+    wire::encode_chitchat(ProtocolVersion::V0, &teaching, &mut bytes);
+    let teacher = SocketAddr::from(([127, 0, 0, 1], 8201));
+    m.handle_datagram(start, teacher, &bytes).unwrap();
+    assert_eq!(m.status(&c), Some(MemberStatus::Joining));
+    let digest_has_c = |m: &mut Membership| {
+        m.gossip_to(teacher);
+        let mut syn = Vec::new();
+        while m.poll_transmit(&mut syn).is_some() {
+            if let Ok((_, Message::Syn { digest, .. })) = wire::decode_chitchat(&syn) {
+                return digest.entries.iter().any(|(id, _)| *id == c);
+            }
+        }
+        panic!("no Syn");
+    };
+    let mut events = Vec::new();
+    let mut now = start;
+    let mut left_digests_at = None;
+    while now < start + grace * 2 && m.status(&c).is_some() {
+        m.handle_timeout(now);
+        while m.poll_transmit(&mut Vec::new()).is_some() {}
+        if m.status(&c).is_some() {
+            assert_eq!(m.status(&c), Some(MemberStatus::Joining));
+            if left_digests_at.is_none() && !digest_has_c(&mut m) {
+                left_digests_at = Some(now - start);
+            }
+        }
+        while let Some(e) = m.poll_event() {
+            events.push(e);
+        }
+        now += INTERVAL;
+    }
+    let removed_at = now - INTERVAL - start;
+    assert!(m.status(&c).is_none(), "collected");
+    let left_digests_at = left_digests_at.expect("left the digests before");
+    assert!(left_digests_at > grace / 2 && left_digests_at <= grace / 2 + INTERVAL * 2);
+    assert!(removed_at >= grace && removed_at <= grace + INTERVAL * 2, "{removed_at:?}");
+    assert!(events.contains(&Event::Removed(c.clone())));
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Failed(_))),
+        "never Failed: it never was live"
+    );
+}
