@@ -25,16 +25,30 @@ pub struct ConnectionConfig {
 }
 
 impl ConnectionConfig {
-    /// A connection listening on `listen`, reached at `public`, joining through `seeds`.
+    /// A connection listening on `listen`, reached at `public`, joining through `seeds`: any
+    /// list of things that print as `host:port` or `ip:port` (`&["10.0.0.1:7000"]`,
+    /// `vec![String]`, `[SocketAddr]`, ...).
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use cohort_tokio::ConnectionConfig;
+    ///
+    /// let listen: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+    /// let a = ConnectionConfig::new(listen, listen, &["127.0.0.1:7000", "seed.example:7000"]);
+    /// let b = ConnectionConfig::new(listen, listen, [SocketAddr::from(([127, 0, 0, 1], 7000))]);
+    /// let none = ConnectionConfig::new(listen, listen, Vec::<String>::new());
+    /// assert_eq!(a.seeds[0], b.seeds[0]);
+    /// assert!(none.seeds.is_empty());
+    /// ```
     pub fn new(
         listen: SocketAddr,
         public: SocketAddr,
-        seeds: impl IntoIterator<Item = impl Into<String>>,
+        seeds: impl IntoIterator<Item = impl ToString>,
     ) -> Self {
         Self {
             listen,
             public,
-            seeds: seeds.into_iter().map(Into::into).collect(),
+            seeds: seeds.into_iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -141,7 +155,39 @@ impl NodeBuilder {
         self
     }
 
-    /// The replica selector of [`Node::select_nodes`]. Default [`DcAwareSelector`].
+    /// The replica selector of [`Node::select_nodes`]. Default [`DcAwareSelector`]. A selector
+    /// of your own needs nothing beyond this crate:
+    ///
+    /// ```
+    /// use cohort_tokio::rand_core::Rng;
+    /// use cohort_tokio::{Candidate, Consistency, NodeSelector, SelectError, Topology};
+    ///
+    /// /// The first members in id order.
+    /// struct First;
+    ///
+    /// impl NodeSelector for First {
+    ///     fn select<'a>(
+    ///         &self,
+    ///         topology: &'a Topology,
+    ///         consistency: Consistency,
+    ///         _rng: &mut dyn Rng,
+    ///     ) -> Result<Vec<&'a Candidate>, SelectError> {
+    ///         let required = consistency.required(topology);
+    ///         let live = topology.others_len();
+    ///         if live < required {
+    ///             return Err(SelectError::NotEnoughNodes { live, required });
+    ///         }
+    ///         Ok(topology.others().take(required).collect())
+    ///     }
+    /// }
+    ///
+    /// let any = "127.0.0.1:0".parse().unwrap();
+    /// let builder = cohort_tokio::NodeBuilder::new(
+    ///     "a",
+    ///     cohort_tokio::ConnectionConfig::new(any, any, Vec::<String>::new()),
+    /// )
+    /// .selector(First);
+    /// ```
     pub fn selector(mut self, selector: impl NodeSelector + Send + Sync + 'static) -> Self {
         self.selector = Arc::new(selector);
         self

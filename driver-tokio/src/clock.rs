@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use cohort_core::{ClockError, SharedHlc, Timestamp, WallTime};
+use cohort_core::{ClockError, HlcConfig, NodeId, NodeTag, SharedHlc, Timestamp, WallTime};
 
 /// The cluster clock of a node: hybrid logical timestamps, unique across the cluster and
 /// ordered after everything this node has received (gossip carries every sender's clock).
@@ -23,6 +23,27 @@ pub(crate) fn wall_now() -> WallTime {
 impl Clock {
     pub(crate) fn new(hlc: Arc<SharedHlc>) -> Self {
         Self { hlc }
+    }
+
+    /// A clock of its own for the node `id`, without a running node (tests, tools), tagged as
+    /// the node's clock would be, with the default drift bound (500 ms).
+    ///
+    /// ```
+    /// use cohort_tokio::{Clock, NodeId};
+    ///
+    /// let clock = Clock::for_node(&NodeId::new("a", 1, "127.0.0.1:7000".parse().unwrap()));
+    /// let first = clock.now();
+    /// assert!(clock.now() > first);
+    /// ```
+    #[must_use]
+    pub fn for_node(id: &NodeId) -> Self {
+        Self::with_config(HlcConfig::new(NodeTag::from_node_id(id)))
+    }
+
+    /// A clock of its own with these settings (node tag, drift bound), without a running node.
+    #[must_use]
+    pub fn with_config(config: HlcConfig) -> Self {
+        Self::new(Arc::new(SharedHlc::new(config)))
     }
 
     /// A new timestamp, greater than every one this clock issued or observed before.

@@ -11,6 +11,11 @@ use crate::Node;
 /// register a hook with [`Node::on_shutdown`], which runs before the node leaves) and returns
 /// whatever the extension hands back to the application.
 ///
+/// Write it as a plain `async fn` in the `impl`, as below: the trait uses Rust's native async
+/// functions in traits. Datacake's extensions were written with `#[async_trait]`; drop that
+/// attribute when porting one (with it the method's signature no longer matches the trait's,
+/// and the compiler reports E0195, "lifetime parameters or bounds do not match").
+///
 /// ```
 /// use cohort_tokio::{ClusterExtension, Node};
 ///

@@ -84,9 +84,9 @@ pub use cohort_core::node::{
 pub use cohort_core::selector::DataCenterView;
 pub use cohort_core::wire::{Compression, DeletionStatus, ProtocolVersion};
 pub use cohort_core::{
-    Candidate, ClockError, ConfigError, Consistency, DataCenter, DcAwareSelector, Event, KeyError,
-    Member, MemberStatus, Members, NodeConfig, NodeId, NodeSelector, NodeTag, RandomSelector,
-    RendezvousSelector, SelectError, SharedHlc, Timestamp, Topology, WallTime,
+    Candidate, ClockError, ConfigError, Consistency, DataCenter, DcAwareSelector, Event, HlcConfig,
+    KeyError, Member, MemberStatus, Members, NodeConfig, NodeId, NodeSelector, NodeTag,
+    RandomSelector, RendezvousSelector, SelectError, SharedHlc, Timestamp, Topology, WallTime,
 };
 /// The `Stream` trait the event and snapshot streams implement.
 pub use futures_core::Stream;

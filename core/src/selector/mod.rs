@@ -469,7 +469,7 @@ impl<'a> DataCenterView<'a> {
 ///
 /// ```
 /// use cohort_core::{Candidate, Consistency, NodeSelector, SelectError, Topology};
-/// use rand_core::Rng;
+/// use cohort_core::rand_core::Rng; // re-exported (also as `cohort_tokio::rand_core`)
 ///
 /// /// Always the lowest ids: a (bad) selector written outside the crate.
 /// struct Lowest;

@@ -645,7 +645,10 @@ fn a_node_never_heard_heartbeating_is_joining_and_collected_as_chitchat_does() {
     assert!(m.status(&c).is_none(), "collected");
     let left_digests_at = left_digests_at.expect("left the digests before");
     assert!(left_digests_at > grace / 2 && left_digests_at <= grace / 2 + INTERVAL * 2);
-    assert!(removed_at >= grace && removed_at <= grace + INTERVAL * 2, "{removed_at:?}");
+    assert!(
+        removed_at >= grace && removed_at <= grace + INTERVAL * 2,
+        "{removed_at:?}"
+    );
     assert!(events.contains(&Event::Removed(c.clone())));
     assert!(
         !events.iter().any(|e| matches!(e, Event::Failed(_))),
