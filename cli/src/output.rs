@@ -34,6 +34,8 @@ pub(crate) enum Line<'a> {
         member: &'a Member,
         /// The key.
         key: &'a str,
+        /// The value before.
+        old: Option<&'a str>,
         /// The new value.
         value: Option<&'a str>,
     },
@@ -77,14 +79,21 @@ impl<'a> Line<'a> {
             | Event::Recovered(member)
             | Event::Unready(member)
             | Event::Failed(member)
-            | Event::Left(member) => Self::Member {
+            | Event::Left(member)
+            | Event::Reset(member) => Self::Member {
                 what: event.kind(),
                 member,
             },
             Event::Removed(id) => Self::Removed(id),
-            Event::KeyChanged { member, key, value } => Self::Key {
+            Event::KeyChanged {
                 member,
                 key,
+                old,
+                value,
+            } => Self::Key {
+                member,
+                key,
+                old: old.as_deref(),
                 value: value.as_deref(),
             },
             Event::Lagged { missed, .. } => Self::Lagged { missed: *missed },
@@ -116,11 +125,13 @@ impl<'a> Line<'a> {
                 member,
                 key,
                 value: Some(value),
+                ..
             } => format!("key {} {key}={value}", member.id),
             Self::Key {
                 member,
                 key,
                 value: None,
+                ..
             } => format!("key {} {key}", member.id),
             Self::Lagged { missed } => format!("lagged missed={missed}"),
             Self::Skew { from, .. } => format!("skew {from}"),
@@ -140,10 +151,16 @@ impl<'a> Line<'a> {
             }
             Self::Member { what, member } => json!({"event": what, "member": member_json(member)}),
             Self::Removed(id) => json!({"event": "removed", "member": Value::Object(id_json(id))}),
-            Self::Key { member, key, value } => json!({
+            Self::Key {
+                member,
+                key,
+                old,
+                value,
+            } => json!({
                 "event": "key",
                 "member": member_json(member),
                 "key": key,
+                "old": old,
                 "value": value,
             }),
             Self::Lagged { missed } => json!({"event": "lagged", "missed": missed}),
@@ -264,6 +281,7 @@ mod tests {
         let set = Event::KeyChanged {
             member: member(MemberStatus::Live),
             key: "role".to_owned(),
+            old: None,
             value: Some("indexer".to_owned()),
         };
         let (text, json) = both(&set);
@@ -271,16 +289,19 @@ mod tests {
         assert_eq!(json["event"], "key");
         assert_eq!(json["key"], "role");
         assert_eq!(json["value"], "indexer");
+        assert_eq!(json["old"], Value::Null);
         assert_eq!(json["member"]["name"], "a");
 
         let deleted = Event::KeyChanged {
             member: member(MemberStatus::Live),
             key: "role".to_owned(),
+            old: Some("indexer".to_owned()),
             value: None,
         };
         let (text, json) = both(&deleted);
         assert_eq!(text, "key a/7@127.0.0.1:7000 role");
         assert_eq!(json["value"], Value::Null);
+        assert_eq!(json["old"], "indexer");
     }
 
     #[test]

@@ -32,15 +32,24 @@ pub enum Event {
     /// A member's state was garbage collected (dead for the whole grace period, or superseded
     /// by a newer generation of the same name).
     Removed(NodeId),
-    /// A key of a member changed; `value` is `None` when it was deleted.
+    /// A key of a member changed: set, deleted (`value` is `None`), or collected when its TTL
+    /// ran out. Reported for every member, the local node included (its own commands), once
+    /// per change of the visible value.
     KeyChanged {
         /// The member, with its state after the change.
         member: Member,
         /// The key.
         key: String,
-        /// The new visible value.
+        /// The visible value before (`None`: the key was absent or deleted).
+        old: Option<String>,
+        /// The visible value now (`None`: deleted).
         value: Option<String>,
     },
+    /// This node's copy of a member's state was replaced by a full copy: it had missed a
+    /// garbage collection of that member's deleted keys, so its copy could no longer be
+    /// patched (chitchat's reset, which its catch-up callback reports). The key changes the
+    /// reset made follow as [`Event::KeyChanged`].
+    Reset(Member),
     /// A datagram carried a timestamp the clock refused (too far ahead of the local wall
     /// clock); the clock did not move. The datagram's gossip was still processed.
     ClockSkew {
@@ -80,6 +89,7 @@ impl Event {
             | Self::Unready(m)
             | Self::Failed(m)
             | Self::Left(m)
+            | Self::Reset(m)
             | Self::KeyChanged { member: m, .. } => Some(m),
             _ => None,
         }
@@ -95,8 +105,8 @@ impl Event {
     }
 
     /// The event's name in lower case, for logs and command-line output: `joined`,
-    /// `recovered`, `unready`, `failed`, `left`, `removed`, `key`, `skew`, `bad-cluster`,
-    /// `suspect` or `lagged`.
+    /// `recovered`, `unready`, `failed`, `left`, `removed`, `key`, `reset`, `skew`,
+    /// `bad-cluster`, `suspect` or `lagged`.
     #[must_use]
     pub const fn kind(&self) -> &'static str {
         match self {
@@ -107,6 +117,7 @@ impl Event {
             Self::Left(_) => "left",
             Self::Removed(_) => "removed",
             Self::KeyChanged { .. } => "key",
+            Self::Reset(_) => "reset",
             Self::ClockSkew { .. } => "skew",
             Self::BadCluster { .. } => "bad-cluster",
             Self::SelfSuspected => "suspect",

@@ -117,3 +117,57 @@ impl Stream for MembershipChanges {
         }
     }
 }
+
+/// Key changes under a prefix, on every member, the local node included
+/// ([`Node::key_changes`](crate::Node::key_changes)): chitchat's key listeners as a stream.
+///
+/// Yields [`Event::KeyChanged`] (with the member, the full key, and the old and new values)
+/// for keys starting with the prefix, and [`Event::Lagged`] when the reader fell behind (then
+/// rebuild from the snapshot it carries, with
+/// [`Member::keys_with_prefix`](crate::Member::keys_with_prefix)). Ends when the node shuts
+/// down.
+pub struct KeyChanges {
+    events: MembershipEvents,
+    prefix: String,
+}
+
+impl KeyChanges {
+    pub(crate) fn new(events: MembershipEvents, prefix: String) -> Self {
+        Self { events, prefix }
+    }
+
+    /// The next change under the prefix (or lag), or `None` once the node has shut down.
+    pub async fn next(&mut self) -> Option<Event> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
+impl std::fmt::Debug for KeyChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyChanges")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stream for KeyChanges {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        loop {
+            match Pin::new(&mut self.events).poll_next(cx) {
+                Poll::Ready(Some(event)) => {
+                    let wanted = match &event {
+                        Event::KeyChanged { key, .. } => key.starts_with(self.prefix.as_str()),
+                        Event::Lagged { .. } => true,
+                        _ => false,
+                    };
+                    if wanted {
+                        return Poll::Ready(Some(event));
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+}

@@ -65,7 +65,7 @@ mod runtime;
 pub use builder::{ConnectionConfig, NodeBuilder};
 pub use clock::Clock;
 pub use error::{ConnectError, WaitError};
-pub use events::{MembershipChanges, MembershipEvents};
+pub use events::{KeyChanges, MembershipChanges, MembershipEvents};
 pub use extension::ClusterExtension;
 pub use node::{Node, Statistics};
 /// Stream combinators for [`MembershipEvents`] and [`MembershipChanges`] (`next`, `filter`,

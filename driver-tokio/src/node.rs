@@ -26,7 +26,7 @@ use tracing::Instrument;
 use crate::builder::NodeBuilder;
 use crate::clock::Clock;
 use crate::clock::wall_now;
-use crate::events::{MembershipChanges, MembershipEvents};
+use crate::events::{KeyChanges, MembershipChanges, MembershipEvents};
 use crate::extension::ClusterExtension;
 use crate::runtime;
 use crate::{ConnectError, WaitError};
@@ -386,6 +386,26 @@ impl Node {
     #[must_use]
     pub fn local_member(&self) -> Member {
         self.shared.lock_core().node.local_member()
+    }
+
+    /// Changes of keys starting with `prefix`, on every member (this one included), from now
+    /// on: chitchat's key listeners as a stream. See [`KeyChanges`].
+    ///
+    /// ```no_run
+    /// # async fn run(node: cohort_tokio::Node) {
+    /// use cohort_tokio::Event;
+    ///
+    /// let mut shards = node.key_changes("shard/");
+    /// while let Some(event) = shards.next().await {
+    ///     if let Event::KeyChanged { member, key, old, value } = event {
+    ///         println!("{}: {key} {old:?} -> {value:?}", member.id);
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn key_changes(&self, prefix: impl Into<String>) -> KeyChanges {
+        KeyChanges::new(self.membership_events(), prefix.into())
     }
 
     /// Member snapshots as they change: the current one first, then every newer one (a slow

@@ -110,7 +110,10 @@ async fn three_nodes_converge_share_metadata_and_select_across_data_centers() {
             .await
             .expect("events arrive")
             .expect("the stream is open");
-        if let Event::KeyChanged { member, key, value } = event {
+        if let Event::KeyChanged {
+            member, key, value, ..
+        } = event
+        {
             if member.id == *b.id() && key == "shard" {
                 saw_set |= value.as_deref() == Some("7");
                 saw_delete |= value.is_none();
@@ -570,4 +573,62 @@ async fn a_node_leaving_right_after_joining_is_seen_left() {
         );
         a.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn key_changes_under_a_prefix_arrive_from_every_member_with_old_values() {
+    let a = builder("a", &[]).connect().await.unwrap();
+    let b = builder("b", &[a.public_addr()]).connect().await.unwrap();
+    all_live(&[&a, &b], 2).await;
+    let mut shards = a.key_changes("shard/");
+    b.set_metadata("other", "ignored").unwrap();
+    b.set_metadata("shard/1", "leader").unwrap();
+    a.set_metadata("shard/2", "follower").unwrap();
+    b.set_metadata("shard/1", "follower").unwrap();
+    let mut seen: Vec<(String, String, Option<String>, Option<String>)> = Vec::new();
+    let own = (
+        "a".to_owned(),
+        "shard/2".to_owned(),
+        None,
+        Some("follower".to_owned()),
+    );
+    let done = |seen: &[(String, String, Option<String>, Option<String>)]| {
+        seen.contains(&own)
+            && seen
+                .iter()
+                .any(|(n, k, _, v)| n == "b" && k == "shard/1" && v.as_deref() == Some("follower"))
+    };
+    // b's two sets may arrive in one round (then only the last is seen) or in two.
+    while !done(&seen) {
+        let event = tokio::time::timeout(WAIT, shards.next())
+            .await
+            .unwrap_or_else(|_| panic!("changes arrive; so far {seen:?}"))
+            .expect("the stream is open");
+        match event {
+            Event::KeyChanged {
+                member,
+                key,
+                old,
+                value,
+            } => seen.push((member.id.name().to_owned(), key, old, value)),
+            other => panic!("only key changes under the prefix: {other:?}"),
+        }
+    }
+    assert!(seen.iter().all(|(_, k, _, _)| k.starts_with("shard/")));
+    // Prefix iteration over a member's keys.
+    let members = a
+        .wait_for_members(
+            |m| m.get(b.id()).and_then(|b| b.get("shard/1")) == Some("follower"),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let b_shards: Vec<(&str, &str)> = members
+        .get(b.id())
+        .unwrap()
+        .keys_with_prefix("shard/")
+        .collect();
+    assert_eq!(b_shards, [("shard/1", "follower")]);
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -149,17 +149,25 @@ impl TraceHash {
             Event::Failed(m) => self.tagged_id(4, &m.id),
             Event::Left(m) => self.tagged_id(5, &m.id),
             Event::Removed(id) => self.tagged_id(6, id),
-            Event::KeyChanged { member, key, value } => {
+            Event::KeyChanged {
+                member,
+                key,
+                old,
+                value,
+            } => {
                 self.tagged_id(7, &member.id);
                 self.str(key);
-                match value {
-                    Some(v) => {
-                        self.bytes(&[1]);
-                        self.str(v);
+                for v in [old, value] {
+                    match v {
+                        Some(v) => {
+                            self.bytes(&[1]);
+                            self.str(v);
+                        }
+                        None => self.bytes(&[0]),
                     }
-                    None => self.bytes(&[0]),
                 }
             }
+            Event::Reset(m) => self.tagged_id(20, &m.id),
             Event::Lagged { missed, .. } => {
                 self.bytes(&[8]);
                 self.u64(*missed);

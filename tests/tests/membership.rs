@@ -87,16 +87,20 @@ fn keys_propagate_to_every_node() {
         sim.run_until_converged(secs(3))?;
         assert_eq!(sim.value(0, 3, "role").as_deref(), Some("searcher"));
         assert_eq!(sim.value(5, 2, "rpc").as_deref(), Some("10.1.0.2:7100"));
-        // Every node reported the update as a key change.
-        let changes = sim
+        // Every node reported the update as a key change, once, the writer included (with the
+        // value it replaced).
+        let mut reporters: Vec<usize> = sim
             .trace()
             .iter()
             .filter(|e| {
-                matches!(&e.kind, TraceKind::Event(Event::KeyChanged { key, value, .. })
-                    if key == "role" && value.as_deref() == Some("searcher"))
+                matches!(&e.kind, TraceKind::Event(Event::KeyChanged { key, old, value, .. })
+                    if key == "role" && value.as_deref() == Some("searcher")
+                        && old.as_deref() == Some("indexer"))
             })
-            .count();
-        assert_eq!(changes, 7);
+            .map(|e| e.node)
+            .collect();
+        reporters.sort_unstable();
+        assert_eq!(reporters, (0..8).collect::<Vec<_>>());
         Ok(())
     });
 }

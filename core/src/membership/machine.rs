@@ -294,12 +294,31 @@ impl Membership {
         Ok(())
     }
 
-    /// Records that the local node's keys changed (if `changed`), and passes `changed` on.
-    fn own_keys_changed(&mut self, changed: bool) -> bool {
+    /// Reports a change of the local node's key `key` from `old` (the visible value before),
+    /// if its visible value changed; passes `changed` (whether anything was stored) on.
+    fn own_key_changed(&mut self, key: &str, old: Option<String>, changed: bool) -> bool {
         if changed {
             self.members_version += 1;
+            let member = self.local_member();
+            let value = member.get(key).map(str::to_owned);
+            if value != old {
+                self.push_event(Event::KeyChanged {
+                    member,
+                    key: key.to_owned(),
+                    old,
+                    value,
+                });
+            }
         }
         changed
+    }
+
+    /// The local node's visible value of `key`.
+    fn own_value(&self, key: &str) -> Option<String> {
+        self.state
+            .node(&self.config.node_id)
+            .and_then(|s| s.get(key))
+            .map(str::to_owned)
     }
 
     /// Sets one of this node's keys (gossiped to every member). Setting the value a key already
@@ -313,8 +332,9 @@ impl Membership {
     pub fn set(&mut self, now: Instant, key: &str, value: &str) -> Result<(), KeyError> {
         let _ = now;
         self.check_key(key)?;
+        let old = self.own_value(key);
         let changed = self.own_state().set(key, value);
-        self.own_keys_changed(changed);
+        self.own_key_changed(key, old, changed);
         Ok(())
     }
 
@@ -328,8 +348,9 @@ impl Membership {
     /// As [`set`](Self::set).
     pub fn set_with_ttl(&mut self, now: Instant, key: &str, value: &str) -> Result<(), KeyError> {
         self.check_key(key)?;
+        let old = self.own_value(key);
         let changed = self.own_state().set_with_ttl(key, value, now);
-        self.own_keys_changed(changed);
+        self.own_key_changed(key, old, changed);
         Ok(())
     }
 
@@ -340,8 +361,9 @@ impl Membership {
     /// As [`set`](Self::set).
     pub fn delete(&mut self, now: Instant, key: &str) -> Result<bool, KeyError> {
         self.check_key(key)?;
+        let old = self.own_value(key);
         let existed = self.own_state().delete(key, now);
-        Ok(self.own_keys_changed(existed))
+        Ok(self.own_key_changed(key, old, existed))
     }
 
     /// Keeps a key visible until the grace period has passed since `now`, then collects it
@@ -352,8 +374,9 @@ impl Membership {
     /// As [`set`](Self::set).
     pub fn delete_after_ttl(&mut self, now: Instant, key: &str) -> Result<bool, KeyError> {
         self.check_key(key)?;
+        let old = self.own_value(key);
         let existed = self.own_state().delete_after_ttl(key, now);
-        Ok(self.own_keys_changed(existed))
+        Ok(self.own_key_changed(key, old, existed))
     }
 
     /// Replaces the seed addresses (a driver re-resolving seed host names calls this). Takes
@@ -565,19 +588,20 @@ impl Membership {
     /// still visible is reported gone ([`Event::KeyChanged`] with no value).
     fn collect_expired_keys(&mut self, now: Instant) {
         let grace = self.config.marked_for_deletion_grace_period;
-        let mut gone: Vec<(NodeId, String)> = Vec::new();
+        let mut gone: Vec<(NodeId, String, String)> = Vec::new();
         for (id, state) in self.state.iter_mut() {
-            for (key, visible) in state.gc_tombstones(now, grace) {
-                if visible && !is_reserved_key(&key) {
-                    gone.push((id.clone(), key));
+            for (key, value) in state.gc_tombstones(now, grace) {
+                if let Some(value) = value.filter(|_| !is_reserved_key(&key)) {
+                    gone.push((id.clone(), key, value));
                 }
             }
         }
-        for (id, key) in gone {
+        for (id, key, value) in gone {
             if let Some(member) = self.member(&id) {
                 self.push_event(Event::KeyChanged {
                     member,
                     key,
+                    old: Some(value),
                     value: None,
                 });
             }
@@ -747,29 +771,33 @@ impl Membership {
             if newly_left {
                 peer.status = MemberStatus::Left;
             }
-            let changed: Vec<(String, Option<String>)> = applied
+            let changed: Vec<(String, Option<String>, Option<String>)> = applied
                 .changed_keys
                 .into_iter()
-                .filter(|k| !is_reserved_key(k))
-                .map(|k| {
-                    let v = state.get(&k).map(str::to_owned);
-                    (k, v)
+                .zip(applied.old_values)
+                .filter(|(k, _)| !is_reserved_key(k))
+                .filter_map(|(k, old)| {
+                    let value = state.get(&k).map(str::to_owned);
+                    (value != old).then_some((k, old, value))
                 })
                 .collect();
-            if newly_left {
-                if let Some(member) = self.member(&id) {
-                    self.push_event(Event::Left(member));
+            if applied.reset || newly_left || !changed.is_empty() {
+                let Some(member) = self.member(&id) else {
+                    continue;
+                };
+                if applied.reset {
+                    self.push_event(Event::Reset(member.clone()));
                 }
-            }
-            if !changed.is_empty() {
-                if let Some(member) = self.member(&id) {
-                    for (key, value) in changed {
-                        self.push_event(Event::KeyChanged {
-                            member: member.clone(),
-                            key,
-                            value,
-                        });
-                    }
+                if newly_left {
+                    self.push_event(Event::Left(member.clone()));
+                }
+                for (key, old, value) in changed {
+                    self.push_event(Event::KeyChanged {
+                        member: member.clone(),
+                        key,
+                        old,
+                        value,
+                    });
                 }
             }
         }

@@ -101,4 +101,38 @@ impl Member {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.keys.get(key).map(String::as_str)
     }
+
+    /// The keys starting with `prefix`, with their values, in key order (chitchat's
+    /// `iter_prefix`).
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use cohort_core::{Member, MemberStatus, NodeId};
+    ///
+    /// let member = Member {
+    ///     id: NodeId::new("a", 1, "127.0.0.1:7000".parse().unwrap()),
+    ///     status: MemberStatus::Live,
+    ///     heartbeat: 1,
+    ///     max_version: 3,
+    ///     keys: BTreeMap::from([
+    ///         ("shard/1".to_owned(), "leader".to_owned()),
+    ///         ("shard/2".to_owned(), "follower".to_owned()),
+    ///         ("zone".to_owned(), "eu".to_owned()),
+    ///     ]),
+    /// };
+    /// let shards: Vec<(&str, &str)> = member.keys_with_prefix("shard/").collect();
+    /// assert_eq!(shards, [("shard/1", "leader"), ("shard/2", "follower")]);
+    /// ```
+    pub fn keys_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.keys
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
 }

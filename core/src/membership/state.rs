@@ -246,9 +246,13 @@ impl NodeState {
     }
 
     /// Removes the deletions older than `grace` at `now`, raising `last_gc_version`. Returns
-    /// the keys removed, each with whether it was still visible (a key with a TTL, collected
-    /// now, rather than a tombstone).
-    pub fn gc_tombstones(&mut self, now: Instant, grace: Duration) -> Vec<(String, bool)> {
+    /// the keys removed, each with the value it still showed (a key with a TTL, collected
+    /// now), or `None` for a tombstone.
+    pub fn gc_tombstones(
+        &mut self,
+        now: Instant,
+        grace: Duration,
+    ) -> Vec<(String, Option<String>)> {
         let mut removed = Vec::new();
         // Nothing can have expired yet: skip the scan (this runs every round for every node).
         // chitchat's rule: collected once `now >= deleted_at + grace`.
@@ -266,7 +270,10 @@ impl NodeState {
             };
             if now.saturating_duration_since(at) >= grace {
                 highest = highest.max(v.version);
-                removed.push((key.clone(), v.is_visible()));
+                removed.push((
+                    key.clone(),
+                    v.is_visible().then(|| std::mem::take(&mut v.value)),
+                ));
                 false
             } else {
                 earliest = Some(earliest.map_or(at, |e| e.min(at)));
@@ -310,9 +317,11 @@ impl NodeState {
         } else if delta.max_version <= self.max_version {
             return Err(Refused::NothingNew);
         }
-        let mut changed = Vec::new();
+        // Each changed key with its visible value before the delta.
+        let mut changed: Vec<(String, Option<String>)> = Vec::new();
+        let visible = |v: &VersionedValue| v.is_visible().then(|| v.value.clone());
         if reset {
-            changed.extend(self.key_values.keys().cloned());
+            changed.extend(self.key_values.iter().map(|(k, v)| (k.clone(), visible(v))));
             self.key_values.clear();
             self.max_version = 0;
             self.last_gc_version = delta.last_gc_version;
@@ -326,13 +335,11 @@ impl NodeState {
             if kv.status != DeletionStatus::Set && kv.version <= self.last_gc_version {
                 continue;
             }
-            if self
-                .key_values
-                .get(&kv.key)
-                .is_some_and(|existing| existing.version >= kv.version)
-            {
+            let existing = self.key_values.get(&kv.key);
+            if existing.is_some_and(|existing| existing.version >= kv.version) {
                 continue;
             }
+            let old = existing.and_then(visible);
             let deleted_at = (kv.status != DeletionStatus::Set).then_some(now);
             if deleted_at.is_some() {
                 self.note_deletion(now);
@@ -346,16 +353,20 @@ impl NodeState {
                     deleted_at,
                 },
             );
-            changed.push(kv.key.clone());
+            changed.push((kv.key.clone(), old));
         }
         if delta.max_version > self.max_version {
             self.max_version = delta.max_version;
         }
-        changed.sort();
-        changed.dedup();
+        // Stable: for a key dropped by the reset and set again, the value before the reset
+        // comes first and is kept.
+        changed.sort_by(|a, b| a.0.cmp(&b.0));
+        changed.dedup_by(|later, first| later.0 == first.0);
+        let (changed_keys, old_values) = changed.into_iter().unzip();
         Ok(Applied {
             reset,
-            changed_keys: changed,
+            changed_keys,
+            old_values,
         })
     }
 
@@ -400,6 +411,9 @@ pub struct Applied {
     pub reset: bool,
     /// The keys whose stored entry changed (or was dropped by the reset), ascending.
     pub changed_keys: Vec<String>,
+    /// The visible value each of [`changed_keys`](Self::changed_keys) had before (`None`:
+    /// absent, or a tombstone).
+    pub old_values: Vec<Option<String>>,
 }
 
 /// Why a delta was refused. The state is unchanged.

@@ -502,8 +502,8 @@ fn a_key_whose_ttl_ran_out_is_reported_gone_and_changes_the_members() {
     for (i, n) in nodes.iter_mut().enumerate() {
         let mut gone = false;
         while let Some(e) = n.poll_event() {
-            gone |= matches!(&e, Event::KeyChanged { member, key, value: None }
-                if member.id == a && key == "lease");
+            gone |= matches!(&e, Event::KeyChanged { member, key, value: None, old: Some(old) }
+                if member.id == a && key == "lease" && old == "held");
         }
         assert!(gone, "node {i} reports the key gone");
         assert!(

@@ -148,12 +148,30 @@ fn nodes_join_through_a_seed_and_share_keys() {
         Some("7")
     );
     assert!(net.events[4].iter().any(|e| matches!(e,
-        Event::KeyChanged { member, key, value }
+        Event::KeyChanged { member, key, old: None, value }
             if member.id == ids[1] && key == "shard" && value.as_deref() == Some("7"))));
-    // And a delete.
+    // The writer reports its own change too.
+    assert!(net.events[1].iter().any(|e| matches!(e,
+        Event::KeyChanged { member, key, old: None, value }
+            if member.id == ids[1] && key == "shard" && value.as_deref() == Some("7"))));
+    // A new value carries the old one; a delete too.
+    net.nodes[1].set(net.now, "shard", "8").unwrap();
+    net.rounds(10);
+    assert!(net.events[4].iter().any(|e| matches!(e,
+        Event::KeyChanged { key, old, value, .. }
+            if key == "shard" && old.as_deref() == Some("7") && value.as_deref() == Some("8"))));
     assert_eq!(net.nodes[1].delete(net.now, "shard"), Ok(true));
     net.rounds(10);
     assert_eq!(net.nodes[4].member(&ids[1]).unwrap().get("shard"), None);
+    assert!(net.events[4].iter().any(|e| matches!(e,
+        Event::KeyChanged { key, old, value: None, .. }
+            if key == "shard" && old.as_deref() == Some("8"))));
+    // One event per change of the visible value: node 4 heard of "7", "8" and the delete.
+    let changes = net.events[4]
+        .iter()
+        .filter(|e| matches!(e, Event::KeyChanged { key, .. } if key == "shard"))
+        .count();
+    assert_eq!(changes, 3);
 }
 
 #[test]
@@ -654,4 +672,88 @@ fn a_node_never_heard_heartbeating_is_joining_and_collected_as_chitchat_does() {
         !events.iter().any(|e| matches!(e, Event::Failed(_))),
         "never Failed: it never was live"
     );
+}
+
+/// A SynAck from `teacher` carrying node `c`'s digest entry and the given delta of it.
+fn synack_about(c: &NodeId, heartbeat: u64, delta: crate::wire::NodeDelta) -> Vec<u8> {
+    use crate::wire::{Delta, Digest, Message, NodeDigest};
+    let message = Message::SynAck {
+        digest: Digest {
+            entries: vec![(
+                c.clone(),
+                NodeDigest {
+                    heartbeat,
+                    last_gc_version: delta.last_gc_version,
+                    max_version: delta.max_version,
+                },
+            )],
+        },
+        delta: Delta { nodes: vec![delta] },
+    };
+    let mut bytes = Vec::new();
+    wire::encode_chitchat(ProtocolVersion::V0, &message, &mut bytes);
+    bytes
+}
+
+/// When our copy of a node is too old to patch (it missed a garbage collection of that node's
+/// keys) and a full state arrives, the copy is replaced: `Reset` is reported (chitchat's
+/// catch-up callback), then each visible change as `KeyChanged` with its old value.
+#[test]
+fn a_state_replaced_by_a_full_copy_is_reported_as_a_reset() {
+    use crate::wire::{DeletionStatus, KeyValueUpdate, NodeDelta};
+    let a = id("a", 1, 8300);
+    let c = id("c", 1, 8302);
+    let teacher = SocketAddr::from(([127, 0, 0, 1], 8301));
+    let now = Instant::now();
+    let mut m = Membership::new(config(&a, None), now);
+    let kv = |key: &str, value: &str, version: u64| KeyValueUpdate {
+        key: key.into(),
+        value: value.into(),
+        version,
+        status: DeletionStatus::Set,
+    };
+    // a learns c with two keys (versions 1 and 2).
+    let first = NodeDelta {
+        node: c.clone(),
+        last_gc_version: 0,
+        from_version_excluded: 0,
+        max_version: 2,
+        key_values: vec![kv("old", "1", 1), kv("kept", "x", 2)],
+    };
+    m.handle_datagram(now, teacher, &synack_about(&c, 10, first))
+        .unwrap();
+    while m.poll_event().is_some() {}
+    // c deleted "old" and collected the tombstone (last_gc_version 5), then wrote more: a's
+    // copy cannot be patched, and a full state comes.
+    let full = NodeDelta {
+        node: c.clone(),
+        last_gc_version: 5,
+        from_version_excluded: 0,
+        max_version: 7,
+        key_values: vec![kv("kept", "x", 2), kv("new", "2", 7)],
+    };
+    m.handle_datagram(now, teacher, &synack_about(&c, 20, full))
+        .unwrap();
+    let events: Vec<Event> = std::iter::from_fn(|| m.poll_event()).collect();
+    assert!(
+        matches!(&events[0], Event::Reset(member) if member.id == c),
+        "{events:?}"
+    );
+    let changes: Vec<(&str, Option<&str>, Option<&str>)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::KeyChanged {
+                key, old, value, ..
+            } => Some((key.as_str(), old.as_deref(), value.as_deref())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        vec![("new", None, Some("2")), ("old", Some("1"), None)],
+        "\"kept\" did not change"
+    );
+    let member = m.member(&c).unwrap();
+    assert_eq!(member.get("kept"), Some("x"));
+    assert_eq!(member.get("old"), None);
 }

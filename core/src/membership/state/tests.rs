@@ -90,7 +90,7 @@ fn setting_the_same_value_with_a_ttl_again_changes_nothing() {
     assert_eq!(s.max_version(), 1);
     assert_eq!(
         s.gc_tombstones(t + grace, grace),
-        vec![("lease".to_owned(), true)],
+        vec![("lease".to_owned(), Some("a".to_owned()))],
         "collected a grace period after the first set"
     );
     // Another value, or the same value without a TTL before, is a change.
@@ -118,12 +118,12 @@ fn tombstones_are_collected_after_the_grace_period() {
     // `now >= deleted_at + grace`, at the instant itself.
     assert_eq!(
         s.gc_tombstones(t + grace, grace),
-        vec![("gone".to_owned(), false)]
+        vec![("gone".to_owned(), None)]
     );
     assert_eq!(s.last_gc_version(), 3);
     assert_eq!(
         s.gc_tombstones(t + grace + Duration::from_secs(30), grace),
-        vec![("ttl".to_owned(), true)]
+        vec![("ttl".to_owned(), Some("v".to_owned()))]
     );
     assert_eq!(s.last_gc_version(), 4);
     assert_eq!(s.max_version(), 4);
