@@ -9,7 +9,7 @@ use cohort_core::node::{DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LEA
 use cohort_core::wire::ProtocolVersion;
 use cohort_core::{DcAwareSelector, NodeConfig, NodeSelector};
 
-use crate::{ConnectError, Node};
+use crate::{ConnectError, MemoryNetwork, Node};
 
 /// Where a node listens, the address peers reach it at, and where it finds the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,6 +95,7 @@ pub struct NodeBuilder {
     pub(crate) liveness_predicate: Option<LivenessPredicate>,
     pub(crate) rng_seed: Option<u64>,
     pub(crate) tune: Option<TuneNode>,
+    pub(crate) memory_network: Option<MemoryNetwork>,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -138,6 +139,7 @@ impl NodeBuilder {
             liveness_predicate: None,
             rng_seed: None,
             tune: None,
+            memory_network: None,
         }
     }
 
@@ -292,6 +294,14 @@ impl NodeBuilder {
     /// were applied to it.
     pub fn configure(mut self, tune: impl FnOnce(&mut NodeConfig) + Send + 'static) -> Self {
         self.tune = Some(Box::new(tune));
+        self
+    }
+
+    /// Gossip over `network`, in this process, instead of UDP: the listen address is taken on
+    /// that network (a free port for port 0), and everything else is as over UDP. For tests
+    /// of applications and extensions that need real nodes and no sockets.
+    pub fn memory_network(mut self, network: &MemoryNetwork) -> Self {
+        self.memory_network = Some(network.clone());
         self
     }
 

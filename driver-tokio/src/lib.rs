@@ -61,6 +61,7 @@ mod events;
 mod extension;
 mod node;
 mod runtime;
+mod transport;
 
 pub use builder::{ConnectionConfig, NodeBuilder};
 pub use clock::Clock;
@@ -71,6 +72,7 @@ pub use node::{Node, Statistics};
 /// Stream combinators for [`MembershipEvents`] and [`MembershipChanges`] (`next`, `filter`,
 /// `take`, ...), re-exported from `tokio-stream` so that no other import is needed.
 pub use tokio_stream::StreamExt;
+pub use transport::MemoryNetwork;
 
 pub use cohort_core::members::{DATA_CENTER_KEY, DEFAULT_DATA_CENTER, RPC_ADDR_KEY};
 pub use cohort_core::membership::{

@@ -29,6 +29,7 @@ use crate::clock::wall_now;
 use crate::events::{KeyChanges, MembershipChanges, MembershipEvents};
 use crate::extension::ClusterExtension;
 use crate::runtime;
+use crate::transport::GossipSocket;
 use crate::{ConnectError, WaitError};
 
 type ShutdownHook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
@@ -242,12 +243,14 @@ pub(crate) async fn resolve_seeds(
 impl Node {
     pub(crate) async fn start(builder: NodeBuilder) -> Result<Self, ConnectError> {
         let listen = builder.connection.listen;
-        let socket = UdpSocket::bind(listen)
-            .await
-            .map_err(|source| ConnectError::Bind {
-                addr: listen,
-                source,
-            })?;
+        let bound = match &builder.memory_network {
+            Some(network) => network.bind(listen).map(GossipSocket::Memory),
+            None => UdpSocket::bind(listen).await.map(GossipSocket::Udp),
+        };
+        let socket = bound.map_err(|source| ConnectError::Bind {
+            addr: listen,
+            source,
+        })?;
         let listen_addr = socket.local_addr().map_err(|source| ConnectError::Bind {
             addr: listen,
             source,

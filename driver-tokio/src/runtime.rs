@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use cohort_core::clock::WallTime;
 use cohort_core::wire::MAX_DATAGRAM_SIZE;
 use cohort_core::{Drained, Event, Transmits};
-use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::clock::wall_now;
 use crate::node::{Locked, Seed, Shared, resolve_seeds};
+use crate::transport::GossipSocket;
 
 /// At most this many datagrams already received are taken in before a leave starts.
 const MAX_DRAIN_BEFORE_LEAVE: usize = 256;
@@ -48,7 +48,7 @@ fn turn(
     drained
 }
 
-async fn send_all(shared: &Shared, socket: &UdpSocket, out: &mut Transmits) {
+async fn send_all(shared: &Shared, socket: &GossipSocket, out: &mut Transmits) {
     for transmit in &*out {
         match socket
             .send_to(&transmit.payload, transmit.destination)
@@ -102,7 +102,7 @@ fn receive(
 /// (announced, or its timeout passed); dropping every handle aborts it instead.
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    socket: UdpSocket,
+    mut socket: GossipSocket,
     mut signals: mpsc::Receiver<()>,
     events: broadcast::Sender<Event>,
 ) {

@@ -1,11 +1,13 @@
-//! Real-socket tests of the tokio driver, on loopback. Every wait is bounded.
+//! Tests of the tokio driver. Those about sockets run on loopback UDP (`udp_builder`); the
+//! rest run their nodes on an in-memory network (`builder`), the driver's own `MemoryNetwork`.
+//! Every wait is bounded.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use cohort_tokio::{
-    ClusterExtension, ConnectionConfig, Consistency, Event, KeyError, MemberStatus, Members, Node,
-    NodeBuilder, RPC_ADDR_KEY, SelectError, WaitError,
+    ClusterExtension, ConnectionConfig, Consistency, Event, KeyError, MemberStatus, Members,
+    MemoryNetwork, Node, NodeBuilder, RPC_ADDR_KEY, SelectError, WaitError,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -15,7 +17,17 @@ fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
+/// One in-memory network for every test of this binary (addresses never collide: each node
+/// takes a free port of 127.0.0.1 on it).
+static NETWORK: std::sync::LazyLock<MemoryNetwork> = std::sync::LazyLock::new(MemoryNetwork::new);
+
+/// A node of the in-memory network.
 fn builder(name: &str, seeds: &[SocketAddr]) -> NodeBuilder {
+    udp_builder(name, seeds).memory_network(&NETWORK)
+}
+
+/// A node on loopback UDP.
+fn udp_builder(name: &str, seeds: &[SocketAddr]) -> NodeBuilder {
     NodeBuilder::new(
         name,
         ConnectionConfig::new(
@@ -146,8 +158,11 @@ async fn three_nodes_converge_share_metadata_and_select_across_data_centers() {
 
 #[tokio::test]
 async fn a_graceful_shutdown_is_seen_as_left_quickly_and_frees_the_port() {
-    let a = builder("a", &[]).connect().await.unwrap();
-    let b = builder("b", &[a.public_addr()]).connect().await.unwrap();
+    let a = udp_builder("a", &[]).connect().await.unwrap();
+    let b = udp_builder("b", &[a.public_addr()])
+        .connect()
+        .await
+        .unwrap();
     all_live(&[&a, &b], 2).await;
     let mut events = a.membership_events();
     let b_addr = b.listen_addr();
@@ -228,7 +243,10 @@ async fn listening_on_every_interface_with_a_loopback_public_address() {
     assert_eq!(a.public_addr().ip(), std::net::Ipv4Addr::LOCALHOST);
     assert_eq!(a.public_addr().port(), a.listen_addr().port());
     // b reaches a by its public address, a answers to b's: both converge.
-    let b = builder("b", &[a.public_addr()]).connect().await.unwrap();
+    let b = udp_builder("b", &[a.public_addr()])
+        .connect()
+        .await
+        .unwrap();
     all_live(&[&a, &b], 2).await;
     a.shutdown().await;
     b.shutdown().await;
@@ -236,7 +254,7 @@ async fn listening_on_every_interface_with_a_loopback_public_address() {
 
 #[tokio::test]
 async fn seeds_may_be_host_names() {
-    let a = builder("a", &[]).connect().await.unwrap();
+    let a = udp_builder("a", &[]).connect().await.unwrap();
     let seed = format!("localhost:{}", a.public_addr().port());
     let b = NodeBuilder::new("b", ConnectionConfig::new(loopback(), loopback(), [seed]))
         .cluster_id("test")
@@ -364,12 +382,15 @@ async fn a_port_in_use_is_a_bind_error() {
 
 #[tokio::test]
 async fn garbage_datagrams_are_counted_and_ignored() {
-    let a = builder("a", &[]).connect().await.unwrap();
+    let a = udp_builder("a", &[]).connect().await.unwrap();
     let sender = UdpSocket::bind(loopback()).unwrap();
     for junk in [&b""[..], b"\x00", b"\x53\xb0\x01", &[0xff; 200][..]] {
         sender.send_to(junk, a.public_addr()).unwrap();
     }
-    let b = builder("b", &[a.public_addr()]).connect().await.unwrap();
+    let b = udp_builder("b", &[a.public_addr()])
+        .connect()
+        .await
+        .unwrap();
     all_live(&[&a, &b], 2).await;
     assert_eq!(a.statistics().decode_errors, 4);
     assert!(a.statistics().datagrams_sent > 0);
@@ -631,4 +652,56 @@ async fn key_changes_under_a_prefix_arrive_from_every_member_with_old_values() {
     assert_eq!(b_shards, [("shard/1", "follower")]);
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// The in-memory network behaves as UDP where the node can tell: garbage is counted and
+/// ignored, a taken address is a bind error, a node that is gone loses what is sent to it,
+/// and a shut-down node gives its address back.
+#[tokio::test]
+async fn the_memory_network_behaves_as_udp() {
+    let net = MemoryNetwork::new();
+    let addr = |last: u8| SocketAddr::from(([10, 9, 9, last], 7000));
+    let node = |name: &'static str, at: SocketAddr, seeds: Vec<SocketAddr>| {
+        NodeBuilder::new(name, ConnectionConfig::new(at, at, seeds))
+            .memory_network(&net)
+            .cluster_id("mem")
+            .gossip_interval(INTERVAL)
+            .connect()
+    };
+    let a = node("a", addr(1), vec![]).await.unwrap();
+    assert_eq!(a.listen_addr(), addr(1));
+    assert!(net.is_bound(addr(1)));
+    let taken = node("x", addr(1), vec![]).await.unwrap_err();
+    assert!(
+        matches!(taken, cohort_tokio::ConnectError::Bind { .. }),
+        "{taken}"
+    );
+    for junk in [&b""[..], b"\x00", b"\x53\xb0\x01"] {
+        assert!(net.send(addr(9), addr(1), junk));
+    }
+    assert!(!net.send(addr(9), addr(8), b"nobody there"));
+    let b = node("b", addr(2), vec![addr(1)]).await.unwrap();
+    all_live(&[&a, &b], 2).await;
+    assert_eq!(a.statistics().decode_errors, 3);
+    b.shutdown().await;
+    assert!(!net.is_bound(addr(2)), "the address is given back");
+    let members = a
+        .wait_for_members(
+            |m| {
+                m.get(b.id())
+                    .is_some_and(|b| b.status == MemberStatus::Left)
+            },
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(members.live_count(), 1);
+    // Port 0 takes a free port of the IP.
+    let c = node("c", SocketAddr::from(([10, 9, 9, 3], 0)), vec![addr(1)])
+        .await
+        .unwrap();
+    assert_ne!(c.listen_addr().port(), 0);
+    all_live(&[&a, &c], 2).await;
+    a.shutdown().await;
+    c.shutdown().await;
 }
