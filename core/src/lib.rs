@@ -109,6 +109,7 @@ pub mod membership;
 pub mod node;
 mod node_id;
 mod random;
+pub mod rpc;
 pub mod selector;
 pub mod wire;
 
