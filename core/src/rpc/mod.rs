@@ -7,8 +7,9 @@
 //! format is specified byte by byte, with test vectors, in `docs/rpc-frames.md`. Nothing here
 //! does I/O: a transport feeds bytes in and writes the bytes it is given.
 //!
-//! What is built so far is the wire layer; the connection machine, services and the driver's
-//! transport come next (issue "Zero-copy RPC").
+//! What is built so far: the wire layer and the connection machine ([`Connection`]: calls
+//! multiplexed with ids, deadlines, cancellation, bounds both ways, keep-alive); services,
+//! the registry and the drivers' transports come next (issue "Zero-copy RPC").
 //!
 //! ```
 //! use cohort_core::rpc::{FrameDecoder, FrameHeader, FrameKind, MethodId, write_frame};
@@ -31,9 +32,13 @@
 //! # Ok::<(), cohort_core::rpc::FrameError>(())
 //! ```
 
+mod connection;
 pub mod frame;
 mod status;
 
+pub use connection::{
+    CallError, CallId, CloseReason, Connection, ConnectionConfig, ConnectionEvent,
+};
 pub use frame::{
     DEFAULT_MAX_FRAME_SIZE, FRAME_MAGIC, FRAME_VERSION, Frame, FrameDecoder, FrameError,
     FrameHeader, FrameKind, HEADER_LEN, MethodId, NO_DEADLINE, write_frame,
