@@ -22,6 +22,7 @@ use super::frame::{
     DEFAULT_MAX_FRAME_SIZE, Frame, FrameDecoder, FrameError, FrameHeader, FrameKind, MethodId,
     write_frame,
 };
+use super::service::Reply;
 use super::status::{Status, StatusCode};
 use crate::clock::{SharedHlc, Timestamp, WallTime};
 
@@ -250,29 +251,26 @@ impl Connection {
         true
     }
 
-    /// Answers the peer's call `request_id` with `reply`. Returns whether it was sent (not if
-    /// the call was cancelled, timed out or unknown).
+    /// Answers the peer's call `request_id` with `reply` (any [`Message`](super::Message), or a
+    /// boxed [`Reply`] from [`Registry::serve`](super::Registry::serve)), serialized straight
+    /// into the send buffer. Returns whether it was sent (not if the call was cancelled, timed
+    /// out or unknown).
     ///
     /// # Errors
     ///
     /// [`FrameError::Serialize`] when the reply cannot be serialized; the call is then answered
     /// with [`StatusCode::Internal`] instead.
-    pub fn respond<T>(
+    pub fn respond(
         &mut self,
         wall: WallTime,
         request_id: u64,
-        reply: &T,
-    ) -> Result<bool, FrameError>
-    where
-        T: for<'a, 'b> rkyv::Serialize<
-                HighSerializer<&'b mut AlignedVec<16>, ArenaHandle<'a>, rancor::Error>,
-            >,
-    {
+        reply: &dyn Reply,
+    ) -> Result<bool, FrameError> {
         if !self.forget_incoming(request_id) || self.closed {
             return Ok(false);
         }
         let header = FrameHeader::new(FrameKind::Response, request_id, self.stamp(wall));
-        if let Err(error) = write_frame(&mut self.out, header, reply) {
+        if let Err(error) = reply.write(&mut self.out, header) {
             let status = Status::new(StatusCode::Internal, error.to_string());
             self.write_error(wall, request_id, &status);
             return Err(error);

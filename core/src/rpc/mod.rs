@@ -7,9 +7,10 @@
 //! format is specified byte by byte, with test vectors, in `docs/rpc-frames.md`. Nothing here
 //! does I/O: a transport feeds bytes in and writes the bytes it is given.
 //!
-//! What is built so far: the wire layer and the connection machine ([`Connection`]: calls
-//! multiplexed with ids, deadlines, cancellation, bounds both ways, keep-alive); services,
-//! the registry and the drivers' transports come next (issue "Zero-copy RPC").
+//! What is built so far: the wire layer, the connection machine ([`Connection`]: calls
+//! multiplexed with ids, deadlines, cancellation, bounds both ways, keep-alive) and services
+//! ([`RpcService`], [`Handler`], [`Request`] read in place, a [`Registry`] changed at run
+//! time). The drivers' transports come next (issue "Zero-copy RPC").
 //!
 //! ```
 //! use cohort_core::rpc::{FrameDecoder, FrameHeader, FrameKind, MethodId, write_frame};
@@ -34,6 +35,7 @@
 
 mod connection;
 pub mod frame;
+mod service;
 mod status;
 
 pub use connection::{
@@ -42,6 +44,10 @@ pub use connection::{
 pub use frame::{
     DEFAULT_MAX_FRAME_SIZE, FRAME_MAGIC, FRAME_VERSION, Frame, FrameDecoder, FrameError,
     FrameHeader, FrameKind, HEADER_LEN, MethodId, NO_DEADLINE, write_frame,
+};
+pub use service::{
+    FrameSerializer, Handler, Message, Registry, RegistryError, Reply, Request, RpcService,
+    ServeFuture, ServiceRegistry,
 };
 pub use status::{ArchivedStatus, ArchivedStatusCode, Status, StatusCode};
 
