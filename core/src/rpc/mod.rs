@@ -47,7 +47,7 @@ pub use frame::{
 };
 pub use service::{
     FrameSerializer, Handler, Message, Registry, RegistryError, Reply, Request, RpcService,
-    ServeFuture, ServiceRegistry,
+    ServeFuture, ServiceRegistry, method_id,
 };
 pub use status::{ArchivedStatus, ArchivedStatusCode, Status, StatusCode};
 

@@ -103,8 +103,9 @@ impl<M: Message> fmt::Debug for Request<'_, M> {
     }
 }
 
-/// A service: a name, and the messages it handles ([`Handler`]s), each registered under a
-/// declared name so that its method id is `MethodId::of(service_name, message_name)`.
+/// A service: a name, and the messages it handles ([`Handler`]s), each under a declared name
+/// ([`Handler::NAME`]) so that its method id is `MethodId::of(service_name, NAME)`: the same
+/// in every build, and known to callers from the types alone.
 ///
 /// ```
 /// use cohort_core::rpc::{Handler, Request, RpcService, ServiceRegistry, Status};
@@ -122,11 +123,12 @@ impl<M: Message> fmt::Debug for Request<'_, M> {
 ///         "calculator"
 ///     }
 ///     fn register_handlers(registry: &mut ServiceRegistry<Self>) {
-///         registry.add_handler::<Add>("add");
+///         registry.add_handler::<Add>();
 ///     }
 /// }
 ///
 /// impl Handler<Add> for Calculator {
+///     const NAME: &'static str = "add";
 ///     type Reply = u64;
 ///     async fn on_message(&self, request: Request<'_, Add>) -> Result<u64, Status> {
 ///         Ok(request.a.to_native() + request.b.to_native())
@@ -150,6 +152,10 @@ pub trait RpcService: Send + Sync + 'static {
 /// Write `on_message` as an `async fn`; its future must be `Send` (it runs on the driver's
 /// runtime, any thread). Do not use `#[async_trait]`.
 pub trait Handler<M: Message>: RpcService {
+    /// The message's name in the service (with the service's name, it makes the method id).
+    /// Must not be empty or contain `/`.
+    const NAME: &'static str;
+
     /// The reply.
     type Reply: Message;
 
@@ -158,6 +164,13 @@ pub trait Handler<M: Message>: RpcService {
         &self,
         request: Request<'_, M>,
     ) -> impl Future<Output = Result<Self::Reply, Status>> + Send;
+}
+
+/// The method id of message `M` of service `S`: `MethodId::of(S::service_name(),
+/// <S as Handler<M>>::NAME)`.
+#[must_use]
+pub fn method_id<S: Handler<M>, M: Message>() -> MethodId {
+    MethodId::of(S::service_name(), <S as Handler<M>>::NAME)
 }
 
 /// A reply, type-erased, ready to be written into a frame.
@@ -220,13 +233,13 @@ pub struct ServiceRegistry<S> {
 }
 
 impl<S: RpcService> ServiceRegistry<S> {
-    /// Registers `M` under `message_name` (method id `MethodId::of(S::service_name(),
-    /// message_name)`).
-    pub fn add_handler<M: Message>(&mut self, message_name: &'static str)
+    /// Registers the handler of `M` (method id [`method_id::<S, M>()`](method_id)).
+    pub fn add_handler<M: Message>(&mut self)
     where
         S: Handler<M>,
     {
-        let id = MethodId::of(S::service_name(), message_name);
+        let message_name = <S as Handler<M>>::NAME;
+        let id = method_id::<S, M>();
         let handler: Arc<dyn ErasedHandler> = Arc::new(Typed::<S, M> {
             service: Arc::clone(&self.service),
             _message: std::marker::PhantomData,

@@ -33,12 +33,13 @@ impl RpcService for Calculator {
         "calculator"
     }
     fn register_handlers(registry: &mut ServiceRegistry<Self>) {
-        registry.add_handler::<Add>("add");
-        registry.add_handler::<Div>("div");
+        registry.add_handler::<Add>();
+        registry.add_handler::<Div>();
     }
 }
 
 impl Handler<Add> for Calculator {
+    const NAME: &'static str = "add";
     type Reply = u64;
     async fn on_message(&self, request: Request<'_, Add>) -> Result<u64, Status> {
         self.calls.fetch_add(1, Ordering::Relaxed);
@@ -47,6 +48,7 @@ impl Handler<Add> for Calculator {
 }
 
 impl Handler<Div> for Calculator {
+    const NAME: &'static str = "div";
     type Reply = u64;
     async fn on_message(&self, request: Request<'_, Div>) -> Result<u64, Status> {
         let b = request.b.to_native();
@@ -64,11 +66,12 @@ impl RpcService for Greeter {
         "greeter"
     }
     fn register_handlers(registry: &mut ServiceRegistry<Self>) {
-        registry.add_handler::<String>("hello");
+        registry.add_handler::<String>();
     }
 }
 
 impl Handler<String> for Greeter {
+    const NAME: &'static str = "hello";
     type Reply = String;
     async fn on_message(&self, request: Request<'_, String>) -> Result<String, Status> {
         Ok(format!("hello, {}", request.as_str()))
@@ -83,12 +86,13 @@ impl RpcService for Twice {
         "twice"
     }
     fn register_handlers(registry: &mut ServiceRegistry<Self>) {
-        registry.add_handler::<String>("same");
-        registry.add_handler::<String>("same");
+        registry.add_handler::<String>();
+        registry.add_handler::<String>();
     }
 }
 
 impl Handler<String> for Twice {
+    const NAME: &'static str = "same";
     type Reply = ();
     async fn on_message(&self, _: Request<'_, String>) -> Result<(), Status> {
         Ok(())
@@ -97,7 +101,10 @@ impl Handler<String> for Twice {
 
 fn ready<F: Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(out) => out,
         Poll::Pending => panic!("the handlers here never wait"),
     }
@@ -125,7 +132,12 @@ impl Served {
         }
     }
 
-    fn call<T: Message>(&mut self, service: &str, message: &str, request: &T) -> Result<Frame, Status> {
+    fn call<T: Message>(
+        &mut self,
+        service: &str,
+        message: &str,
+        request: &T,
+    ) -> Result<Frame, Status> {
         let now = Instant::now();
         let call = self
             .client
@@ -173,17 +185,33 @@ fn calls_reach_their_handlers_and_errors_come_back_typed() {
         .unwrap();
     s.registry.add_service(Greeter).unwrap();
     assert_eq!(s.registry.services(), vec!["calculator", "greeter"]);
-    assert_eq!(as_u64(&s.call("calculator", "add", &Add { a: 2, b: 40 }).unwrap()), 42);
-    assert_eq!(as_u64(&s.call("calculator", "div", &Div { a: 9, b: 3 }).unwrap()), 3);
+    assert_eq!(
+        as_u64(&s.call("calculator", "add", &Add { a: 2, b: 40 }).unwrap()),
+        42
+    );
+    assert_eq!(
+        as_u64(&s.call("calculator", "div", &Div { a: 9, b: 3 }).unwrap()),
+        3
+    );
     let reply = s.call("greeter", "hello", &"ada".to_owned()).unwrap();
     assert_eq!(
-        reply.access::<rkyv::string::ArchivedString>().unwrap().as_str(),
+        reply
+            .access::<rkyv::string::ArchivedString>()
+            .unwrap()
+            .as_str(),
         "hello, ada"
     );
-    let status = s.call("calculator", "div", &Div { a: 1, b: 0 }).unwrap_err();
-    assert_eq!(status, Status::new(StatusCode::Internal, "division by zero"));
+    let status = s
+        .call("calculator", "div", &Div { a: 1, b: 0 })
+        .unwrap_err();
     assert_eq!(
-        s.call("calculator", "mul", &Add { a: 1, b: 1 }).unwrap_err().code,
+        status,
+        Status::new(StatusCode::Internal, "division by zero")
+    );
+    assert_eq!(
+        s.call("calculator", "mul", &Add { a: 1, b: 1 })
+            .unwrap_err()
+            .code,
         StatusCode::NotFound
     );
     // A body that is not the method's message: a 1-byte archive where `Add` needs 16.
@@ -206,7 +234,7 @@ fn removing_a_service_removes_only_its_methods_and_running_calls_finish() {
     let mut out = AlignedVec::<16>::new();
     let header = FrameHeader::request(
         1,
-        MethodId::of("calculator", "add"),
+        method_id::<Calculator, Add>(),
         Timestamp::from_packed(0, NodeTag::new(1)),
         None,
     );
@@ -221,12 +249,17 @@ fn removing_a_service_removes_only_its_methods_and_running_calls_finish() {
     let mut reply = AlignedVec::<16>::new();
     ready(running)
         .unwrap()
-        .write(&mut reply, FrameHeader::new(crate::rpc::FrameKind::Response, 1, header.timestamp))
+        .write(
+            &mut reply,
+            FrameHeader::new(crate::rpc::FrameKind::Response, 1, header.timestamp),
+        )
         .unwrap();
     // Later calls to it are not found; the other service still serves (datacake's
     // `remove_service` removed every other one).
     assert_eq!(
-        s.call("calculator", "add", &Add { a: 1, b: 1 }).unwrap_err().code,
+        s.call("calculator", "add", &Add { a: 1, b: 1 })
+            .unwrap_err()
+            .code,
         StatusCode::NotFound
     );
     assert!(s.call("greeter", "hello", &"bob".to_owned()).is_ok());
@@ -237,7 +270,10 @@ fn removing_a_service_removes_only_its_methods_and_running_calls_finish() {
             calls: AtomicU64::new(0),
         })
         .unwrap();
-    assert_eq!(as_u64(&s.call("calculator", "add", &Add { a: 1, b: 1 }).unwrap()), 2);
+    assert_eq!(
+        as_u64(&s.call("calculator", "add", &Add { a: 1, b: 1 }).unwrap()),
+        2
+    );
 }
 
 #[test]
@@ -256,5 +292,9 @@ fn names_and_ids_are_checked_at_registration() {
             ..
         })
     ));
-    assert_eq!(registry.services(), vec!["greeter"], "nothing of `twice` was added");
+    assert_eq!(
+        registry.services(),
+        vec!["greeter"],
+        "nothing of `twice` was added"
+    );
 }
