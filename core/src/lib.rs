@@ -122,6 +122,9 @@ pub use node_id::{NodeId, NodeIdRef};
 /// The random number generator traits the selectors take ([`NodeSelector::select`]),
 /// re-exported so that a selector of your own needs no other dependency.
 pub use rand_core;
+/// rkyv, the archive format of RPC messages, re-exported with the features the wire format
+/// fixes.
+pub use rkyv;
 pub use selector::{
     Candidate, Consistency, DataCenter, DcAwareSelector, NodeSelector, RandomSelector,
     RendezvousSelector, SelectError, Topology,

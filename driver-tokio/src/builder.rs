@@ -10,6 +10,10 @@ use cohort_core::wire::ProtocolVersion;
 use cohort_core::{DcAwareSelector, NodeConfig, NodeSelector};
 
 use crate::{ConnectError, MemoryNetwork, Node};
+use cohort_core::rpc::ConnectionConfig as RpcConnectionConfig;
+
+/// The deadline of an RPC call unless its client sets another (tarpc's default).
+pub const DEFAULT_RPC_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Where a node listens, the address peers reach it at, and where it finds the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +100,9 @@ pub struct NodeBuilder {
     pub(crate) rng_seed: Option<u64>,
     pub(crate) tune: Option<TuneNode>,
     pub(crate) memory_network: Option<MemoryNetwork>,
+    pub(crate) rpc_deadline: Option<Duration>,
+    pub(crate) rpc_connection: RpcConnectionConfig,
+    pub(crate) rpc_drain_timeout: Duration,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -140,6 +147,9 @@ impl NodeBuilder {
             rng_seed: None,
             tune: None,
             memory_network: None,
+            rpc_deadline: Some(DEFAULT_RPC_DEADLINE),
+            rpc_connection: RpcConnectionConfig::default(),
+            rpc_drain_timeout: Duration::from_secs(5),
         }
     }
 
@@ -240,7 +250,8 @@ impl NodeBuilder {
 
     /// The address this node serves RPC on, published as
     /// [`RPC_ADDR_KEY`](cohort_core::members::RPC_ADDR_KEY). Default: the public gossip
-    /// address (RPC listens on the same port, over TCP).
+    /// address (RPC listens on the same port, over TCP). The TCP listener binds the listen
+    /// IP at this address's port.
     pub fn rpc_addr(mut self, addr: SocketAddr) -> Self {
         self.rpc_addr = Some(addr);
         self
@@ -302,6 +313,29 @@ impl NodeBuilder {
     /// of applications and extensions that need real nodes and no sockets.
     pub fn memory_network(mut self, network: &MemoryNetwork) -> Self {
         self.memory_network = Some(network.clone());
+        self
+    }
+
+    /// The deadline of RPC calls from this node's clients, unless a client sets its own
+    /// ([`RpcClient::with_deadline`](crate::RpcClient::with_deadline)). Default
+    /// [`DEFAULT_RPC_DEADLINE`] (10 s); `None` for none.
+    pub fn rpc_deadline(mut self, deadline: Option<Duration>) -> Self {
+        self.rpc_deadline = deadline;
+        self
+    }
+
+    /// The limits of every RPC connection (frame size, calls in flight each way, send buffer,
+    /// keep-alive, idle timeout). Default: core's
+    /// [`ConnectionConfig::default`](cohort_core::rpc::ConnectionConfig::default).
+    pub fn rpc_connection_config(mut self, config: RpcConnectionConfig) -> Self {
+        self.rpc_connection = config;
+        self
+    }
+
+    /// How long [`Node::shutdown`] lets the calls being served finish before closing the RPC
+    /// connections. Default 5 s.
+    pub fn rpc_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.rpc_drain_timeout = timeout;
         self
     }
 

@@ -60,15 +60,17 @@ mod error;
 mod events;
 mod extension;
 mod node;
+mod rpc_tcp;
 mod runtime;
 mod transport;
 
-pub use builder::{ConnectionConfig, NodeBuilder};
+pub use builder::{ConnectionConfig, DEFAULT_RPC_DEADLINE, NodeBuilder};
 pub use clock::Clock;
 pub use error::{ConnectError, WaitError};
 pub use events::{KeyChanges, MembershipChanges, MembershipEvents};
 pub use extension::ClusterExtension;
-pub use node::{Node, Statistics};
+pub use node::{Node, RpcTarget, Statistics};
+pub use rpc_tcp::{Response, RpcClient};
 /// Stream combinators for [`MembershipEvents`] and [`MembershipChanges`] (`next`, `filter`,
 /// `take`, ...), re-exported from `tokio-stream` so that no other import is needed.
 pub use tokio_stream::StreamExt;
@@ -83,6 +85,10 @@ pub use cohort_core::node::{
     DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LEAVE_TIMEOUT, LeaveOutcome,
     MAX_DURATION_SETTING,
 };
+/// RPC: services, handlers, requests, statuses and limits, from the core.
+pub use cohort_core::rpc::{
+    self, Handler, Message, RegistryError, Request, RpcService, ServiceRegistry, Status, StatusCode,
+};
 pub use cohort_core::selector::DataCenterView;
 pub use cohort_core::wire::{Compression, DeletionStatus, ProtocolVersion};
 pub use cohort_core::{
@@ -95,3 +101,5 @@ pub use futures_core::Stream;
 /// The random number generator traits [`NodeSelector::select`] takes: implement a selector of
 /// your own with `cohort_tokio::rand_core::Rng`, no other dependency needed.
 pub use rand_core;
+/// rkyv, which request and reply types derive (`rkyv::Archive`, `rkyv::Serialize`).
+pub use rkyv;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use cohort_core::hash::splitmix64;
 use cohort_core::membership::NodeState;
 use cohort_core::node::generation_at;
+use cohort_core::rpc::RpcService;
 use cohort_core::{
     Candidate, Consistency, Event, KeyError, Member, Members, NodeConfig, NodeId, NodeSelector,
     RendezvousSelector, SelectError, Topology,
@@ -28,6 +29,7 @@ use crate::clock::Clock;
 use crate::clock::wall_now;
 use crate::events::{KeyChanges, MembershipChanges, MembershipEvents};
 use crate::extension::ClusterExtension;
+use crate::rpc_tcp::{Rpc, RpcClient};
 use crate::runtime;
 use crate::transport::GossipSocket;
 use crate::{ConnectError, WaitError};
@@ -94,6 +96,10 @@ pub(crate) struct Shared {
     task: Mutex<Option<JoinHandle<()>>>,
     resolver: Mutex<Option<JoinHandle<()>>>,
     pub(crate) counters: Counters,
+    /// RPC (none on a memory network).
+    pub(crate) rpc: Option<Arc<Rpc>>,
+    rpc_deadline: Option<Duration>,
+    rpc_drain_timeout: Duration,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -193,6 +199,31 @@ impl std::fmt::Debug for Node {
             .field("id", &self.shared.id)
             .field("listen_addr", &self.shared.listen_addr)
             .finish_non_exhaustive()
+    }
+}
+
+/// Something an RPC client can be made for: a member (its published
+/// [`RPC_ADDR_KEY`](crate::RPC_ADDR_KEY)), a selection candidate, or an address.
+pub trait RpcTarget {
+    /// The address RPC calls go to.
+    fn rpc_addr(&self) -> SocketAddr;
+}
+
+impl RpcTarget for SocketAddr {
+    fn rpc_addr(&self) -> SocketAddr {
+        *self
+    }
+}
+
+impl RpcTarget for &Member {
+    fn rpc_addr(&self) -> SocketAddr {
+        cohort_core::members::rpc_addr(self)
+    }
+}
+
+impl RpcTarget for &Candidate {
+    fn rpc_addr(&self) -> SocketAddr {
+        self.addr()
     }
 }
 
@@ -298,6 +329,25 @@ impl Node {
         let id = core.id().clone();
         let clock = Clock::new(Arc::clone(core.clock()));
         let first = core.members();
+        // RPC on TCP, at the listen IP and the RPC address's port (the gossip port by
+        // default). Nodes on a memory network have no RPC.
+        let rpc = if builder.memory_network.is_some() {
+            None
+        } else {
+            let rpc_listen = SocketAddr::new(listen_addr.ip(), rpc_addr.port());
+            let rpc = Rpc::start(
+                rpc_listen,
+                Arc::clone(core.clock()),
+                builder.rpc_connection.clone(),
+                Duration::from_secs(5),
+            )
+            .await
+            .map_err(|source| ConnectError::Bind {
+                addr: rpc_listen,
+                source,
+            })?;
+            Some(rpc)
+        };
 
         let (members_tx, _) = watch::channel(first);
         let (events_tx, _) = broadcast::channel(builder.event_capacity);
@@ -322,6 +372,9 @@ impl Node {
             task: Mutex::new(None),
             resolver: Mutex::new(None),
             counters: Counters::default(),
+            rpc,
+            rpc_deadline: builder.rpc_deadline,
+            rpc_drain_timeout: builder.rpc_drain_timeout,
         });
         let span = tracing::debug_span!("cohort_node", node = %shared.id);
         let task = tokio::spawn(
@@ -584,6 +637,52 @@ impl Node {
         Ok(out)
     }
 
+    /// Serves `service` over RPC from now on (every connection, at once).
+    ///
+    /// # Errors
+    ///
+    /// A [`RegistryError`](cohort_core::rpc::RegistryError): a service of that name is
+    /// already served, or two method ids collide; nothing changed. On a memory network (no
+    /// RPC) the service is registered but no call can reach it.
+    pub fn add_rpc_service<S: RpcService>(
+        &self,
+        service: S,
+    ) -> Result<(), cohort_core::rpc::RegistryError> {
+        match &self.shared.rpc {
+            Some(rpc) => rpc.registry.add_service(service),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops serving `S`: calls already running finish, new ones get
+    /// [`StatusCode::NotFound`](cohort_core::rpc::StatusCode::NotFound). Every other service
+    /// stays. Returns whether it was served.
+    pub fn remove_rpc_service<S: RpcService>(&self) -> bool {
+        self.shared
+            .rpc
+            .as_ref()
+            .is_some_and(|rpc| rpc.registry.remove_service::<S>())
+    }
+
+    /// A client of service `S` on `to` (a member, a candidate from a selection, or an
+    /// address), with the node's default deadline
+    /// ([`NodeBuilder::rpc_deadline`](crate::NodeBuilder::rpc_deadline)). Calls share one
+    /// connection per member, opened on the first call.
+    #[must_use]
+    pub fn rpc_client<S: RpcService>(&self, to: impl RpcTarget) -> RpcClient<S> {
+        RpcClient::new(
+            self.shared.rpc.clone(),
+            to.rpc_addr(),
+            self.shared.rpc_deadline,
+        )
+    }
+
+    /// The address the RPC listener is bound to (`None` on a memory network).
+    #[must_use]
+    pub fn rpc_listen_addr(&self) -> Option<SocketAddr> {
+        self.shared.rpc.as_ref().map(|rpc| rpc.local_addr())
+    }
+
     /// Starts `extension` on this node and returns what it gives back.
     ///
     /// # Errors
@@ -653,6 +752,10 @@ impl Node {
                     tracing::error!(node = %self.shared.id, "the node task panicked");
                 }
             }
+        }
+        // Peers know we left: let the calls being served finish, then close RPC.
+        if let Some(rpc) = &self.shared.rpc {
+            rpc.shutdown(self.shared.rpc_drain_timeout).await;
         }
         // Ends every event stream once the task's own sender is gone too.
         lock(&self.shared.events_tx).take();

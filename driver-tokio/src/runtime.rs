@@ -42,6 +42,11 @@ fn turn(
     }
     drop(locked);
     for event in pending.drain(..) {
+        // A member that left or failed: its RPC connection goes (a new one is made if it comes
+        // back and is called).
+        if let (Event::Left(member) | Event::Failed(member), Some(rpc)) = (&event, &shared.rpc) {
+            rpc.forget_peer(cohort_core::members::rpc_addr(member));
+        }
         // No reader is not an error.
         let _ = events.send(event);
     }

@@ -1,0 +1,589 @@
+//! RPC on TCP: the node's server (a listener, a task per connection, a task per call) and its
+//! clients (one multiplexed connection per peer), around core's connection machine and
+//! registry.
+//!
+//! Owns the sockets and tasks of RPC, nothing of the protocol: framing, request ids,
+//! deadlines, cancellation, bounds, keep-alive and the clock are core's
+//! [`Connection`](cohort_core::rpc::Connection); services and dispatch are core's
+//! [`Registry`](cohort_core::rpc::Registry).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use cohort_core::SharedHlc;
+use cohort_core::rpc::{
+    CallId, Connection, ConnectionConfig as RpcConnectionConfig, ConnectionEvent, Frame, Handler,
+    Message, Registry, RpcService, Status, StatusCode, method_id,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::{AbortHandle, JoinHandle};
+
+use crate::clock::wall_now;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the connection task and the callers share of one connection.
+struct ConnState {
+    conn: Connection,
+    /// Our calls' reply slots.
+    pending: HashMap<CallId, oneshot::Sender<Result<Frame, Status>>>,
+    /// The peer's calls being served, to abort when cancelled.
+    serving: HashMap<u64, AbortHandle>,
+}
+
+struct Conn {
+    state: Mutex<ConnState>,
+    wake: Notify,
+}
+
+impl Conn {
+    fn new(clock: Arc<SharedHlc>, config: RpcConnectionConfig) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(ConnState {
+                conn: Connection::new(config, clock, Instant::now()),
+                pending: HashMap::new(),
+                serving: HashMap::new(),
+            }),
+            wake: Notify::new(),
+        })
+    }
+
+    fn is_closed(&self) -> bool {
+        lock(&self.state).conn.is_closed()
+    }
+
+    fn close(&self) {
+        lock(&self.state).conn.close();
+        self.wake.notify_one();
+    }
+}
+
+/// Runs one connection until it closes: reads feed the machine, its bytes are written, its
+/// timer is served, its events are carried out (requests served on tasks of their own,
+/// replies handed to their callers).
+async fn run_connection(stream: TcpStream, conn: Arc<Conn>, registry: Registry) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let mut read_buf = vec![0u8; 64 * 1024];
+    // Bytes taken from the machine and not yet written.
+    let mut writing: Vec<u8> = Vec::new();
+    let mut written = 0;
+    loop {
+        let deadline = {
+            let mut state = lock(&conn.state);
+            dispatch_events(&mut state, &conn, &registry);
+            if state.conn.is_closed() {
+                break;
+            }
+            if written == writing.len() {
+                writing.clear();
+                written = 0;
+                writing.extend_from_slice(state.conn.transmit());
+                let n = writing.len();
+                state.conn.advance_transmit(n);
+            }
+            state.conn.poll_timeout()
+        };
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = sleep => {
+                lock(&conn.state).conn.handle_timeout(Instant::now(), wall_now());
+            }
+            result = writer.write(&writing[written..]), if written < writing.len() => {
+                match result {
+                    Ok(n) => written += n,
+                    Err(error) => {
+                        tracing::debug!(%error, "RPC write failed");
+                        lock(&conn.state).conn.close();
+                    }
+                }
+            }
+            read = reader.read(&mut read_buf) => {
+                let mut state = lock(&conn.state);
+                match read {
+                    Ok(0) | Err(_) => state.conn.close(),
+                    Ok(n) => {
+                        if let Err(error) = state.conn.handle_bytes(Instant::now(), wall_now(), &read_buf[..n]) {
+                            tracing::debug!(%error, "RPC peer sent bytes that are not frames");
+                        }
+                    }
+                }
+            }
+            () = conn.wake.notified() => {}
+        }
+    }
+    // Closed: every call of ours failed (events dispatched above); stop serving.
+    {
+        let mut state = lock(&conn.state);
+        dispatch_events(&mut state, &conn, &registry);
+        for (_, handle) in state.serving.drain() {
+            handle.abort();
+        }
+        for (_, slot) in state.pending.drain() {
+            let _ = slot.send(Err(Status::new(
+                StatusCode::Unavailable,
+                "the connection closed",
+            )));
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+fn dispatch_events(state: &mut ConnState, conn: &Arc<Conn>, registry: &Registry) {
+    while let Some(event) = state.conn.poll_event() {
+        match event {
+            ConnectionEvent::Request {
+                request_id,
+                deadline,
+                frame,
+                ..
+            } => {
+                let registry = registry.clone();
+                let conn = Arc::clone(conn);
+                let task = tokio::spawn(async move {
+                    let result = registry.serve(&frame, deadline).await;
+                    let mut state = lock(&conn.state);
+                    state.serving.remove(&request_id);
+                    let wall = wall_now();
+                    match result {
+                        Ok(reply) => {
+                            if let Err(error) = state.conn.respond(wall, request_id, &*reply) {
+                                tracing::debug!(%error, "an RPC reply did not serialize");
+                            }
+                        }
+                        Err(status) => {
+                            state.conn.respond_error(wall, request_id, &status);
+                        }
+                    }
+                    drop(state);
+                    conn.wake.notify_one();
+                });
+                state.serving.insert(request_id, task.abort_handle());
+            }
+            ConnectionEvent::Response { call, frame } => {
+                if let Some(slot) = state.pending.remove(&call) {
+                    let _ = slot.send(Ok(frame));
+                }
+            }
+            ConnectionEvent::Failed { call, status } => {
+                if let Some(slot) = state.pending.remove(&call) {
+                    let _ = slot.send(Err(status));
+                }
+            }
+            ConnectionEvent::Cancelled { request_id } => {
+                if let Some(handle) = state.serving.remove(&request_id) {
+                    handle.abort();
+                }
+            }
+            ConnectionEvent::Closed(reason) => {
+                tracing::debug!(?reason, "RPC connection closed");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A peer's client connection, or why there is none for now.
+enum Peer {
+    Connected(Arc<Conn>),
+    /// Connecting failed: no new attempt before `retry_at`.
+    Backoff {
+        retry_at: Instant,
+        delay: Duration,
+    },
+}
+
+/// The first delay before connecting again to a peer that refused; it doubles to the maximum.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The node's RPC: its registry, server and client connections.
+pub(crate) struct Rpc {
+    pub(crate) registry: Registry,
+    clock: Arc<SharedHlc>,
+    config: RpcConnectionConfig,
+    connect_timeout: Duration,
+    peers: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Option<Peer>>>>>,
+    server: Mutex<Vec<(Arc<Conn>, JoinHandle<()>)>>,
+    clients: Mutex<Vec<JoinHandle<()>>>,
+    listener: Mutex<Option<JoinHandle<()>>>,
+    local_addr: SocketAddr,
+}
+
+impl Rpc {
+    /// Binds the RPC listener on `listen` and starts accepting.
+    pub(crate) async fn start(
+        listen: SocketAddr,
+        clock: Arc<SharedHlc>,
+        config: RpcConnectionConfig,
+        connect_timeout: Duration,
+    ) -> io::Result<Arc<Self>> {
+        let listener = TcpListener::bind(listen).await?;
+        let local_addr = listener.local_addr()?;
+        let rpc = Arc::new(Self {
+            registry: Registry::new(),
+            clock,
+            config,
+            connect_timeout,
+            peers: Mutex::new(HashMap::new()),
+            server: Mutex::new(Vec::new()),
+            clients: Mutex::new(Vec::new()),
+            listener: Mutex::new(None),
+            local_addr,
+        });
+        let accepting = Arc::downgrade(&rpc);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, from)) = listener.accept().await else {
+                    continue;
+                };
+                let Some(rpc) = accepting.upgrade() else {
+                    return;
+                };
+                tracing::debug!(%from, "RPC connection accepted");
+                let conn = Conn::new(Arc::clone(&rpc.clock), rpc.config.clone());
+                let task = tokio::spawn(run_connection(
+                    stream,
+                    Arc::clone(&conn),
+                    rpc.registry.clone(),
+                ));
+                let mut server = lock(&rpc.server);
+                server.retain(|(c, _)| !c.is_closed());
+                server.push((conn, task));
+            }
+        });
+        *lock(&rpc.listener) = Some(task);
+        Ok(rpc)
+    }
+
+    /// The address the listener is bound to.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The connection to `addr`, connecting (once, shared by concurrent callers) if needed.
+    async fn connection(&self, addr: SocketAddr) -> Result<Arc<Conn>, Status> {
+        let slot = Arc::clone(
+            lock(&self.peers)
+                .entry(addr)
+                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(None))),
+        );
+        let mut peer = slot.lock().await;
+        let backoff = match &*peer {
+            Some(Peer::Connected(conn)) if !conn.is_closed() => return Ok(Arc::clone(conn)),
+            Some(Peer::Backoff { retry_at, delay }) => {
+                if Instant::now() < *retry_at {
+                    return Err(Status::new(
+                        StatusCode::Unavailable,
+                        format!("{addr} refused recently; retrying later"),
+                    ));
+                }
+                *delay
+            }
+            _ => Duration::ZERO,
+        };
+        let connected = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await;
+        match connected {
+            Ok(Ok(stream)) => {
+                let conn = Conn::new(Arc::clone(&self.clock), self.config.clone());
+                let task = tokio::spawn(run_connection(
+                    stream,
+                    Arc::clone(&conn),
+                    self.registry.clone(),
+                ));
+                let mut clients = lock(&self.clients);
+                clients.retain(|t| !t.is_finished());
+                clients.push(task);
+                *peer = Some(Peer::Connected(Arc::clone(&conn)));
+                Ok(conn)
+            }
+            failed => {
+                let delay = (backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
+                *peer = Some(Peer::Backoff {
+                    retry_at: Instant::now() + delay,
+                    delay,
+                });
+                let why = match failed {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => "connect timed out".to_owned(),
+                };
+                Err(Status::new(
+                    StatusCode::Unavailable,
+                    format!("cannot connect to {addr}: {why}"),
+                ))
+            }
+        }
+    }
+
+    /// Drops the client connection to `addr` (its member left or failed).
+    pub(crate) fn forget_peer(&self, addr: SocketAddr) {
+        if let Some(slot) = lock(&self.peers).remove(&addr) {
+            if let Ok(peer) = slot.try_lock() {
+                if let Some(Peer::Connected(conn)) = &*peer {
+                    conn.close();
+                }
+            }
+        }
+    }
+
+    /// One call of `M` to `addr`, within `deadline`.
+    pub(crate) async fn call<S, M>(
+        &self,
+        addr: SocketAddr,
+        message: &M,
+        deadline: Option<Duration>,
+    ) -> Result<Frame, Status>
+    where
+        S: Handler<M>,
+        M: Message,
+    {
+        let conn = self.connection(addr).await?;
+        let (tx, rx) = oneshot::channel();
+        let call = {
+            let mut state = lock(&conn.state);
+            let call = state
+                .conn
+                .call(
+                    Instant::now(),
+                    wall_now(),
+                    method_id::<S, M>(),
+                    message,
+                    deadline,
+                )
+                .map_err(|e| Status::new(StatusCode::Unavailable, e.to_string()))?;
+            state.pending.insert(call, tx);
+            call
+        };
+        conn.wake.notify_one();
+        let guard = CancelOnDrop {
+            conn: &conn,
+            call,
+            armed: true,
+        };
+        let result = rx.await.unwrap_or_else(|_| {
+            Err(Status::new(
+                StatusCode::Unavailable,
+                "the connection closed",
+            ))
+        });
+        guard.disarm();
+        result
+    }
+
+    /// Stops accepting, lets the calls being served finish (up to `drain`), then closes every
+    /// connection and waits for their tasks.
+    pub(crate) async fn shutdown(&self, drain: Duration) {
+        let listener = lock(&self.listener).take();
+        if let Some(listener) = listener {
+            listener.abort();
+            let _ = listener.await;
+        }
+        let until = Instant::now() + drain;
+        loop {
+            let busy = lock(&self.server)
+                .iter()
+                .any(|(c, _)| !lock(&c.state).serving.is_empty());
+            if !busy || Instant::now() >= until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let server: Vec<(Arc<Conn>, JoinHandle<()>)> = std::mem::take(&mut *lock(&self.server));
+        for (conn, _) in &server {
+            conn.close();
+        }
+        for (_, task) in server {
+            let _ = task.await;
+        }
+        let peers: Vec<_> = lock(&self.peers).drain().map(|(_, p)| p).collect();
+        for slot in peers {
+            if let Some(Peer::Connected(conn)) = &*slot.lock().await {
+                conn.close();
+            }
+        }
+        let clients: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.clients));
+        for task in clients {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Cancels a call whose caller stopped waiting (the call's future was dropped).
+struct CancelOnDrop<'a> {
+    conn: &'a Arc<Conn>,
+    call: CallId,
+    armed: bool,
+}
+
+impl CancelOnDrop<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut state = lock(&self.conn.state);
+        if state.pending.remove(&self.call).is_some() {
+            state.conn.cancel(wall_now(), self.call);
+            drop(state);
+            self.conn.wake.notify_one();
+        }
+    }
+}
+
+/// A client of service `S` on one member ([`Node::rpc_client`](crate::Node::rpc_client)).
+pub struct RpcClient<S> {
+    rpc: Option<Arc<Rpc>>,
+    addr: SocketAddr,
+    deadline: Option<Duration>,
+    _service: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for RpcClient<S> {
+    fn clone(&self) -> Self {
+        Self {
+            rpc: self.rpc.clone(),
+            addr: self.addr,
+            deadline: self.deadline,
+            _service: PhantomData,
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for RpcClient<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcClient")
+            .field("addr", &self.addr)
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+impl<S: RpcService> RpcClient<S> {
+    pub(crate) fn new(rpc: Option<Arc<Rpc>>, addr: SocketAddr, deadline: Option<Duration>) -> Self {
+        Self {
+            rpc,
+            addr,
+            deadline,
+            _service: PhantomData,
+        }
+    }
+
+    /// The member's RPC address.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// This client with another deadline for its calls (`None`: none).
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Option<Duration>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Calls the member's handler of `M` with `message` (serialized straight into the
+    /// connection's send buffer) and waits for the reply. Dropping the future cancels the call
+    /// on the member.
+    ///
+    /// # Errors
+    ///
+    /// The [`Status`] of the failure: the handler's, [`StatusCode::NotFound`] (no such
+    /// service there), [`StatusCode::DeadlineExceeded`], [`StatusCode::Unavailable`] (cannot
+    /// connect, connection lost, too many calls), [`StatusCode::InvalidPayload`] (a reply
+    /// that does not validate as `Reply`), ...
+    pub fn call<'m, M>(
+        &self,
+        message: &'m M,
+    ) -> impl Future<Output = Result<Response<<S as Handler<M>>::Reply>, Status>> + Send + 'm
+    where
+        S: Handler<M>,
+        M: Message,
+    {
+        let rpc = self.rpc.clone();
+        let (addr, deadline) = (self.addr, self.deadline);
+        async move {
+            let rpc = rpc.ok_or_else(|| {
+                Status::new(
+                    StatusCode::Unavailable,
+                    "this node runs on a memory network: it has no RPC",
+                )
+            })?;
+            let frame = rpc.call::<S, M>(addr, message, deadline).await?;
+            Response::new(frame)
+        }
+    }
+}
+
+/// A reply: its archive, validated when it arrived, read in place with
+/// [`get`](Self::get).
+pub struct Response<R: Message> {
+    frame: Frame,
+    _reply: PhantomData<fn() -> R>,
+}
+
+impl<R: Message> Response<R> {
+    fn new(frame: Frame) -> Result<Self, Status> {
+        frame
+            .access::<R::Archived>()
+            .map_err(|e| Status::new(StatusCode::InvalidPayload, e.to_string()))?;
+        Ok(Self {
+            frame,
+            _reply: PhantomData,
+        })
+    }
+
+    /// The archived reply, read in place (no copy; the check it passes again is a walk over
+    /// its pointers).
+    ///
+    /// # Panics
+    ///
+    /// Never: the archive was validated when the reply arrived and is not changed since.
+    #[must_use]
+    pub fn get(&self) -> &R::Archived {
+        match self.frame.access::<R::Archived>() {
+            Ok(archived) => archived,
+            Err(error) => unreachable!("validated on arrival: {error}"),
+        }
+    }
+
+    /// The reply, deserialized into an owned value.
+    ///
+    /// # Errors
+    ///
+    /// [`StatusCode::InvalidPayload`] when it does not deserialize.
+    pub fn deserialize(&self) -> Result<R, Status>
+    where
+        R::Archived: rkyv::Deserialize<R, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+    {
+        rkyv::deserialize::<R, rkyv::rancor::Error>(self.get())
+            .map_err(|e| Status::new(StatusCode::InvalidPayload, e.to_string()))
+    }
+}
+
+impl<R: Message> std::fmt::Debug for Response<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("bytes", &self.frame.body().len())
+            .finish()
+    }
+}

@@ -1,0 +1,330 @@
+//! RPC between real nodes on loopback TCP. Every wait is bounded.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use cohort_tokio::{
+    ConnectionConfig, Handler, Node, NodeBuilder, Request, RpcService, ServiceRegistry, Status,
+    StatusCode, rkyv,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+#[rkyv(crate = cohort_tokio::rkyv)]
+struct Add {
+    a: u64,
+    b: u64,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+#[rkyv(crate = cohort_tokio::rkyv)]
+struct Sleep {
+    millis: u64,
+}
+
+#[derive(Default)]
+struct Calculator {
+    calls: AtomicU64,
+    /// Set when a `Sleep` handler was dropped before it finished (aborted by a cancel).
+    aborted: Arc<AtomicBool>,
+}
+
+impl RpcService for Calculator {
+    fn service_name() -> &'static str {
+        "calculator"
+    }
+    fn register_handlers(registry: &mut ServiceRegistry<Self>) {
+        registry.add_handler::<Add>();
+        registry.add_handler::<Sleep>();
+        registry.add_handler::<String>();
+    }
+}
+
+impl Handler<Add> for Calculator {
+    const NAME: &'static str = "add";
+    type Reply = u64;
+    async fn on_message(&self, request: Request<'_, Add>) -> Result<u64, Status> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        request
+            .a
+            .to_native()
+            .checked_add(request.b.to_native())
+            .ok_or_else(|| Status::new(StatusCode::Internal, "overflow"))
+    }
+}
+
+/// Sets a flag when dropped unfinished.
+struct AbortFlag(Arc<AtomicBool>, bool);
+
+impl Drop for AbortFlag {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Handler<Sleep> for Calculator {
+    const NAME: &'static str = "sleep";
+    type Reply = u64;
+    async fn on_message(&self, request: Request<'_, Sleep>) -> Result<u64, Status> {
+        let millis = request.millis.to_native();
+        let mut flag = AbortFlag(Arc::clone(&self.aborted), false);
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        flag.1 = true;
+        Ok(millis)
+    }
+}
+
+impl Handler<String> for Calculator {
+    const NAME: &'static str = "echo";
+    type Reply = String;
+    async fn on_message(&self, request: Request<'_, String>) -> Result<String, Status> {
+        Ok(request.as_str().to_owned())
+    }
+}
+
+struct Greeter;
+
+impl RpcService for Greeter {
+    fn service_name() -> &'static str {
+        "greeter"
+    }
+    fn register_handlers(registry: &mut ServiceRegistry<Self>) {
+        registry.add_handler::<String>();
+    }
+}
+
+impl Handler<String> for Greeter {
+    const NAME: &'static str = "hello";
+    type Reply = String;
+    async fn on_message(&self, request: Request<'_, String>) -> Result<String, Status> {
+        Ok(format!("hello, {}", request.as_str()))
+    }
+}
+
+async fn node(name: &str) -> Node {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    NodeBuilder::new(name, ConnectionConfig::new(any, any, Vec::<String>::new()))
+        .cluster_id("rpc")
+        .gossip_interval(Duration::from_millis(100))
+        .connect()
+        .await
+        .expect("the node starts")
+}
+
+#[tokio::test]
+async fn calls_go_to_the_right_handler_many_at_once_on_one_connection() {
+    let server = node("server").await;
+    let client = node("client").await;
+    server.add_rpc_service(Calculator::default()).unwrap();
+    server.add_rpc_service(Greeter).unwrap();
+    let calc = client.rpc_client::<Calculator>(server.rpc_addr());
+    let reply = tokio::time::timeout(WAIT, calc.call(&Add { a: 40, b: 2 }))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.get().to_native(), 42);
+    assert_eq!(reply.deserialize().unwrap(), 42);
+    let echo = calc.call(&"zero copy".to_owned()).await.unwrap();
+    assert_eq!(echo.get().as_str(), "zero copy");
+    let greet = client.rpc_client::<Greeter>(server.rpc_addr());
+    assert_eq!(
+        greet.call(&"ada".to_owned()).await.unwrap().get().as_str(),
+        "hello, ada"
+    );
+    // 200 concurrent calls multiplexed on the one connection.
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let calc = calc.clone();
+        tasks.push(tokio::spawn(async move {
+            let reply = calc.call(&Add { a: i, b: i }).await.unwrap();
+            assert_eq!(reply.get().to_native(), 2 * i);
+        }));
+    }
+    for task in tasks {
+        tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    }
+    // Errors come back typed.
+    let overflow = calc.call(&Add { a: u64::MAX, b: 1 }).await.unwrap_err();
+    assert_eq!(overflow, Status::new(StatusCode::Internal, "overflow"));
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn services_come_and_go_at_run_time() {
+    let server = node("server").await;
+    let client = node("client").await;
+    server.add_rpc_service(Calculator::default()).unwrap();
+    server.add_rpc_service(Greeter).unwrap();
+    assert!(
+        server.add_rpc_service(Greeter).is_err(),
+        "a name is served once"
+    );
+    let calc = client.rpc_client::<Calculator>(server.rpc_addr());
+    let greet = client.rpc_client::<Greeter>(server.rpc_addr());
+    // A slow call is running when its service is removed: it finishes.
+    let running = tokio::spawn({
+        let calc = calc.clone();
+        async move { calc.call(&Sleep { millis: 300 }).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(server.remove_rpc_service::<Calculator>());
+    let done = tokio::time::timeout(WAIT, running).await.unwrap().unwrap();
+    assert_eq!(done.unwrap().get().to_native(), 300);
+    // New calls to it are not found; the other service still answers.
+    let gone = calc.call(&Add { a: 1, b: 1 }).await.unwrap_err();
+    assert_eq!(gone.code, StatusCode::NotFound);
+    assert!(greet.call(&"bob".to_owned()).await.is_ok());
+    // And back.
+    server.add_rpc_service(Calculator::default()).unwrap();
+    assert_eq!(
+        calc.call(&Add { a: 1, b: 1 })
+            .await
+            .unwrap()
+            .get()
+            .to_native(),
+        2
+    );
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn deadlines_and_dropped_calls_stop_the_server_side() {
+    let server = node("server").await;
+    let client = node("client").await;
+    let service = Calculator::default();
+    let aborted = Arc::clone(&service.aborted);
+    server.add_rpc_service(service).unwrap();
+    let calc = client
+        .rpc_client::<Calculator>(server.rpc_addr())
+        .with_deadline(Some(Duration::from_millis(100)));
+    let late = tokio::time::timeout(WAIT, calc.call(&Sleep { millis: 5_000 }))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(late.code, StatusCode::DeadlineExceeded);
+    // The server's handler was aborted at the deadline, not left running.
+    tokio::time::timeout(WAIT, async {
+        while !aborted.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the handler is aborted");
+    // A call whose future is dropped is cancelled on the server.
+    aborted.store(false, Ordering::SeqCst);
+    let calc = calc.with_deadline(None);
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(100),
+        calc.call(&Sleep { millis: 5_000 }),
+    )
+    .await;
+    assert!(dropped.is_err(), "gave up");
+    tokio::time::timeout(WAIT, async {
+        while !aborted.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the dropped call is cancelled on the server");
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_services_and_unreachable_peers_are_typed_errors() {
+    let server = node("server").await;
+    let client = node("client").await;
+    let calc = client.rpc_client::<Calculator>(server.rpc_addr());
+    assert_eq!(
+        calc.call(&Add { a: 1, b: 2 }).await.unwrap_err().code,
+        StatusCode::NotFound
+    );
+    // Nobody listens there.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = free.local_addr().unwrap();
+    drop(free);
+    let lost = client.rpc_client::<Calculator>(nowhere);
+    assert_eq!(
+        lost.call(&Add { a: 1, b: 2 }).await.unwrap_err().code,
+        StatusCode::Unavailable
+    );
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peer_sending_garbage_is_dropped_and_everyone_else_is_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = node("server").await;
+    server.add_rpc_service(Greeter).unwrap();
+    let client = node("client").await;
+    let greet = client.rpc_client::<Greeter>(server.rpc_addr());
+    assert!(greet.call(&"first".to_owned()).await.is_ok());
+    // Garbage, an oversized length, a truncated frame: the server closes those connections.
+    for junk in [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n0123456789012345678901234567890123456789".to_vec(),
+        {
+            let mut header = vec![0x52, 0xc0, 1, 1];
+            header.extend_from_slice(&u32::MAX.to_le_bytes());
+            header.resize(48, 0);
+            header
+        },
+    ] {
+        let mut raw = tokio::net::TcpStream::connect(server.rpc_addr())
+            .await
+            .unwrap();
+        raw.write_all(&junk).await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(WAIT, raw.read(&mut buf))
+            .await
+            .unwrap();
+        assert!(
+            matches!(n, Ok(0) | Err(_)),
+            "the server closed the connection"
+        );
+    }
+    let mut truncated = tokio::net::TcpStream::connect(server.rpc_addr())
+        .await
+        .unwrap();
+    truncated.write_all(&[0x52, 0xc0, 1]).await.unwrap();
+    drop(truncated);
+    // The well-behaved client is still served.
+    assert_eq!(
+        greet
+            .call(&"again".to_owned())
+            .await
+            .unwrap()
+            .get()
+            .as_str(),
+        "hello, again"
+    );
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_finishes_calls_in_flight_then_frees_the_port() {
+    let server = node("server").await;
+    let client = node("client").await;
+    server.add_rpc_service(Calculator::default()).unwrap();
+    let calc = client.rpc_client::<Calculator>(server.rpc_addr());
+    let running = tokio::spawn(async move { calc.call(&Sleep { millis: 200 }).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let rpc_addr = server.rpc_listen_addr().unwrap();
+    tokio::time::timeout(WAIT, server.shutdown()).await.unwrap();
+    let finished = tokio::time::timeout(WAIT, running).await.unwrap().unwrap();
+    assert_eq!(
+        finished.unwrap().get().to_native(),
+        200,
+        "served before closing"
+    );
+    std::net::TcpListener::bind(rpc_addr).expect("the RPC port is free after shutdown");
+    client.shutdown().await;
+}
