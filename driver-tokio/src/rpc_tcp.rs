@@ -70,7 +70,12 @@ impl Conn {
 /// Runs one connection until it closes: reads feed the machine, its bytes are written, its
 /// timer is served, its events are carried out (requests served on tasks of their own,
 /// replies handed to their callers).
-async fn run_connection(stream: TcpStream, conn: Arc<Conn>, registry: Registry) {
+async fn run_connection(
+    stream: TcpStream,
+    conn: Arc<Conn>,
+    registry: Registry,
+    max_buffered: usize,
+) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let mut read_buf = vec![0u8; 64 * 1024];
@@ -78,7 +83,7 @@ async fn run_connection(stream: TcpStream, conn: Arc<Conn>, registry: Registry) 
     let mut writing: Vec<u8> = Vec::new();
     let mut written = 0;
     loop {
-        let deadline = {
+        let (deadline, can_read) = {
             let mut state = lock(&conn.state);
             dispatch_events(&mut state, &conn, &registry);
             if state.conn.is_closed() {
@@ -91,7 +96,10 @@ async fn run_connection(stream: TcpStream, conn: Arc<Conn>, registry: Registry) 
                 let n = writing.len();
                 state.conn.advance_transmit(n);
             }
-            state.conn.poll_timeout()
+            // A peer that sends but does not read would make our replies pile up: stop reading
+            // (TCP then pushes back on it) while too much waits to be written.
+            let waiting = writing.len() - written + state.conn.buffered();
+            (state.conn.poll_timeout(), waiting < max_buffered)
         };
         let sleep = async {
             match deadline {
@@ -113,7 +121,7 @@ async fn run_connection(stream: TcpStream, conn: Arc<Conn>, registry: Registry) 
                     }
                 }
             }
-            read = reader.read(&mut read_buf) => {
+            read = reader.read(&mut read_buf), if can_read => {
                 let mut state = lock(&conn.state);
                 match read {
                     Ok(0) | Err(_) => state.conn.close(),
@@ -261,6 +269,7 @@ impl Rpc {
                     stream,
                     Arc::clone(&conn),
                     rpc.registry.clone(),
+                    rpc.config.max_buffered,
                 ));
                 let mut server = lock(&rpc.server);
                 server.retain(|(c, _)| !c.is_closed());
@@ -305,6 +314,7 @@ impl Rpc {
                     stream,
                     Arc::clone(&conn),
                     self.registry.clone(),
+                    self.config.max_buffered,
                 ));
                 let mut clients = lock(&self.clients);
                 clients.retain(|t| !t.is_finished());

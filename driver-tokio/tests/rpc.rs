@@ -328,3 +328,83 @@ async fn shutdown_finishes_calls_in_flight_then_frees_the_port() {
     std::net::TcpListener::bind(rpc_addr).expect("the RPC port is free after shutdown");
     client.shutdown().await;
 }
+
+/// A peer that sends calls but never reads the replies: the server stops reading from it once
+/// its replies pile up (bounded memory; TCP pushes back), and serves everyone else meanwhile.
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_pushed_back_and_others_are_served() {
+    use cohort_tokio::rpc::{FrameHeader, MethodId, write_frame};
+    use cohort_tokio::{NodeTag, Timestamp};
+
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = NodeBuilder::new(
+        "server",
+        ConnectionConfig::new(any, any, Vec::<String>::new()),
+    )
+    .cluster_id("rpc")
+    .rpc_connection_config({
+        let mut config = cohort_tokio::rpc::ConnectionConfig::default();
+        config.max_buffered = 1 << 20;
+        config
+    })
+    .connect()
+    .await
+    .unwrap();
+    server.add_rpc_service(Calculator::default()).unwrap();
+    let echo = MethodId::of("calculator", "echo");
+    let body = "x".repeat(1_000);
+    // One batch of 256 pipelined requests (about 270 kB).
+    let mut batch = rkyv::util::AlignedVec::<16>::new();
+    for i in 0..256u64 {
+        let header = FrameHeader::request(
+            i + 1,
+            echo,
+            Timestamp::from_packed(0, NodeTag::new(7)),
+            None,
+        );
+        write_frame(&mut batch, header, &body).unwrap();
+    }
+    let raw = tokio::net::TcpStream::connect(server.rpc_addr())
+        .await
+        .unwrap();
+    let mut written: usize = 0;
+    let limit = 64 << 20;
+    let started = std::time::Instant::now();
+    // Write without ever reading, until the writes stall (or the limit, or 5 s).
+    'outer: while written < limit && started.elapsed() < Duration::from_secs(5) {
+        let mut offset = 0;
+        while offset < batch.len() {
+            match tokio::time::timeout(Duration::from_millis(500), raw.writable()).await {
+                Err(_) => break 'outer, // stalled: pushed back
+                Ok(ready) => ready.unwrap(),
+            }
+            match raw.try_write(&batch[offset..]) {
+                Ok(n) => {
+                    offset += n;
+                    written += n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    assert!(
+        written < 32 << 20,
+        "the server kept reading {written} bytes from a peer that does not read"
+    );
+    // Others are served all along.
+    let client = node("client").await;
+    let calc = client.rpc_client::<Calculator>(server.rpc_addr());
+    assert_eq!(
+        tokio::time::timeout(WAIT, calc.call(&Add { a: 2, b: 3 }))
+            .await
+            .unwrap()
+            .unwrap()
+            .get()
+            .to_native(),
+        5
+    );
+    drop(raw);
+    client.shutdown().await;
+    server.shutdown().await;
+}
