@@ -33,6 +33,26 @@ pub(crate) enum Command {
     /// the cluster gracefully on Ctrl-C, when its standard input closes, or when it reads a
     /// `stop` line.
     Agent(AgentArgs),
+    /// Ask a running node for its view of the membership (over RPC, its admin service) and
+    /// print it as a table: id, address, data center, status, generation, key count.
+    Members(MembersArgs),
+}
+
+/// The settings of `cohort members`.
+#[derive(Debug, Args)]
+pub(crate) struct MembersArgs {
+    /// The node to ask: its RPC address (`host:port`; by default a node serves RPC on its
+    /// gossip port).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) node: String,
+
+    /// Print one JSON object (the node's snapshot) instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// How long to wait for the answer, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 5_000)]
+    pub(crate) timeout_ms: u64,
 }
 
 /// The settings of `cohort agent`.
@@ -148,8 +168,10 @@ mod tests {
     fn agent(args: &[&str]) -> Result<AgentArgs, clap::Error> {
         let argv = ["cohort", "agent", "--name", "a", "--listen", "127.0.0.1:0"];
         let cli = Cli::try_parse_from(argv.iter().chain(args))?;
-        let Command::Agent(agent) = cli.command;
-        Ok(agent)
+        match cli.command {
+            Command::Agent(agent) => Ok(agent),
+            Command::Members(_) => unreachable!("the agent subcommand was parsed"),
+        }
     }
 
     #[test]

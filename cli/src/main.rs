@@ -33,7 +33,7 @@ use std::time::Duration;
 use clap::Parser;
 use cohort_tokio::{ConnectError, ConnectionConfig, NodeBuilder};
 
-use crate::args::{AgentArgs, Cli, Command};
+use crate::args::{AgentArgs, Cli, Command, MembersArgs};
 use crate::output::{Line, Output};
 
 fn main() -> ExitCode {
@@ -41,7 +41,73 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Agent(args) => agent(args),
+        Command::Members(args) => members(args),
     }
+}
+
+/// `cohort members`: one RPC call to a node's admin service.
+fn members(args: MembersArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cohort: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ask_members(&args)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cohort: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Asks `args.node` for its members and renders the answer.
+async fn ask_members(args: &MembersArgs) -> Result<String, String> {
+    use cohort_tokio::admin::{AdminService, MembersReply, MembersRequest};
+
+    let target = tokio::net::lookup_host(args.node.as_str())
+        .await
+        .map_err(|e| format!("{}: {e}", args.node))?
+        .next()
+        .ok_or_else(|| format!("{}: no address", args.node))?;
+    // A node of its own, alone in a cluster of its own, only to make the call.
+    let any = std::net::SocketAddr::new(
+        if target.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        },
+        0,
+    );
+    let probe = NodeBuilder::new(
+        "cohort-members",
+        ConnectionConfig::new(any, any, Vec::<String>::new()),
+    )
+    .cluster_id("cohort-members-probe")
+    .rpc_deadline(Some(Duration::from_millis(args.timeout_ms)))
+    .connect()
+    .await
+    .map_err(|e| e.to_string())?;
+    let reply = probe
+        .rpc_client::<AdminService>(target)
+        .call(&MembersRequest)
+        .await;
+    probe.shutdown().await;
+    let reply = reply.map_err(|status| format!("{}: {status}", args.node))?;
+    let snapshot: MembersReply = reply.deserialize().map_err(|s| s.to_string())?;
+    Ok(if args.json {
+        format!("{}\n", output::members_json(&snapshot))
+    } else {
+        output::members_table(&snapshot)
+    })
 }
 
 /// `cohort agent`: runs the node on a current-thread runtime until it is told to stop.

@@ -220,6 +220,69 @@ impl Output {
     }
 }
 
+/// `cohort members` as a table: one row per member, aligned columns, the answering node
+/// marked with `*`.
+pub(crate) fn members_table(reply: &cohort_tokio::admin::MembersReply) -> String {
+    let header = ["ID", "ADDRESS", "DC", "STATUS", "GENERATION", "KEYS"];
+    let rows: Vec<[String; 6]> = reply
+        .members
+        .iter()
+        .map(|m| {
+            [
+                if m.local {
+                    format!("{} *", m.name)
+                } else {
+                    m.name.clone()
+                },
+                m.gossip_addr.clone(),
+                m.data_center.clone(),
+                m.status.clone(),
+                m.generation.to_string(),
+                m.keys.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(parts.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(&header);
+    for row in &rows {
+        line(&row.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    out
+}
+
+/// `cohort members --json`: the snapshot as one JSON object.
+pub(crate) fn members_json(reply: &cohort_tokio::admin::MembersReply) -> Value {
+    json!({
+        "version": reply.version,
+        "members": reply.members.iter().map(|m| json!({
+            "id": m.id,
+            "name": m.name,
+            "generation": m.generation,
+            "addr": m.gossip_addr,
+            "rpc_addr": m.rpc_addr,
+            "data_center": m.data_center,
+            "status": m.status,
+            "keys": m.keys,
+            "local": m.local,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

@@ -516,3 +516,51 @@ fn ignore_stdin_keeps_running_and_sigterm_leaves_gracefully() {
     let status = cluster.0[1].wait_exit();
     assert!(status.success(), "SIGTERM exits 0: {status}");
 }
+
+/// `cohort members --node ADDR` asks a running agent over RPC and prints its view as a table
+/// (and as JSON with `--json`); a node that does not answer is a clear error.
+#[test]
+fn members_asks_a_running_node_over_rpc() {
+    let mut cluster = Cluster(Vec::new());
+    let first = Proc::start("m0", loopback(), &[]);
+    let seed = first.listen;
+    cluster.0.push(first);
+    cluster.0.push(Proc::start_with(
+        "m1",
+        loopback(),
+        &[seed],
+        &["--dc", "west"],
+    ));
+    for p in &mut cluster.0 {
+        p.wait_members(2);
+    }
+    let node = cluster.0[0].listen.to_string();
+    let (status, table, stderr) = run_to_end(&["members", "--node", &node]);
+    assert!(status.success(), "{status}: {stderr}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("ID"), "{table}");
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(
+        lines[1].starts_with("m0 *") && lines[1].contains("live"),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with("m1") && lines[2].contains("west"),
+        "{table}"
+    );
+    let (status, json, stderr) = run_to_end(&["members", "--node", &node, "--json"]);
+    assert!(status.success(), "{status}: {stderr}");
+    let value: Value = serde_json::from_str(json.trim()).expect("one JSON object");
+    let members = value["members"].as_array().expect("members");
+    assert_eq!(members.len(), 2);
+    assert_eq!(members[1]["name"], "m1");
+    assert_eq!(members[1]["data_center"], "west");
+    assert_eq!(members[1]["status"], "live");
+    // Nobody there.
+    let free = std::net::TcpListener::bind(loopback()).unwrap();
+    let nowhere = free.local_addr().unwrap().to_string();
+    drop(free);
+    let (status, _, stderr) = run_to_end(&["members", "--node", &nowhere, "--timeout-ms", "2000"]);
+    assert!(!status.success());
+    assert!(stderr.contains("unavailable"), "{stderr}");
+}

@@ -376,6 +376,13 @@ impl Node {
             rpc_deadline: builder.rpc_deadline,
             rpc_drain_timeout: builder.rpc_drain_timeout,
         });
+        if let Some(rpc) = &shared.rpc {
+            // Every node serves its view of the membership (`cohort members`).
+            let admin = crate::admin::AdminService::new(shared.members_tx.subscribe());
+            if let Err(error) = rpc.registry.add_service(admin) {
+                tracing::warn!(%error, "the admin service could not be added");
+            }
+        }
         let span = tracing::debug_span!("cohort_node", node = %shared.id);
         let task = tokio::spawn(
             runtime::run(Arc::clone(&shared), socket, signal_rx, events_tx).instrument(span),
