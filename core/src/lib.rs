@@ -21,6 +21,11 @@
 //!   data-center aware ([`DcAwareSelector`]), key affinity ([`RendezvousSelector`]) and random
 //!   ([`RandomSelector`]), behind the public [`NodeSelector`] trait.
 //! - [`wire`]: chitchat 0.13's gossip format and cohort's envelope.
+//! - [`rpc`]: zero-copy RPC without a runtime: frames (rkyv archives behind a 48-byte header
+//!   with the sender's clock and the call's deadline), the connection machine (multiplexed
+//!   calls, deadlines, cancellation, bounds, keep-alive) and services
+//!   ([`rpc::RpcService`], [`rpc::Handler`], a [`rpc::Registry`] changed at run time). The
+//!   tokio driver runs them on TCP.
 //! - [`NodeId`]: node identity with generations.
 //!
 //! ## Your own event loop

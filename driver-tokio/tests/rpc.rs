@@ -408,3 +408,45 @@ async fn a_peer_that_stops_reading_is_pushed_back_and_others_are_served() {
     client.shutdown().await;
     server.shutdown().await;
 }
+
+/// The server restarts on the same address with a new generation: the client's connection to
+/// the old one is gone, and its calls reach the new one (after a reconnection).
+#[tokio::test]
+async fn calls_reach_a_peer_restarted_on_the_same_address() {
+    let server = node("server").await;
+    server.add_rpc_service(Greeter).unwrap();
+    let client = node("client").await;
+    let addr = server.rpc_addr();
+    let listen = server.listen_addr();
+    let greet = client.rpc_client::<Greeter>(addr);
+    assert!(greet.call(&"before".to_owned()).await.is_ok());
+    let old_generation = server.id().generation();
+    server.shutdown().await;
+    let restarted = NodeBuilder::new(
+        "server",
+        ConnectionConfig::new(listen, listen, Vec::<String>::new()),
+    )
+    .cluster_id("rpc")
+    .generation(old_generation + 1)
+    .connect()
+    .await
+    .expect("the address is free again");
+    restarted.add_rpc_service(Greeter).unwrap();
+    let reply = tokio::time::timeout(WAIT, async {
+        loop {
+            match greet.call(&"after".to_owned()).await {
+                Ok(reply) => return reply,
+                // The old connection closed, or the back-off before reconnecting.
+                Err(status) => {
+                    assert_eq!(status.code, StatusCode::Unavailable, "{status}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    })
+    .await
+    .expect("a call reaches the restarted node");
+    assert_eq!(reply.get().as_str(), "hello, after");
+    client.shutdown().await;
+    restarted.shutdown().await;
+}
