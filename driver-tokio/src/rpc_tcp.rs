@@ -257,8 +257,14 @@ impl Rpc {
         let accepting = Arc::downgrade(&rpc);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, from)) = listener.accept().await else {
-                    continue;
+                let (stream, from) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of descriptors, for instance: wait rather than spin.
+                        tracing::warn!(%error, "RPC accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
                 };
                 let Some(rpc) = accepting.upgrade() else {
                     return;
