@@ -69,6 +69,11 @@ pub struct Statistics {
     pub decode_errors: u64,
     /// Datagrams the socket refused to send.
     pub send_errors: u64,
+    /// The most bytes any RPC connection held waiting to be written (its replies and calls):
+    /// a connection stops reading from a peer past
+    /// [`max_buffered`](cohort_core::rpc::ConnectionConfig::max_buffered), so this stays near
+    /// it however the peer behaves.
+    pub rpc_send_buffer_peak: u64,
 }
 
 /// What the handles and the node's task share.
@@ -723,6 +728,11 @@ impl Node {
             bytes_received: c.bytes_received.load(Ordering::Relaxed),
             decode_errors: c.decode_errors.load(Ordering::Relaxed),
             send_errors: c.send_errors.load(Ordering::Relaxed),
+            rpc_send_buffer_peak: self
+                .shared
+                .rpc
+                .as_ref()
+                .map_or(0, |rpc| rpc.send_buffer_peak.load(Ordering::Relaxed)),
         }
     }
 

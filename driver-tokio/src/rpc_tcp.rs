@@ -12,6 +12,7 @@ use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use cohort_core::rpc::{
     CallId, Connection, ConnectionConfig as RpcConnectionConfig, ConnectionEvent, Frame, Handler,
     Message, Registry, RpcService, Status, StatusCode, method_id,
 };
+use rkyv::util::AlignedVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
@@ -75,12 +77,13 @@ async fn run_connection(
     conn: Arc<Conn>,
     registry: Registry,
     max_buffered: usize,
+    peak: Arc<AtomicU64>,
 ) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
-    let mut read_buf = vec![0u8; 64 * 1024];
-    // Bytes taken from the machine and not yet written.
-    let mut writing: Vec<u8> = Vec::new();
+    let mut read_buf = vec![0u8; 256 * 1024];
+    // Bytes taken from the machine (by swapping buffers, no copy) and not yet written.
+    let mut writing = AlignedVec::<16>::new();
     let mut written = 0;
     loop {
         let (deadline, can_read) = {
@@ -90,15 +93,13 @@ async fn run_connection(
                 break;
             }
             if written == writing.len() {
-                writing.clear();
                 written = 0;
-                writing.extend_from_slice(state.conn.transmit());
-                let n = writing.len();
-                state.conn.advance_transmit(n);
+                state.conn.swap_transmit(&mut writing);
             }
             // A peer that sends but does not read would make our replies pile up: stop reading
             // (TCP then pushes back on it) while too much waits to be written.
             let waiting = writing.len() - written + state.conn.buffered();
+            peak.fetch_max(waiting as u64, Ordering::Relaxed);
             (state.conn.poll_timeout(), waiting < max_buffered)
         };
         let sleep = async {
@@ -166,6 +167,7 @@ fn dispatch_events(state: &mut ConnState, conn: &Arc<Conn>, registry: &Registry)
                 let task = tokio::spawn(async move {
                     let result = registry.serve(&frame, deadline).await;
                     let mut state = lock(&conn.state);
+                    state.conn.recycle(frame.into_body());
                     state.serving.remove(&request_id);
                     let wall = wall_now();
                     match result {
@@ -231,6 +233,8 @@ pub(crate) struct Rpc {
     clients: Mutex<Vec<JoinHandle<()>>>,
     listener: Mutex<Option<JoinHandle<()>>>,
     local_addr: SocketAddr,
+    /// The most bytes any connection held waiting to be written.
+    pub(crate) send_buffer_peak: Arc<AtomicU64>,
 }
 
 impl Rpc {
@@ -253,6 +257,7 @@ impl Rpc {
             clients: Mutex::new(Vec::new()),
             listener: Mutex::new(None),
             local_addr,
+            send_buffer_peak: Arc::new(AtomicU64::new(0)),
         });
         let accepting = Arc::downgrade(&rpc);
         let task = tokio::spawn(async move {
@@ -276,6 +281,7 @@ impl Rpc {
                     Arc::clone(&conn),
                     rpc.registry.clone(),
                     rpc.config.max_buffered,
+                    Arc::clone(&rpc.send_buffer_peak),
                 ));
                 let mut server = lock(&rpc.server);
                 server.retain(|(c, _)| !c.is_closed());
@@ -321,6 +327,7 @@ impl Rpc {
                     Arc::clone(&conn),
                     self.registry.clone(),
                     self.config.max_buffered,
+                    Arc::clone(&self.send_buffer_peak),
                 ));
                 let mut clients = lock(&self.clients);
                 clients.retain(|t| !t.is_finished());

@@ -25,6 +25,13 @@ struct Sleep {
     millis: u64,
 }
 
+/// Asks for a reply of `size` bytes.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+#[rkyv(crate = cohort_tokio::rkyv)]
+struct Blow {
+    size: u32,
+}
+
 #[derive(Default)]
 struct Calculator {
     calls: AtomicU64,
@@ -40,6 +47,15 @@ impl RpcService for Calculator {
         registry.add_handler::<Add>();
         registry.add_handler::<Sleep>();
         registry.add_handler::<String>();
+        registry.add_handler::<Blow>();
+    }
+}
+
+impl Handler<Blow> for Calculator {
+    const NAME: &'static str = "blow";
+    type Reply = Vec<u8>;
+    async fn on_message(&self, request: Request<'_, Blow>) -> Result<Vec<u8>, Status> {
+        Ok(vec![7; request.size.to_native() as usize])
     }
 }
 
@@ -351,46 +367,38 @@ async fn a_peer_that_stops_reading_is_pushed_back_and_others_are_served() {
     .await
     .unwrap();
     server.add_rpc_service(Calculator::default()).unwrap();
-    let echo = MethodId::of("calculator", "echo");
-    let body = "x".repeat(1_000);
-    // One batch of 256 pipelined requests (about 270 kB).
-    let mut batch = rkyv::util::AlignedVec::<16>::new();
-    for i in 0..256u64 {
-        let header = FrameHeader::request(
-            i + 1,
-            echo,
-            Timestamp::from_packed(0, NodeTag::new(7)),
-            None,
-        );
-        write_frame(&mut batch, header, &body).unwrap();
-    }
-    let raw = tokio::net::TcpStream::connect(server.rpc_addr())
-        .await
-        .unwrap();
-    let mut written: usize = 0;
-    let limit = 64 << 20;
-    let started = std::time::Instant::now();
-    // Write without ever reading, until the writes stall (or the limit, or 5 s).
-    'outer: while written < limit && started.elapsed() < Duration::from_secs(5) {
-        let mut offset = 0;
-        while offset < batch.len() {
-            match tokio::time::timeout(Duration::from_millis(500), raw.writable()).await {
-                Err(_) => break 'outer, // stalled: pushed back
-                Ok(ready) => ready.unwrap(),
-            }
-            match raw.try_write(&batch[offset..]) {
-                Ok(n) => {
-                    offset += n;
-                    written += n;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("{e}"),
-            }
+    // Small calls asking for 64 KiB replies each, sent in batches of 16 (the server's bound on
+    // calls in flight) every 10 ms: 40 batches ask for 40 MB of replies.
+    let blow = MethodId::of("calculator", "blow");
+    let batch = |from: u64| {
+        let mut batch = rkyv::util::AlignedVec::<16>::new();
+        for i in from..from + 16 {
+            let header =
+                FrameHeader::request(i, blow, Timestamp::from_packed(0, NodeTag::new(7)), None);
+            write_frame(&mut batch, header, &Blow { size: 64 * 1024 }).unwrap();
         }
+        batch
+    };
+    // A peer with a small receive buffer (no autotuning) that never reads: the kernel holds
+    // few of the replies.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(8 * 1024).unwrap();
+    let mut raw = socket.connect(server.rpc_addr()).await.unwrap();
+    for b in 0..40u64 {
+        let bytes = batch(1 + b * 16);
+        tokio::time::timeout(WAIT, tokio::io::AsyncWriteExt::write_all(&mut raw, &bytes))
+            .await
+            .expect("the calls are small enough for the kernel's buffers")
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Its buffer for that peer stayed near its bound (1 MiB, plus the 16 calls in flight of
+    // 64 KiB each), not the 40 MB the calls ask for.
+    let peak = server.statistics().rpc_send_buffer_peak;
     assert!(
-        written < 32 << 20,
-        "the server kept reading {written} bytes from a peer that does not read"
+        peak <= 4 << 20,
+        "the server buffered {peak} bytes for a peer that does not read"
     );
     // Others are served all along.
     let client = node("client").await;

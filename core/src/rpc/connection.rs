@@ -39,8 +39,10 @@ pub struct ConnectionConfig {
     /// [`StatusCode::Unavailable`] at once. Default 1,024.
     pub max_incoming_in_flight: usize,
     /// Bytes waiting to be written at most before new calls are refused
-    /// ([`CallError::Backpressure`]): a peer that stops reading cannot grow our memory.
-    /// Default 8 MiB.
+    /// ([`CallError::Backpressure`]); a driver also stops reading from the peer past it (the
+    /// tokio driver does). A connection's memory is then bounded by about this, plus
+    /// `max_incoming_in_flight` replies being made, plus one frame being read: a peer that
+    /// stops reading cannot grow it further. Default 8 MiB.
     pub max_buffered: usize,
     /// After this long without receiving anything, a ping is sent. Default 10 s.
     pub keep_alive_interval: Duration,
@@ -469,6 +471,27 @@ impl Connection {
             self.out.clear();
             self.out_start = 0;
         }
+    }
+
+    /// Hands every byte waiting to be written over in `buf` (whose old contents are dropped;
+    /// its allocation becomes the connection's next send buffer): the same as copying
+    /// [`transmit`](Self::transmit) and calling [`advance_transmit`](Self::advance_transmit)
+    /// with its length, without the copy.
+    pub fn swap_transmit(&mut self, buf: &mut AlignedVec<16>) {
+        buf.clear();
+        if self.out_start == 0 {
+            std::mem::swap(&mut self.out, buf);
+        } else {
+            buf.extend_from_slice(&self.out[self.out_start..]);
+            self.out.clear();
+            self.out_start = 0;
+        }
+    }
+
+    /// Gives a received frame's body buffer back (once done with the frame), so that a later
+    /// frame lands in it without an allocation.
+    pub fn recycle(&mut self, body: AlignedVec<16>) {
+        self.decoder.recycle(body);
     }
 
     /// Bytes waiting to be written.
