@@ -40,9 +40,10 @@ pub struct ConnectionConfig {
     pub max_incoming_in_flight: usize,
     /// Bytes waiting to be written at most before new calls are refused
     /// ([`CallError::Backpressure`]); a driver also stops reading from the peer past it (the
-    /// tokio driver does). A connection's memory is then bounded by about this, plus
-    /// `max_incoming_in_flight` replies being made, plus one frame being read: a peer that
-    /// stops reading cannot grow it further. Default 8 MiB.
+    /// tokio driver does). A connection's memory is then bounded by about twice this (the
+    /// driver's write buffer and this one), plus the `max_incoming_in_flight` calls being
+    /// served (each its request and its reply, each at most `max_frame_size`), plus one frame
+    /// being read: a peer that stops reading cannot grow it further. Default 8 MiB.
     pub max_buffered: usize,
     /// After this long without receiving anything, a ping is sent. Default 10 s.
     pub keep_alive_interval: Duration,
@@ -233,7 +234,7 @@ impl Connection {
         }
         let id = self.next_request_id;
         let header = FrameHeader::request(id, method, self.stamp(wall), deadline);
-        write_frame(&mut self.out, header, request)?;
+        self.write_bounded(|out| write_frame(out, header, request))?;
         self.next_request_id += 1;
         let at = deadline.and_then(|d| now.checked_add(d));
         self.calls.insert(id, at);
@@ -272,7 +273,7 @@ impl Connection {
             return Ok(false);
         }
         let header = FrameHeader::new(FrameKind::Response, request_id, self.stamp(wall));
-        if let Err(error) = reply.write(&mut self.out, header) {
+        if let Err(error) = self.write_bounded(|out| reply.write(out, header)) {
             let status = Status::new(StatusCode::Internal, error.to_string());
             self.write_error(wall, request_id, &status);
             return Err(error);
@@ -511,13 +512,19 @@ impl Connection {
         if self.closed {
             return None;
         }
-        let idle = self.last_received + self.config.idle_timeout;
+        // A setting too long to add to an instant is "never".
+        let far = |d: Duration| self.last_received.checked_add(d);
+        let idle = far(self.config.idle_timeout);
         let ping = if self.ping.is_none() {
-            self.last_received + self.config.keep_alive_interval
+            far(self.config.keep_alive_interval)
         } else {
             idle
         };
-        let mut at = idle.min(ping);
+        let mut at = match (idle, ping) {
+            (Some(i), Some(p)) => i.min(p),
+            (Some(t), None) | (None, Some(t)) => t,
+            (None, None) => self.last_received + Duration::from_secs(24 * 3600),
+        };
         for deadlines in [&self.call_deadlines, &self.incoming_deadlines] {
             if let Some(&(first, _)) = deadlines.first() {
                 at = at.min(first);
@@ -535,6 +542,26 @@ impl Connection {
                 .last()
                 .unwrap_or_else(|| Timestamp::from_packed(0, self.clock.node()))
         })
+    }
+
+    /// Appends one frame with `write`, refusing it (and leaving the buffer as it was) when it
+    /// is larger than [`ConnectionConfig::max_frame_size`]: the peer, configured alike, would
+    /// close the whole connection on it, failing every call it carries.
+    fn write_bounded(
+        &mut self,
+        write: impl FnOnce(&mut AlignedVec<16>) -> Result<(), FrameError>,
+    ) -> Result<(), FrameError> {
+        let start = self.out.len();
+        write(&mut self.out)?;
+        let len = self.out.len() - start;
+        if len > self.config.max_frame_size {
+            self.out.resize(start, 0);
+            return Err(FrameError::TooLarge {
+                len: len as u64,
+                max: self.config.max_frame_size,
+            });
+        }
+        Ok(())
     }
 
     fn send_bodiless(&mut self, kind: FrameKind, id: u64, wall: WallTime) {

@@ -455,7 +455,9 @@ impl FrameDecoder {
                         }
                     };
                     self.body.clear();
-                    self.body.reserve(header.body_len as usize);
+                    // Grow with what arrives (a header alone claims nothing up front), from a
+                    // first 64 KiB.
+                    self.body.reserve((header.body_len as usize).min(64 * 1024));
                     self.reading = Reading::Body { header };
                 }
                 Reading::Body { header } => {

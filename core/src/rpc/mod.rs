@@ -10,7 +10,7 @@
 //! What is built so far: the wire layer, the connection machine ([`Connection`]: calls
 //! multiplexed with ids, deadlines, cancellation, bounds both ways, keep-alive) and services
 //! ([`RpcService`], [`Handler`], [`Request`] read in place, a [`Registry`] changed at run
-//! time). The drivers' transports come next (issue "Zero-copy RPC").
+//! time). `cohort-tokio` runs them on TCP.
 //!
 //! ```
 //! use cohort_core::rpc::{FrameDecoder, FrameHeader, FrameKind, MethodId, write_frame};

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::clock::{HlcConfig, NodeTag, SharedHlc, WallTime};
-use crate::rpc::MethodId;
+use crate::rpc::{HEADER_LEN, MethodId};
 
 const WALL0: u64 = 1_760_000_000_000;
 const ECHO: MethodId = MethodId::of("test", "echo");
@@ -404,7 +404,40 @@ fn an_oversized_frame_closes_the_connection_without_allocating_it() {
     let mut out = AlignedVec::<16>::new();
     let header = FrameHeader::request(1, ECHO, Timestamp::from_packed(0, NodeTag::new(9)), None);
     write_frame(&mut out, header, &"y".repeat(4_000)).unwrap();
-    let result = p.a.handle_bytes(p.now, w, &out);
+    // Only the header reaches the decoder: it is refused before any body memory is taken.
+    let result = p.a.handle_bytes(p.now, w, &out[..HEADER_LEN]);
     assert!(matches!(result, Err(FrameError::TooLarge { .. })));
     assert!(p.a.is_closed());
+    assert_eq!(p.a.decoder.allocated(), 0);
+}
+
+#[test]
+fn a_call_or_reply_over_the_frame_size_fails_alone() {
+    let config = ConnectionConfig {
+        max_frame_size: 1_024,
+        ..ConnectionConfig::default()
+    };
+    let mut p = Pair::new(config, 1 << 20);
+    let w = p.wall_a();
+    let big = "z".repeat(2_000);
+    assert!(matches!(
+        p.a.call(p.now, w, ECHO, &big, None),
+        Err(CallError::Frame(FrameError::TooLarge { .. }))
+    ));
+    assert!(p.a.transmit().is_empty(), "nothing of it was queued");
+    // A reply too large is answered Internal; the connection keeps serving.
+    let call = p.call("small", None);
+    p.pump();
+    let Some(ConnectionEvent::Request { request_id, .. }) = p.b_events.pop() else {
+        panic!("delivered");
+    };
+    let wb = p.wall_b();
+    assert!(p.b.respond(wb, request_id, &big).is_err());
+    p.pump();
+    assert_eq!(p.failures(), vec![(call, StatusCode::Internal)]);
+    assert!(!p.a.is_closed() && !p.b.is_closed());
+    let again = p.call("still open", None);
+    p.pump();
+    p.serve_all();
+    assert_eq!(p.replies(), vec![(again, "nepo llits".to_owned())]);
 }
