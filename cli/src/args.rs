@@ -50,7 +50,8 @@ pub(crate) struct MembersArgs {
     #[arg(long)]
     pub(crate) json: bool,
 
-    /// How long to wait for the answer, in milliseconds.
+    /// How long the call may take once connected, in milliseconds (connecting has its own
+    /// bound of 5 s).
     #[arg(long, value_name = "MS", default_value_t = 5_000)]
     pub(crate) timeout_ms: u64,
 }

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,8 @@ struct ConnState {
     pending: HashMap<CallId, oneshot::Sender<Result<Frame, Status>>>,
     /// The peer's calls being served, to abort when cancelled.
     serving: HashMap<u64, AbortHandle>,
+    /// Shutting down: read nothing more, close once everything is written.
+    closing: bool,
 }
 
 struct Conn {
@@ -54,6 +56,7 @@ impl Conn {
                 conn: Connection::new(config, clock, Instant::now()),
                 pending: HashMap::new(),
                 serving: HashMap::new(),
+                closing: false,
             }),
             wake: Notify::new(),
         })
@@ -65,6 +68,12 @@ impl Conn {
 
     fn close(&self) {
         lock(&self.state).conn.close();
+        self.wake.notify_one();
+    }
+
+    /// Stops reading, and closes once everything waiting is written (replies included).
+    fn close_after_flush(&self) {
+        lock(&self.state).closing = true;
         self.wake.notify_one();
     }
 }
@@ -95,12 +104,20 @@ async fn run_connection(
             if written == writing.len() {
                 written = 0;
                 state.conn.swap_transmit(&mut writing);
+                if state.closing && writing.is_empty() {
+                    state.conn.close();
+                    dispatch_events(&mut state, &conn, &registry);
+                    break;
+                }
             }
             // A peer that sends but does not read would make our replies pile up: stop reading
             // (TCP then pushes back on it) while too much waits to be written.
             let waiting = writing.len() - written + state.conn.buffered();
             peak.fetch_max(waiting as u64, Ordering::Relaxed);
-            (state.conn.poll_timeout(), waiting < max_buffered)
+            (
+                state.conn.poll_timeout(),
+                waiting < max_buffered && !state.closing,
+            )
         };
         let sleep = async {
             match deadline {
@@ -165,9 +182,19 @@ fn dispatch_events(state: &mut ConnState, conn: &Arc<Conn>, registry: &Registry)
                 let registry = registry.clone();
                 let conn = Arc::clone(conn);
                 let task = tokio::spawn(async move {
-                    let result = registry.serve(&frame, deadline).await;
+                    let result = CatchUnwind(registry.serve(&frame, deadline))
+                        .await
+                        .unwrap_or_else(|()| {
+                            Err(Status::new(StatusCode::Internal, "the handler panicked"))
+                        });
+                    let me = tokio::task::id();
                     let mut state = lock(&conn.state);
                     state.conn.recycle(frame.into_body());
+                    // The entry is this task's unless the call was cancelled and the peer
+                    // reused its id for a new call: then this answer is not the new call's.
+                    if state.serving.get(&request_id).is_none_or(|h| h.id() != me) {
+                        return;
+                    }
                     state.serving.remove(&request_id);
                     let wall = wall_now();
                     match result {
@@ -208,6 +235,28 @@ fn dispatch_events(state: &mut ConnState, conn: &Arc<Conn>, registry: &Registry)
     }
 }
 
+/// Polls a future, turning a panic in it into an `Err` (the caller is then answered instead of
+/// waiting forever).
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::pin::Pin::new(inner).poll(cx)
+        })) {
+            Ok(std::task::Poll::Ready(out)) => std::task::Poll::Ready(Ok(out)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(_) => std::task::Poll::Ready(Err(())),
+        }
+    }
+}
+
 /// A peer's client connection, or why there is none for now.
 enum Peer {
     Connected(Arc<Conn>),
@@ -235,6 +284,8 @@ pub(crate) struct Rpc {
     local_addr: SocketAddr,
     /// The most bytes any connection held waiting to be written.
     pub(crate) send_buffer_peak: Arc<AtomicU64>,
+    /// Set when shutdown begins: no new client connection is made.
+    shutting_down: AtomicBool,
 }
 
 impl Rpc {
@@ -258,6 +309,7 @@ impl Rpc {
             listener: Mutex::new(None),
             local_addr,
             send_buffer_peak: Arc::new(AtomicU64::new(0)),
+            shutting_down: AtomicBool::new(false),
         });
         let accepting = Arc::downgrade(&rpc);
         let task = tokio::spawn(async move {
@@ -318,6 +370,12 @@ impl Rpc {
             }
             _ => Duration::ZERO,
         };
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(Status::new(
+                StatusCode::Unavailable,
+                "the node is shutting down",
+            ));
+        }
         let connected = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await;
         match connected {
             Ok(Ok(stream)) => {
@@ -353,15 +411,21 @@ impl Rpc {
         }
     }
 
-    /// Drops the client connection to `addr` (its member left or failed).
+    /// Drops the client connection to `addr` (its member left or failed). A connection being
+    /// made right now stays (it is closed at shutdown, or dropped when that member goes again).
     pub(crate) fn forget_peer(&self, addr: SocketAddr) {
-        if let Some(slot) = lock(&self.peers).remove(&addr) {
-            if let Ok(peer) = slot.try_lock() {
-                if let Some(Peer::Connected(conn)) = &*peer {
-                    conn.close();
-                }
-            }
+        let mut peers = lock(&self.peers);
+        let Some(slot) = peers.get(&addr) else {
+            return;
+        };
+        let Ok(peer) = slot.try_lock() else {
+            return;
+        };
+        if let Some(Peer::Connected(conn)) = &*peer {
+            conn.close();
         }
+        drop(peer);
+        peers.remove(&addr);
     }
 
     /// One call of `M` to `addr`, within `deadline`.
@@ -408,40 +472,60 @@ impl Rpc {
         result
     }
 
-    /// Stops accepting, lets the calls being served finish (up to `drain`), then closes every
-    /// connection and waits for their tasks.
+    /// Stops accepting, lets the calls being served finish and their replies go out (up to
+    /// `drain`), then closes every connection and ends every task.
     pub(crate) async fn shutdown(&self, drain: Duration) {
+        self.shutting_down.store(true, Ordering::Release);
         let listener = lock(&self.listener).take();
         if let Some(listener) = listener {
             listener.abort();
             let _ = listener.await;
         }
-        let until = Instant::now() + drain;
+        let until = Instant::now().checked_add(drain);
         loop {
             let busy = lock(&self.server)
                 .iter()
                 .any(|(c, _)| !lock(&c.state).serving.is_empty());
-            if !busy || Instant::now() >= until {
+            if !busy || until.is_some_and(|u| Instant::now() >= u) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // Server connections: stop reading, write what is left (the replies just made), close.
         let server: Vec<(Arc<Conn>, JoinHandle<()>)> = std::mem::take(&mut *lock(&self.server));
         for (conn, _) in &server {
-            conn.close();
+            conn.close_after_flush();
         }
-        for (_, task) in server {
-            let _ = task.await;
+        let left = until.map_or(Duration::ZERO, |u| {
+            u.saturating_duration_since(Instant::now())
+        });
+        for (conn, mut task) in server {
+            if tokio::time::timeout(left.max(Duration::from_millis(100)), &mut task)
+                .await
+                .is_err()
+            {
+                conn.close();
+                task.abort();
+                let _ = task.await;
+            }
         }
-        let peers: Vec<_> = lock(&self.peers).drain().map(|(_, p)| p).collect();
-        for slot in peers {
-            if let Some(Peer::Connected(conn)) = &*slot.lock().await {
+        // Client connections: every slot, including one being connected right now.
+        let slots: Vec<_> = lock(&self.peers).drain().map(|(_, p)| p).collect();
+        for slot in slots {
+            let peer = slot.lock().await;
+            if let Some(Peer::Connected(conn)) = &*peer {
                 conn.close();
             }
         }
         let clients: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.clients));
         for task in clients {
-            let _ = task.await;
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(1), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
     }
 }

@@ -55,7 +55,13 @@ impl Handler<Blow> for Calculator {
     const NAME: &'static str = "blow";
     type Reply = Vec<u8>;
     async fn on_message(&self, request: Request<'_, Blow>) -> Result<Vec<u8>, Status> {
-        Ok(vec![7; request.size.to_native() as usize])
+        let size = request.size.to_native();
+        assert!(size != 13, "the test asked this handler to panic");
+        if size >= 1 << 20 {
+            // A slow, large reply (the shutdown test).
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(vec![7; size as usize])
     }
 }
 
@@ -367,8 +373,8 @@ async fn a_peer_that_stops_reading_is_pushed_back_and_others_are_served() {
     .await
     .unwrap();
     server.add_rpc_service(Calculator::default()).unwrap();
-    // Small calls asking for 64 KiB replies each, sent in batches of 16 (the server's bound on
-    // calls in flight) every 10 ms: 40 batches ask for 40 MB of replies.
+    // Small calls asking for 64 KiB replies each, sent in batches of 16 (the bound on calls in
+    // flight this server is configured with) every 10 ms: 40 batches ask for 40 MB of replies.
     let blow = MethodId::of("calculator", "blow");
     let batch = |from: u64| {
         let mut batch = rkyv::util::AlignedVec::<16>::new();
@@ -457,4 +463,54 @@ async fn calls_reach_a_peer_restarted_on_the_same_address() {
     assert_eq!(reply.get().as_str(), "hello, after");
     client.shutdown().await;
     restarted.shutdown().await;
+}
+
+/// A handler that panics answers its caller (Internal), and the server serves on.
+#[tokio::test]
+async fn a_panicking_handler_answers_internal() {
+    let server = node("server").await;
+    server.add_rpc_service(Calculator::default()).unwrap();
+    let client = node("client").await;
+    let calc = client
+        .rpc_client::<Calculator>(server.rpc_addr())
+        .with_deadline(None);
+    let failed = tokio::time::timeout(WAIT, calc.call(&Blow { size: 13 }))
+        .await
+        .expect("answered, not left waiting")
+        .unwrap_err();
+    assert_eq!(failed.code, StatusCode::Internal);
+    assert_eq!(
+        calc.call(&Blow { size: 3 }).await.unwrap().get().len(),
+        3,
+        "still serving"
+    );
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+/// Replies made while the node shuts down still go out, large ones too.
+#[tokio::test]
+async fn shutdown_sends_the_replies_of_calls_it_let_finish() {
+    let server = node("server").await;
+    server.add_rpc_service(Calculator::default()).unwrap();
+    let client = node("client").await;
+    let calc = client.rpc_client::<Calculator>(server.rpc_addr());
+    let mut calls = Vec::new();
+    for i in 0..6u32 {
+        let calc = calc.clone();
+        calls.push(tokio::spawn(async move {
+            calc.call(&Blow {
+                size: (1 << 20) + i * 100_000,
+            })
+            .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    tokio::time::timeout(WAIT, server.shutdown()).await.unwrap();
+    for (i, call) in calls.into_iter().enumerate() {
+        let reply = tokio::time::timeout(WAIT, call).await.unwrap().unwrap();
+        let reply = reply.unwrap_or_else(|s| panic!("call {i}: {s}"));
+        assert_eq!(reply.get().len(), (1 << 20) + i * 100_000);
+    }
+    client.shutdown().await;
 }
