@@ -37,6 +37,19 @@ struct Calculator {
     calls: AtomicU64,
     /// Set when a `Sleep` handler was dropped before it finished (aborted by a cancel).
     aborted: Arc<AtomicBool>,
+    /// Slow calls (`Sleep`, large `Blow`) that reached their handler.
+    entered: Arc<AtomicU64>,
+}
+
+/// Waits (bounded) until `n` slow calls reached their handler.
+async fn entered(counter: &AtomicU64, n: u64) {
+    tokio::time::timeout(WAIT, async {
+        while counter.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("the calls reach the server");
 }
 
 impl RpcService for Calculator {
@@ -59,6 +72,7 @@ impl Handler<Blow> for Calculator {
         assert!(size != 13, "the test asked this handler to panic");
         if size >= 1 << 20 {
             // A slow, large reply (the shutdown test).
+            self.entered.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(vec![7; size as usize])
@@ -94,6 +108,7 @@ impl Handler<Sleep> for Calculator {
     type Reply = u64;
     async fn on_message(&self, request: Request<'_, Sleep>) -> Result<u64, Status> {
         let millis = request.millis.to_native();
+        self.entered.fetch_add(1, Ordering::SeqCst);
         let mut flag = AbortFlag(Arc::clone(&self.aborted), false);
         tokio::time::sleep(Duration::from_millis(millis)).await;
         flag.1 = true;
@@ -181,7 +196,9 @@ async fn calls_go_to_the_right_handler_many_at_once_on_one_connection() {
 async fn services_come_and_go_at_run_time() {
     let server = node("server").await;
     let client = node("client").await;
-    server.add_rpc_service(Calculator::default()).unwrap();
+    let service = Calculator::default();
+    let slow = Arc::clone(&service.entered);
+    server.add_rpc_service(service).unwrap();
     server.add_rpc_service(Greeter).unwrap();
     assert!(
         server.add_rpc_service(Greeter).is_err(),
@@ -194,7 +211,7 @@ async fn services_come_and_go_at_run_time() {
         let calc = calc.clone();
         async move { calc.call(&Sleep { millis: 300 }).await }
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    entered(&slow, 1).await;
     assert!(server.remove_rpc_service::<Calculator>());
     let done = tokio::time::timeout(WAIT, running).await.unwrap().unwrap();
     assert_eq!(done.unwrap().get().to_native(), 300);
@@ -222,39 +239,47 @@ async fn deadlines_and_dropped_calls_stop_the_server_side() {
     let client = node("client").await;
     let service = Calculator::default();
     let aborted = Arc::clone(&service.aborted);
+    let slow = Arc::clone(&service.entered);
     server.add_rpc_service(service).unwrap();
     let calc = client
         .rpc_client::<Calculator>(server.rpc_addr())
-        .with_deadline(Some(Duration::from_millis(100)));
-    let late = tokio::time::timeout(WAIT, calc.call(&Sleep { millis: 5_000 }))
+        .with_deadline(Some(Duration::from_secs(1)));
+    let late = tokio::spawn({
+        let calc = calc.clone();
+        async move { calc.call(&Sleep { millis: 60_000 }).await }
+    });
+    entered(&slow, 1).await;
+    let late = tokio::time::timeout(WAIT, late)
         .await
+        .unwrap()
         .unwrap()
         .unwrap_err();
     assert_eq!(late.code, StatusCode::DeadlineExceeded);
     // The server's handler was aborted at the deadline, not left running.
-    tokio::time::timeout(WAIT, async {
-        while !aborted.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the handler is aborted");
+    let was_aborted = || async {
+        tokio::time::timeout(WAIT, async {
+            while !aborted.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .is_ok()
+    };
+    assert!(
+        was_aborted().await,
+        "the handler is aborted at the deadline"
+    );
     // A call whose future is dropped is cancelled on the server.
     aborted.store(false, Ordering::SeqCst);
     let calc = calc.with_deadline(None);
-    let dropped = tokio::time::timeout(
-        Duration::from_millis(100),
-        calc.call(&Sleep { millis: 5_000 }),
-    )
-    .await;
-    assert!(dropped.is_err(), "gave up");
-    tokio::time::timeout(WAIT, async {
-        while !aborted.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the dropped call is cancelled on the server");
+    let dropped = tokio::spawn(async move { calc.call(&Sleep { millis: 60_000 }).await });
+    entered(&slow, 2).await;
+    dropped.abort();
+    assert!(dropped.await.unwrap_err().is_cancelled());
+    assert!(
+        was_aborted().await,
+        "the dropped call is cancelled on the server"
+    );
     client.shutdown().await;
     server.shutdown().await;
 }
@@ -335,10 +360,12 @@ async fn a_peer_sending_garbage_is_dropped_and_everyone_else_is_served() {
 async fn shutdown_finishes_calls_in_flight_then_frees_the_port() {
     let server = node("server").await;
     let client = node("client").await;
-    server.add_rpc_service(Calculator::default()).unwrap();
+    let service = Calculator::default();
+    let slow = Arc::clone(&service.entered);
+    server.add_rpc_service(service).unwrap();
     let calc = client.rpc_client::<Calculator>(server.rpc_addr());
     let running = tokio::spawn(async move { calc.call(&Sleep { millis: 200 }).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    entered(&slow, 1).await;
     let rpc_addr = server.rpc_listen_addr().unwrap();
     tokio::time::timeout(WAIT, server.shutdown()).await.unwrap();
     let finished = tokio::time::timeout(WAIT, running).await.unwrap().unwrap();
@@ -492,7 +519,9 @@ async fn a_panicking_handler_answers_internal() {
 #[tokio::test]
 async fn shutdown_sends_the_replies_of_calls_it_let_finish() {
     let server = node("server").await;
-    server.add_rpc_service(Calculator::default()).unwrap();
+    let service = Calculator::default();
+    let slow = Arc::clone(&service.entered);
+    server.add_rpc_service(service).unwrap();
     let client = node("client").await;
     let calc = client.rpc_client::<Calculator>(server.rpc_addr());
     let mut calls = Vec::new();
@@ -505,7 +534,7 @@ async fn shutdown_sends_the_replies_of_calls_it_let_finish() {
             .await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    entered(&slow, 6).await;
     tokio::time::timeout(WAIT, server.shutdown()).await.unwrap();
     for (i, call) in calls.into_iter().enumerate() {
         let reply = tokio::time::timeout(WAIT, call).await.unwrap().unwrap();
