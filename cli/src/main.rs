@@ -45,8 +45,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// `cohort members`: one RPC call to a node's admin service.
-fn members(args: MembersArgs) -> ExitCode {
+/// Runs `work` on a current-thread runtime; an error is printed as `cohort: <error>` and exits 1.
+fn run_to_exit<T, E: std::fmt::Display>(
+    work: impl Future<Output = Result<T, E>>,
+    done: impl FnOnce(T),
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -57,9 +60,9 @@ fn members(args: MembersArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(ask_members(&args)) {
-        Ok(text) => {
-            print!("{text}");
+    match runtime.block_on(work) {
+        Ok(value) => {
+            done(value);
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -67,6 +70,11 @@ fn members(args: MembersArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cohort members`: one RPC call to a node's admin service.
+fn members(args: MembersArgs) -> ExitCode {
+    run_to_exit(ask_members(&args), |text| print!("{text}"))
 }
 
 /// Asks `args.node` for its members and renders the answer.
@@ -112,23 +120,7 @@ async fn ask_members(args: &MembersArgs) -> Result<String, String> {
 
 /// `cohort agent`: runs the node on a current-thread runtime until it is told to stop.
 fn agent(args: AgentArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("cohort: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("cohort: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    run_to_exit(run(args), |()| {})
 }
 
 /// Starts the node, prints its events until a stop is asked, then leaves gracefully.
