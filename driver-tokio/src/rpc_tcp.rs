@@ -626,8 +626,25 @@ impl<S: RpcService> RpcClient<S> {
         S: Handler<M>,
         M: Message,
     {
+        self.call_with_deadline(message, self.deadline)
+    }
+
+    /// [`call`](Self::call) with a deadline of its own (`None`: none) instead of the client's.
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call).
+    pub fn call_with_deadline<'m, M>(
+        &self,
+        message: &'m M,
+        deadline: Option<Duration>,
+    ) -> impl Future<Output = Result<Response<<S as Handler<M>>::Reply>, Status>> + Send + 'm
+    where
+        S: Handler<M>,
+        M: Message,
+    {
         let rpc = self.rpc.clone();
-        let (addr, deadline) = (self.addr, self.deadline);
+        let addr = self.addr;
         async move {
             let rpc = rpc.ok_or_else(|| {
                 Status::new(

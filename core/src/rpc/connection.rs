@@ -40,10 +40,11 @@ pub struct ConnectionConfig {
     pub max_incoming_in_flight: usize,
     /// Bytes waiting to be written at most before new calls are refused
     /// ([`CallError::Backpressure`]); a driver also stops reading from the peer past it (the
-    /// tokio driver does). A connection's memory is then bounded by about twice this (the
-    /// driver's write buffer and this one), plus the `max_incoming_in_flight` calls being
-    /// served (each its request and its reply, each at most `max_frame_size`), plus one frame
-    /// being read: a peer that stops reading cannot grow it further. Default 8 MiB.
+    /// tokio driver does). A connection's memory then stays within a small multiple of this
+    /// (the driver's write buffer and this one), plus the `max_incoming_in_flight` calls being
+    /// served (each its request and its reply, each at most `max_frame_size`, some finishing
+    /// after reading stopped), plus one frame being read: a peer that stops reading cannot
+    /// grow it further. Default 8 MiB.
     pub max_buffered: usize,
     /// After this long without receiving anything, a ping is sent. Default 10 s.
     pub keep_alive_interval: Duration,
