@@ -275,12 +275,19 @@ impl Node {
     /// Runs what is due at `now`: a gossip round, a liveness check, the end of a leave.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.membership.handle_timeout(now);
-        if self.left.is_none() && self.leave_deadline.is_some_and(|at| now >= at) {
-            self.left = Some(if self.membership.leave_announced() {
-                LeaveOutcome::Announced
-            } else {
-                LeaveOutcome::TimedOut
-            });
+        self.settle_leave(Some(now));
+    }
+
+    /// Ends a leave in progress once its departure was announced, or, given `now`, once its
+    /// timeout passed.
+    fn settle_leave(&mut self, now: Option<Instant>) {
+        let Some(deadline) = self.leave_deadline.filter(|_| self.left.is_none()) else {
+            return;
+        };
+        if self.membership.leave_announced() {
+            self.left = Some(LeaveOutcome::Announced);
+        } else if now.is_some_and(|now| now >= deadline) {
+            self.left = Some(LeaveOutcome::TimedOut);
         }
     }
 
@@ -336,10 +343,7 @@ impl Node {
         while let Some(event) = self.poll_event() {
             events.push(event);
         }
-        if self.left.is_none() && self.leave_deadline.is_some() && self.membership.leave_announced()
-        {
-            self.left = Some(LeaveOutcome::Announced);
-        }
+        self.settle_leave(None);
         let version = self.membership.members_version();
         let members_changed = version != self.drained_version;
         self.drained_version = version;

@@ -36,12 +36,6 @@ use crate::{ConnectError, WaitError};
 
 type ShutdownHook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
-/// The core machine behind one lock (held for one input or one command, never across an
-/// await).
-pub(crate) struct Locked {
-    pub(crate) node: cohort_core::Node,
-}
-
 /// Counters kept by the node's task.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -81,7 +75,8 @@ pub(crate) struct Shared {
     pub(crate) id: NodeId,
     pub(crate) listen_addr: SocketAddr,
     pub(crate) rpc_addr: SocketAddr,
-    pub(crate) core: Mutex<Locked>,
+    /// The core machine, locked for one input or one command, never across an await.
+    pub(crate) core: Mutex<cohort_core::Node>,
     /// Wakes the task after a command changed the machine, or to make it stop (a capacity of
     /// one: a wake-up already pending is enough).
     signal_tx: mpsc::Sender<()>,
@@ -113,7 +108,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub(crate) fn lock_core(&self) -> MutexGuard<'_, Locked> {
+    pub(crate) fn lock_core(&self) -> MutexGuard<'_, cohort_core::Node> {
         lock(&self.core)
     }
 
@@ -121,11 +116,11 @@ impl Shared {
         self.members_tx.borrow().clone()
     }
 
-    /// Publishes the membership of `locked` if it is newer than the last snapshot published.
-    pub(crate) fn publish(&self, locked: &Locked) {
-        let version = locked.node.members_version();
+    /// Publishes the membership of `node` if it is newer than the last snapshot published.
+    pub(crate) fn publish(&self, node: &cohort_core::Node) {
+        let version = node.members_version();
         if version != self.members_tx.borrow().version() {
-            self.members_tx.send_replace(locked.node.members());
+            self.members_tx.send_replace(node.members());
         }
     }
 
@@ -362,7 +357,7 @@ impl Node {
             id,
             listen_addr,
             rpc_addr,
-            core: Mutex::new(Locked { node: core }),
+            core: Mutex::new(core),
             signal_tx,
             members_tx,
             events_tx: Mutex::new(Some(events_tx.clone())),
@@ -447,13 +442,13 @@ impl Node {
     /// [`members`](Self::members).
     #[must_use]
     pub fn node_state(&self, id: &NodeId) -> Option<NodeState> {
-        self.shared.lock_core().node.node_state(id).cloned()
+        self.shared.lock_core().node_state(id).cloned()
     }
 
     /// This node as a member: its metadata and its status (`Left` once it shuts down).
     #[must_use]
     pub fn local_member(&self) -> Member {
-        self.shared.lock_core().node.local_member()
+        self.shared.lock_core().local_member()
     }
 
     /// Changes of keys starting with `prefix`, on every member (this one included), from now
@@ -642,7 +637,7 @@ impl Node {
             return Err(KeyError::Leaving);
         }
         let mut locked = self.shared.lock_core();
-        let out = apply(&mut locked.node, Instant::now())?;
+        let out = apply(&mut locked, Instant::now())?;
         self.shared.publish(&locked);
         drop(locked);
         self.shared.signal();

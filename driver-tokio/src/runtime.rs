@@ -16,7 +16,7 @@ use cohort_core::{Drained, Event, Transmits};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::clock::wall_now;
-use crate::node::{Locked, Seed, Shared, resolve_seeds};
+use crate::node::{Seed, Shared, resolve_seeds};
 use crate::transport::GossipSocket;
 
 /// At most this many datagrams already received are taken in before a leave starts.
@@ -31,12 +31,12 @@ fn turn(
     events: &broadcast::Sender<Event>,
     out: &mut Transmits,
     pending: &mut Vec<Event>,
-    input: impl FnOnce(&mut Locked, Instant, WallTime),
+    input: impl FnOnce(&mut cohort_core::Node, Instant, WallTime),
 ) -> Drained {
     let mut locked = shared.lock_core();
     let (now, wall) = (Instant::now(), wall_now());
     input(&mut locked, now, wall);
-    let drained = locked.node.drain(wall, out, pending);
+    let drained = locked.drain(wall, out, pending);
     if drained.members_changed {
         shared.publish(&locked);
     }
@@ -80,7 +80,7 @@ async fn send_all(shared: &Shared, socket: &GossipSocket, out: &mut Transmits) {
 
 fn receive(
     shared: &Shared,
-    locked: &mut Locked,
+    locked: &mut cohort_core::Node,
     now: Instant,
     wall: WallTime,
     from: SocketAddr,
@@ -94,7 +94,7 @@ fn receive(
         .counters
         .bytes_received
         .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-    if let Err(error) = locked.node.handle_datagram(now, wall, from, bytes) {
+    if let Err(error) = locked.handle_datagram(now, wall, from, bytes) {
         shared
             .counters
             .decode_errors
@@ -159,7 +159,7 @@ pub(crate) async fn run(
                 // The local node is Left at once: readers of the snapshot see it too. The core
                 // ends the leave (announced, or at its timeout, a deadline it arms).
                 drained = turn(&shared, &events, &mut out, &mut pending, |locked, now, _| {
-                    locked.node.leave(now);
+                    locked.leave(now);
                 });
                 leaving = true;
             }
@@ -167,7 +167,7 @@ pub(crate) async fn run(
             // the end of a leave back.
             () = &mut timer => {
                 drained = turn(&shared, &events, &mut out, &mut pending, |locked, now, _| {
-                    locked.node.handle_timeout(now);
+                    locked.handle_timeout(now);
                 });
             }
             received = socket.recv_from(&mut buf) => {
@@ -202,6 +202,6 @@ pub(crate) async fn refresh_seeds(
     loop {
         tokio::time::sleep(every).await;
         let resolved = resolve_seeds(&seeds, &mut resolved_each).await;
-        shared.lock_core().node.set_seeds(resolved);
+        shared.lock_core().set_seeds(resolved);
     }
 }
