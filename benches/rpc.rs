@@ -26,7 +26,11 @@
 //!   measurement only, the server is started on a second runtime (one worker thread) whose
 //!   threads set a thread-local flag when they start; the allocator counts separately what
 //!   flagged threads allocate. Everything the server does for a call (its connection task, the
-//!   task per call, its I/O driver and timers) runs on that runtime, and nothing else does.
+//!   handlers it runs, its I/O driver and timers) runs on that runtime, and nothing else does;
+//! - `allocs_per_call_server_u64_reply` (cohort only): the same, calling a second handler of
+//!   the same service that answers the same request with the sum of its bytes (a `u64`), so
+//!   that the handler allocates nothing itself (the echo's reply is a new `Vec`): what is left
+//!   is cohort's own.
 //!
 //! TCP_NODELAY: cohort-tokio sets it on both sides of its connections; datacake-rpc sets it on
 //! the client only (hyper's connector), its server leaves accepted sockets as they are; tarpc
@@ -304,6 +308,22 @@ impl RpcService for CohortEcho {
 
     fn register_handlers(registry: &mut ServiceRegistry<Self>) {
         registry.add_handler::<Vec<u8>>();
+        registry.add_handler::<Checksum>();
+    }
+}
+
+/// The same bytes as the echo's request, answered with their sum: a handler that allocates
+/// nothing itself, so that what the server allocates per call is cohort's own.
+#[derive(cohort_tokio::rkyv::Archive, cohort_tokio::rkyv::Serialize)]
+#[rkyv(crate = cohort_tokio::rkyv)]
+struct Checksum(Vec<u8>);
+
+impl Handler<Checksum> for CohortEcho {
+    const NAME: &'static str = "checksum";
+    type Reply = u64;
+
+    async fn on_message(&self, request: Request<'_, Checksum>) -> Result<u64, Status> {
+        Ok(request.0.iter().map(|&b| u64::from(b)).sum())
     }
 }
 
@@ -369,6 +389,54 @@ impl Bench for CohortBench {
     async fn shutdown(self) {
         self.client.shutdown().await;
         self.server.shutdown().await;
+    }
+}
+
+/// cohort with the checksum handler instead of the echo (used for allocations only).
+struct CohortChecksumBench(CohortBench);
+
+struct CohortChecksumCaller {
+    client: RpcClient<CohortEcho>,
+    payload: Checksum,
+    expected: u64,
+}
+
+impl Caller for CohortChecksumCaller {
+    async fn call(&mut self) -> Result<(), String> {
+        let reply = self
+            .client
+            .call(&self.payload)
+            .await
+            .map_err(|e| e.to_string())?;
+        if reply.get().to_native() == self.expected {
+            Ok(())
+        } else {
+            Err("the checksum came back wrong".to_owned())
+        }
+    }
+}
+
+impl Bench for CohortChecksumBench {
+    type Caller = CohortChecksumCaller;
+
+    async fn start(server: &Handle) -> Result<Self, String> {
+        CohortBench::start(server).await.map(Self)
+    }
+
+    async fn caller(&self, len: usize) -> Result<CohortChecksumCaller, String> {
+        let bytes = payload(len);
+        Ok(CohortChecksumCaller {
+            client: self
+                .0
+                .client
+                .rpc_client::<CohortEcho>(self.0.server.rpc_addr()),
+            expected: bytes.iter().map(|&b| u64::from(b)).sum(),
+            payload: Checksum(bytes),
+        })
+    }
+
+    async fn shutdown(self) {
+        self.0.shutdown().await;
     }
 }
 
@@ -988,6 +1056,17 @@ fn main() {
                 match system {
                     SystemKind::Cohort => {
                         run::<CohortBench>(system, &options, &server_handle, &mut report).await;
+                        let result =
+                            bounded(allocations_per_call::<CohortChecksumBench>(&server_handle))
+                                .await;
+                        report.result(
+                            system,
+                            "allocs_per_call_server_u64_reply",
+                            "allocations per call, server threads only, a handler replying \
+                             with a u64 (64 B, 1 caller)",
+                            &result,
+                            |(_, server)| format!("{server:.2}"),
+                        );
                     }
                     SystemKind::Datacake => {
                         run::<DatacakeBench>(system, &options, &server_handle, &mut report).await;

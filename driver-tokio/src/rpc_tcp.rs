@@ -1,6 +1,6 @@
-//! RPC on TCP: the node's server (a listener, a task per connection, a task per call) and its
-//! clients (one multiplexed connection per peer), around core's connection machine and
-//! registry.
+//! RPC on TCP: the node's server (a listener and a task per connection, which also runs the
+//! handlers of the calls it serves) and its clients (one multiplexed connection per peer),
+//! around core's connection machine, registry and set of served calls.
 //!
 //! Owns the sockets and tasks of RPC, nothing of the protocol: framing, request ids,
 //! deadlines, cancellation, bounds, keep-alive and the clock are core's
@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 use cohort_core::SharedHlc;
 use cohort_core::rpc::{
     CallId, Connection, ConnectionConfig as RpcConnectionConfig, ConnectionEvent, Frame, Handler,
-    Message, Registry, RpcService, Status, StatusCode, method_id,
+    Message, Registry, RpcService, Serving, Status, StatusCode, method_id,
 };
 use rkyv::util::AlignedVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 
 use crate::clock::wall_now;
 
@@ -38,8 +38,6 @@ struct ConnState {
     conn: Connection,
     /// Our calls' reply slots.
     pending: HashMap<CallId, oneshot::Sender<Result<Frame, Status>>>,
-    /// The peer's calls being served, to abort when cancelled.
-    serving: HashMap<u64, AbortHandle>,
     /// Shutting down: read nothing more, close once everything is written.
     closing: bool,
 }
@@ -55,7 +53,6 @@ impl Conn {
             state: Mutex::new(ConnState {
                 conn: Connection::new(config, clock, Instant::now()),
                 pending: HashMap::new(),
-                serving: HashMap::new(),
                 closing: false,
             }),
             wake: Notify::new(),
@@ -79,8 +76,8 @@ impl Conn {
 }
 
 /// Runs one connection until it closes: reads feed the machine, its bytes are written, its
-/// timer is served, its events are carried out (requests served on tasks of their own,
-/// replies handed to their callers).
+/// timer is served, its events are carried out (requests started in the connection's set of
+/// served calls, which this task polls; replies handed to their callers).
 async fn run_connection(
     stream: TcpStream,
     conn: Arc<Conn>,
@@ -94,10 +91,11 @@ async fn run_connection(
     // Bytes taken from the machine (by swapping buffers, no copy) and not yet written.
     let mut writing = AlignedVec::<16>::new();
     let mut written = 0;
+    let mut serving = Serving::new();
     loop {
         let (deadline, can_read) = {
             let mut state = lock(&conn.state);
-            dispatch_events(&mut state, &conn, &registry);
+            dispatch_events(&mut state, &mut serving, &registry);
             if state.conn.is_closed() {
                 break;
             }
@@ -106,7 +104,7 @@ async fn run_connection(
                 state.conn.swap_transmit(&mut writing);
                 if state.closing && writing.is_empty() {
                     state.conn.close();
-                    dispatch_events(&mut state, &conn, &registry);
+                    dispatch_events(&mut state, &mut serving, &registry);
                     break;
                 }
             }
@@ -139,6 +137,11 @@ async fn run_connection(
                     }
                 }
             }
+            // Handlers run here, before reading more: a peer's flood of requests cannot hold
+            // back the answers to the calls already started.
+            _ = std::future::poll_fn(|cx| serving.poll(cx, |request_id, reply, frame| {
+                answer(&conn, request_id, reply, frame);
+            })) => {}
             read = reader.read(&mut read_buf), if can_read => {
                 let mut state = lock(&conn.state);
                 match read {
@@ -156,10 +159,8 @@ async fn run_connection(
     // Closed: every call of ours failed (events dispatched above); stop serving.
     {
         let mut state = lock(&conn.state);
-        dispatch_events(&mut state, &conn, &registry);
-        for (_, handle) in state.serving.drain() {
-            handle.abort();
-        }
+        dispatch_events(&mut state, &mut serving, &registry);
+        serving.clear();
         for (_, slot) in state.pending.drain() {
             let _ = slot.send(Err(Status::new(
                 StatusCode::Unavailable,
@@ -170,7 +171,32 @@ async fn run_connection(
     let _ = writer.shutdown().await;
 }
 
-fn dispatch_events(state: &mut ConnState, conn: &Arc<Conn>, registry: &Registry) {
+/// Answers a served call on its connection (nothing is sent if the peer cancelled it or its
+/// deadline passed) and gives the request's buffer back.
+fn answer(
+    conn: &Conn,
+    request_id: u64,
+    reply: Result<&dyn cohort_core::rpc::Reply, Status>,
+    frame: Option<Frame>,
+) {
+    let mut state = lock(&conn.state);
+    let wall = wall_now();
+    match reply {
+        Ok(reply) => {
+            if let Err(error) = state.conn.respond(wall, request_id, reply) {
+                tracing::debug!(%error, "an RPC reply did not serialize");
+            }
+        }
+        Err(status) => {
+            state.conn.respond_error(wall, request_id, &status);
+        }
+    }
+    if let Some(frame) = frame {
+        state.conn.recycle(frame.into_body());
+    }
+}
+
+fn dispatch_events(state: &mut ConnState, serving: &mut Serving, registry: &Registry) {
     while let Some(event) = state.conn.poll_event() {
         match event {
             ConnectionEvent::Request {
@@ -179,38 +205,7 @@ fn dispatch_events(state: &mut ConnState, conn: &Arc<Conn>, registry: &Registry)
                 frame,
                 ..
             } => {
-                let registry = registry.clone();
-                let conn = Arc::clone(conn);
-                let task = tokio::spawn(async move {
-                    let result = CatchUnwind(registry.serve(&frame, deadline))
-                        .await
-                        .unwrap_or_else(|()| {
-                            Err(Status::new(StatusCode::Internal, "the handler panicked"))
-                        });
-                    let me = tokio::task::id();
-                    let mut state = lock(&conn.state);
-                    state.conn.recycle(frame.into_body());
-                    // The entry is this task's unless the call was cancelled and the peer
-                    // reused its id for a new call: then this answer is not the new call's.
-                    if state.serving.get(&request_id).is_none_or(|h| h.id() != me) {
-                        return;
-                    }
-                    state.serving.remove(&request_id);
-                    let wall = wall_now();
-                    match result {
-                        Ok(reply) => {
-                            if let Err(error) = state.conn.respond(wall, request_id, &*reply) {
-                                tracing::debug!(%error, "an RPC reply did not serialize");
-                            }
-                        }
-                        Err(status) => {
-                            state.conn.respond_error(wall, request_id, &status);
-                        }
-                    }
-                    drop(state);
-                    conn.wake.notify_one();
-                });
-                state.serving.insert(request_id, task.abort_handle());
+                serving.start(request_id, registry.start(frame, deadline));
             }
             ConnectionEvent::Response { call, frame } => {
                 if let Some(slot) = state.pending.remove(&call) {
@@ -223,36 +218,12 @@ fn dispatch_events(state: &mut ConnState, conn: &Arc<Conn>, registry: &Registry)
                 }
             }
             ConnectionEvent::Cancelled { request_id } => {
-                if let Some(handle) = state.serving.remove(&request_id) {
-                    handle.abort();
-                }
+                serving.cancel(request_id);
             }
             ConnectionEvent::Closed(reason) => {
                 tracing::debug!(?reason, "RPC connection closed");
             }
             _ => {}
-        }
-    }
-}
-
-/// Polls a future, turning a panic in it into an `Err` (the caller is then answered instead of
-/// waiting forever).
-struct CatchUnwind<F>(F);
-
-impl<F: Future + Unpin> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, ()>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let inner = &mut self.0;
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            std::pin::Pin::new(inner).poll(cx)
-        })) {
-            Ok(std::task::Poll::Ready(out)) => std::task::Poll::Ready(Ok(out)),
-            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-            Err(_) => std::task::Poll::Ready(Err(())),
         }
     }
 }
@@ -485,7 +456,7 @@ impl Rpc {
         loop {
             let busy = lock(&self.server)
                 .iter()
-                .any(|(c, _)| !lock(&c.state).serving.is_empty());
+                .any(|(c, _)| lock(&c.state).conn.incoming_in_flight() > 0);
             if !busy || until.is_some_and(|u| Instant::now() >= u) {
                 break;
             }

@@ -256,7 +256,7 @@ impl Connection {
     }
 
     /// Answers the peer's call `request_id` with `reply` (any [`Message`](super::Message), or a
-    /// boxed [`Reply`] from [`Registry::serve`](super::Registry::serve)), serialized straight
+    /// [`Reply`] from a [`ServedCall`](super::ServedCall)), serialized straight
     /// into the send buffer. Returns whether it was sent (not if the call was cancelled, timed
     /// out or unknown).
     ///

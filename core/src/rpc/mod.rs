@@ -10,7 +10,8 @@
 //! What is built so far: the wire layer, the connection machine ([`Connection`]: calls
 //! multiplexed with ids, deadlines, cancellation, bounds both ways, keep-alive) and services
 //! ([`RpcService`], [`Handler`], [`Request`] read in place, a [`Registry`] changed at run
-//! time). `cohort-tokio` runs them on TCP.
+//! time), and the set of calls a connection serves ([`Serving`]: handlers run by the
+//! connection's task, no allocation per call once warm). `cohort-tokio` runs them on TCP.
 //!
 //! ```
 //! use cohort_core::rpc::{FrameDecoder, FrameHeader, FrameKind, MethodId, write_frame};
@@ -36,6 +37,7 @@
 mod connection;
 pub mod frame;
 mod service;
+mod serving;
 mod status;
 
 pub use connection::{
@@ -47,8 +49,9 @@ pub use frame::{
 };
 pub use service::{
     FrameSerializer, Handler, Message, Registry, RegistryError, Reply, Request, RpcService,
-    ServeFuture, ServiceRegistry, method_id,
+    ServedCall, ServiceRegistry, method_id,
 };
+pub use serving::Serving;
 pub use status::{ArchivedStatus, ArchivedStatusCode, Status, StatusCode};
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use std::fmt;
 use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use rkyv::api::high::{HighSerializer, HighValidator};
@@ -189,30 +190,27 @@ impl<T: Message> Reply for T {
     }
 }
 
-/// The future of a served call.
-pub type ServeFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Box<dyn Reply>, Status>> + Send + 'a>>;
+/// How many idle slots a handler keeps for its next calls (each holds one handler future's
+/// memory); slots beyond it are freed when their call ends.
+const MAX_POOLED_SLOTS: usize = 256;
 
-/// A handler, type-erased: validates the frame as its message, runs, boxes the reply.
-trait ErasedHandler: Send + Sync {
-    fn serve<'a>(self: Arc<Self>, frame: &'a Frame, deadline: Option<Instant>) -> ServeFuture<'a>;
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-struct Typed<S, M> {
+/// Runs the handler of `M` on a request: validates the body as `M`, calls the handler, and
+/// gives the frame back with the result (its buffer is then reused for another frame).
+async fn serve_owned<S, M>(
     service: Arc<S>,
-    _message: std::marker::PhantomData<fn(M)>,
-}
-
-impl<S, M> ErasedHandler for Typed<S, M>
+    frame: Frame,
+    deadline: Option<Instant>,
+) -> (Result<<S as Handler<M>>::Reply, Status>, Frame)
 where
     S: Handler<M>,
     M: Message,
 {
-    fn serve<'a>(self: Arc<Self>, frame: &'a Frame, deadline: Option<Instant>) -> ServeFuture<'a> {
-        Box::pin(async move {
-            let archived = frame
-                .access::<M::Archived>()
-                .map_err(|e| Status::new(StatusCode::InvalidPayload, e.to_string()))?;
+    let result = match frame.access::<M::Archived>() {
+        Ok(archived) => {
             let header = frame.header();
             let request = Request::<M> {
                 archived,
@@ -220,9 +218,227 @@ where
                 timestamp: header.timestamp,
                 deadline,
             };
-            let reply = self.service.on_message(request).await?;
-            Ok(Box::new(reply) as Box<dyn Reply>)
-        })
+            service.on_message(request).await
+        }
+        Err(error) => Err(Status::new(StatusCode::InvalidPayload, error.to_string())),
+    };
+    (result, frame)
+}
+
+/// What a finished slot hands out: the reply or the status, and the request's frame (none
+/// when the handler panicked).
+type Respond<'r> = dyn FnMut(Result<&dyn Reply, Status>, Option<Frame>) + 'r;
+
+/// One handler future's memory, reused from call to call.
+trait ErasedSlot: Send {
+    /// Starts serving `frame` (the slot is empty).
+    fn start(&mut self, frame: Frame, deadline: Option<Instant>);
+    /// Polls the handler; when it finished, hands its outcome to `respond` and empties.
+    fn poll(&mut self, cx: &mut Context<'_>, respond: &mut Respond<'_>) -> Poll<()>;
+    /// Drops the handler's future, if any (the call is cancelled).
+    fn clear(&mut self);
+}
+
+struct Slot<S, G, F> {
+    service: Arc<S>,
+    serve: G,
+    /// Pinned once, on the heap; `Pin::set` puts each call's future in place.
+    future: Pin<Box<Option<F>>>,
+}
+
+impl<S, G, F, R> ErasedSlot for Slot<S, G, F>
+where
+    S: Send + Sync + 'static,
+    G: Fn(Arc<S>, Frame, Option<Instant>) -> F + Send + Sync + 'static,
+    F: Future<Output = (Result<R, Status>, Frame)> + Send + 'static,
+    R: Message,
+{
+    fn start(&mut self, frame: Frame, deadline: Option<Instant>) {
+        let future = (self.serve)(Arc::clone(&self.service), frame, deadline);
+        self.future.set(Some(future));
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>, respond: &mut Respond<'_>) -> Poll<()> {
+        let Some(future) = self.future.as_mut().as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        let (result, frame) = std::task::ready!(future.poll(cx));
+        self.future.set(None);
+        match &result {
+            Ok(reply) => respond(Ok(reply), Some(frame)),
+            Err(status) => respond(Err(status.clone()), Some(frame)),
+        }
+        Poll::Ready(())
+    }
+
+    fn clear(&mut self) {
+        self.future.set(None);
+    }
+}
+
+/// A handler, type-erased: starts calls in slots of its own, kept for reuse.
+trait ErasedHandler: Send + Sync {
+    fn start(&self, frame: Frame, deadline: Option<Instant>) -> Box<dyn ErasedSlot>;
+    fn recycle(&self, slot: Box<dyn ErasedSlot>);
+}
+
+struct Pooled<S, G, F> {
+    service: Arc<S>,
+    serve: G,
+    idle: Mutex<Vec<Box<dyn ErasedSlot>>>,
+    _future: std::marker::PhantomData<fn() -> F>,
+}
+
+impl<S, G, F, R> ErasedHandler for Pooled<S, G, F>
+where
+    S: Send + Sync + 'static,
+    G: Fn(Arc<S>, Frame, Option<Instant>) -> F + Copy + Send + Sync + 'static,
+    F: Future<Output = (Result<R, Status>, Frame)> + Send + 'static,
+    R: Message,
+{
+    fn start(&self, frame: Frame, deadline: Option<Instant>) -> Box<dyn ErasedSlot> {
+        let idle = lock(&self.idle).pop();
+        let mut slot = idle.unwrap_or_else(|| {
+            Box::new(Slot {
+                service: Arc::clone(&self.service),
+                serve: self.serve,
+                future: Box::pin(None),
+            })
+        });
+        slot.start(frame, deadline);
+        slot
+    }
+
+    fn recycle(&self, mut slot: Box<dyn ErasedSlot>) {
+        slot.clear();
+        let mut idle = lock(&self.idle);
+        if idle.len() < MAX_POOLED_SLOTS {
+            idle.push(slot);
+        }
+    }
+}
+
+fn pooled<S, G, F, R>(service: Arc<S>, serve: G) -> Arc<dyn ErasedHandler>
+where
+    S: Send + Sync + 'static,
+    G: Fn(Arc<S>, Frame, Option<Instant>) -> F + Copy + Send + Sync + 'static,
+    F: Future<Output = (Result<R, Status>, Frame)> + Send + 'static,
+    R: Message,
+{
+    Arc::new(Pooled {
+        service,
+        serve,
+        idle: Mutex::new(Vec::new()),
+        _future: std::marker::PhantomData,
+    })
+}
+
+/// A call being served ([`Registry::start`]): its handler's future, in memory the handler
+/// reuses from call to call (no allocation per call once warm). Poll it with
+/// [`poll_reply`](Self::poll_reply); dropping it stops the handler (the call is cancelled).
+pub struct ServedCall {
+    state: CallState,
+}
+
+enum CallState {
+    Running {
+        handler: Arc<dyn ErasedHandler>,
+        slot: Box<dyn ErasedSlot>,
+    },
+    NotFound {
+        method: MethodId,
+        frame: Frame,
+    },
+    Done,
+}
+
+impl ServedCall {
+    /// Polls the handler. When it finished, `respond` gets the reply (to write with
+    /// [`Connection::respond`](super::Connection::respond)) or the status (for
+    /// [`Connection::respond_error`](super::Connection::respond_error)), and the request's
+    /// frame (to give its buffer back with [`Connection::recycle`](super::Connection::recycle);
+    /// none if the handler panicked), and this returns `Ready`. Polled again after that, it
+    /// stays `Ready` and calls nothing.
+    ///
+    /// A handler that panics is answered [`StatusCode::Internal`] ("the handler panicked");
+    /// the panic does not reach the caller of this method.
+    pub fn poll_reply<F>(&mut self, cx: &mut Context<'_>, respond: F) -> Poll<()>
+    where
+        F: FnOnce(Result<&dyn Reply, Status>, Option<Frame>),
+    {
+        let mut respond = Some(respond);
+        let mut once = |result: Result<&dyn Reply, Status>, frame: Option<Frame>| {
+            if let Some(respond) = respond.take() {
+                respond(result, frame);
+            }
+        };
+        match &mut self.state {
+            CallState::Done => Poll::Ready(()),
+            CallState::NotFound { .. } => {
+                if let CallState::NotFound { method, frame } =
+                    std::mem::replace(&mut self.state, CallState::Done)
+                {
+                    let status = Status::new(
+                        StatusCode::NotFound,
+                        format!("no method {:#018x}", method.0),
+                    );
+                    once(Err(status), Some(frame));
+                }
+                Poll::Ready(())
+            }
+            CallState::Running { slot, .. } => {
+                let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    slot.poll(cx, &mut once)
+                }));
+                match polled {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(())) => {}
+                    Err(_) => once(
+                        Err(Status::new(StatusCode::Internal, "the handler panicked")),
+                        None,
+                    ),
+                }
+                self.finish(polled.is_ok());
+                Poll::Ready(())
+            }
+        }
+    }
+
+    /// Ends the call: its slot goes back to its handler (not a slot whose handler panicked).
+    fn finish(&mut self, reuse: bool) {
+        if let CallState::Running { handler, mut slot } =
+            std::mem::replace(&mut self.state, CallState::Done)
+        {
+            if reuse {
+                handler.recycle(slot);
+            } else {
+                // Whatever the panic left in it goes now; a second panic there is contained.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| slot.clear()));
+            }
+        }
+    }
+}
+
+impl Drop for ServedCall {
+    fn drop(&mut self) {
+        if let CallState::Running { slot, .. } = &mut self.state {
+            // The handler's future is dropped here; a panic in its drop must not unwind out
+            // of the driver's loop.
+            let cleared =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| slot.clear())).is_ok();
+            self.finish(cleared);
+        }
+    }
+}
+
+impl fmt::Debug for ServedCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            CallState::Running { .. } => "running",
+            CallState::NotFound { .. } => "not found",
+            CallState::Done => "done",
+        };
+        f.debug_struct("ServedCall").field("state", &state).finish()
     }
 }
 
@@ -240,10 +456,7 @@ impl<S: RpcService> ServiceRegistry<S> {
     {
         let message_name = <S as Handler<M>>::NAME;
         let id = method_id::<S, M>();
-        let handler: Arc<dyn ErasedHandler> = Arc::new(Typed::<S, M> {
-            service: Arc::clone(&self.service),
-            _message: std::marker::PhantomData,
-        });
+        let handler = pooled(Arc::clone(&self.service), serve_owned::<S, M>);
         self.handlers.push((id, message_name, handler));
     }
 }
@@ -380,23 +593,26 @@ impl Registry {
         names
     }
 
-    /// Serves the request in `frame` (a request frame): finds its handler now (a service
-    /// removed after this call does not stop it), then, in the future returned, validates the
-    /// body as its message and runs the handler. `deadline` is the call's, in local time.
+    /// Starts serving the request in `frame` (a request frame): finds its handler now (a
+    /// service removed after this call does not stop it); the [`ServedCall`] then validates
+    /// the body as the handler's message and runs the handler. `deadline` is the call's, in
+    /// local time.
     ///
-    /// The future's error is the status the caller gets: [`StatusCode::NotFound`] for an
-    /// unknown or removed method, [`StatusCode::InvalidPayload`] for a body that does not
+    /// Its outcome is the reply, or the status the caller gets: [`StatusCode::NotFound`] for
+    /// an unknown or removed method, [`StatusCode::InvalidPayload`] for a body that does not
     /// validate, or the handler's own.
-    pub fn serve<'a>(&self, frame: &'a Frame, deadline: Option<Instant>) -> ServeFuture<'a> {
+    #[must_use]
+    pub fn start(&self, frame: Frame, deadline: Option<Instant>) -> ServedCall {
         let method = frame.header().method;
         let handler = self.read().get(&method).map(|e| Arc::clone(&e.handler));
-        match handler {
-            Some(handler) => handler.serve(frame, deadline),
-            None => Box::pin(std::future::ready(Err(Status::new(
-                StatusCode::NotFound,
-                format!("no method {:#018x}", method.0),
-            )))),
-        }
+        let state = match handler {
+            Some(handler) => CallState::Running {
+                slot: handler.start(frame, deadline),
+                handler,
+            },
+            None => CallState::NotFound { method, frame },
+        };
+        ServedCall { state }
     }
 }
 

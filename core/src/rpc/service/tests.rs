@@ -2,10 +2,9 @@
 //! complete without waiting, so one poll with a no-op waker runs them (the core has no
 //! runtime).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::Instant;
 
 use super::*;
@@ -99,17 +98,6 @@ impl Handler<String> for Twice {
     }
 }
 
-fn ready<F: Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("the handlers here never wait"),
-    }
-}
-
 fn wall() -> WallTime {
     WallTime::from_unix_millis(1_760_000_000_000).unwrap()
 }
@@ -154,10 +142,21 @@ impl Served {
                 ..
             } = event
             {
-                match ready(self.registry.serve(&frame, deadline)) {
-                    Ok(reply) => assert!(self.server.respond(wall(), request_id, &*reply).unwrap()),
-                    Err(status) => assert!(self.server.respond_error(wall(), request_id, &status)),
-                }
+                let mut call = self.registry.start(frame, deadline);
+                let server = &mut self.server;
+                let polled =
+                    call.poll_reply(&mut Context::from_waker(Waker::noop()), |reply, frame| {
+                        match reply {
+                            Ok(reply) => {
+                                assert!(server.respond(wall(), request_id, reply).unwrap())
+                            }
+                            Err(status) => {
+                                assert!(server.respond_error(wall(), request_id, &status))
+                            }
+                        }
+                        server.recycle(frame.expect("no handler here panics").into_body());
+                    });
+                assert!(polled.is_ready(), "the handlers here never wait");
             }
         }
         let bytes = self.server.transmit().to_vec();
@@ -243,17 +242,21 @@ fn removing_a_service_removes_only_its_methods_and_running_calls_finish() {
         .decode(&mut &out[..])
         .unwrap()
         .unwrap();
-    let running = s.registry.serve(&frame, None);
+    let mut running = s.registry.start(frame, None);
     assert!(s.registry.remove_service::<Calculator>());
     assert!(!s.registry.remove_service::<Calculator>(), "once");
     let mut reply = AlignedVec::<16>::new();
-    ready(running)
-        .unwrap()
-        .write(
-            &mut reply,
-            FrameHeader::new(crate::rpc::FrameKind::Response, 1, header.timestamp),
-        )
-        .unwrap();
+    let polled = running.poll_reply(&mut Context::from_waker(Waker::noop()), |result, _| {
+        result
+            .expect("the running call keeps its handler")
+            .write(
+                &mut reply,
+                FrameHeader::new(crate::rpc::FrameKind::Response, 1, header.timestamp),
+            )
+            .unwrap();
+    });
+    assert!(polled.is_ready());
+    assert!(!reply.is_empty(), "the reply was written");
     // Later calls to it are not found; the other service still serves (datacake's
     // `remove_service` removed every other one).
     assert_eq!(
