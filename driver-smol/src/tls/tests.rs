@@ -314,6 +314,38 @@ fn a_client_without_a_certificate_is_refused() {
     });
 }
 
+#[test]
+fn a_client_of_another_protocol_is_refused() {
+    let ca = ClusterCa::generate("orders").unwrap();
+    let server_tls = node(&ca, "server");
+    let client_tls = node(&ca, "client");
+    // A valid node certificate, but another ALPN protocol.
+    let mut other = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(Arc::clone(&client_tls.roots))
+        .with_client_auth_cert(client_tls.chain.clone(), client_tls.key.clone_key())
+        .unwrap();
+    other.alpn_protocols = vec![b"other-rpc/1".to_vec()];
+    let other = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(other).unwrap()));
+    run(async {
+        let (server, server_addr) = endpoint(&server_tls);
+        let mut client = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+        client.set_default_client_config(other);
+        let (dialed, served) = attempt(&client, &server, server_addr, b"hello").await;
+        let server_reason = served.expect_err("the server requires cohort's ALPN protocol");
+        assert!(
+            server_reason.contains("no common ALPN protocol"),
+            "{server_reason}"
+        );
+        let client_reason = dialed.expect_err("the other protocol's client gets no echo");
+        assert!(
+            client_reason.contains("no common ALPN protocol"),
+            "{client_reason}"
+        );
+    });
+}
+
 // --- Loading PEM ---------------------------------------------------------------------------
 
 struct Pems {
