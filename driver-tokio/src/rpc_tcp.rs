@@ -17,14 +17,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use cohort_core::SharedHlc;
+/// A reply ([`RpcClient::call`]), from the core.
+pub use cohort_core::rpc::Response;
 use cohort_core::rpc::{
     CallId, Connection, ConnectionConfig as RpcConnectionConfig, ConnectionEvent, Frame, Handler,
-    Message, Registry, RpcService, Serving, Status, StatusCode, method_id,
+    Message, Registry, Replies, RpcService, Serving, Status, StatusCode, method_id,
 };
 use rkyv::util::AlignedVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::clock::wall_now;
@@ -36,8 +38,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// What the connection task and the callers share of one connection.
 struct ConnState {
     conn: Connection,
-    /// Our calls' reply slots.
-    pending: HashMap<CallId, oneshot::Sender<Result<Frame, Status>>>,
+    /// Our calls waiting for their replies.
+    replies: Replies,
     /// Shutting down: read nothing more, close once everything is written.
     closing: bool,
 }
@@ -52,7 +54,7 @@ impl Conn {
         Arc::new(Self {
             state: Mutex::new(ConnState {
                 conn: Connection::new(config, clock, Instant::now()),
-                pending: HashMap::new(),
+                replies: Replies::new(),
                 closing: false,
             }),
             wake: Notify::new(),
@@ -161,12 +163,10 @@ async fn run_connection(
         let mut state = lock(&conn.state);
         dispatch_events(&mut state, &mut serving, &registry);
         serving.clear();
-        for (_, slot) in state.pending.drain() {
-            let _ = slot.send(Err(Status::new(
-                StatusCode::Unavailable,
-                "the connection closed",
-            )));
-        }
+        state.replies.fail_all(&Status::new(
+            StatusCode::Unavailable,
+            "the connection closed",
+        ));
     }
     let _ = writer.shutdown().await;
 }
@@ -208,14 +208,10 @@ fn dispatch_events(state: &mut ConnState, serving: &mut Serving, registry: &Regi
                 serving.start(request_id, registry.start(frame, deadline));
             }
             ConnectionEvent::Response { call, frame } => {
-                if let Some(slot) = state.pending.remove(&call) {
-                    let _ = slot.send(Ok(frame));
-                }
+                state.replies.complete(call, Ok(frame));
             }
             ConnectionEvent::Failed { call, status } => {
-                if let Some(slot) = state.pending.remove(&call) {
-                    let _ = slot.send(Err(status));
-                }
+                state.replies.complete(call, Err(status));
             }
             ConnectionEvent::Cancelled { request_id } => {
                 serving.cancel(request_id);
@@ -411,7 +407,6 @@ impl Rpc {
         M: Message,
     {
         let conn = self.connection(addr).await?;
-        let (tx, rx) = oneshot::channel();
         let call = {
             let mut state = lock(&conn.state);
             let call = state
@@ -424,7 +419,7 @@ impl Rpc {
                     deadline,
                 )
                 .map_err(|e| Status::new(StatusCode::Unavailable, e.to_string()))?;
-            state.pending.insert(call, tx);
+            state.replies.insert(call);
             call
         };
         conn.wake.notify_one();
@@ -433,12 +428,8 @@ impl Rpc {
             call,
             armed: true,
         };
-        let result = rx.await.unwrap_or_else(|_| {
-            Err(Status::new(
-                StatusCode::Unavailable,
-                "the connection closed",
-            ))
-        });
+        let result =
+            std::future::poll_fn(|cx| lock(&conn.state).replies.poll_reply(call, cx)).await;
         guard.disarm();
         result
     }
@@ -520,7 +511,7 @@ impl Drop for CancelOnDrop<'_> {
             return;
         }
         let mut state = lock(&self.conn.state);
-        if state.pending.remove(&self.call).is_some() {
+        if state.replies.remove(self.call) {
             state.conn.cancel(wall_now(), self.call);
             drop(state);
             self.conn.wake.notify_one();
@@ -626,59 +617,5 @@ impl<S: RpcService> RpcClient<S> {
             let frame = rpc.call::<S, M>(addr, message, deadline).await?;
             Response::new(frame)
         }
-    }
-}
-
-/// A reply: its archive, validated when it arrived, read in place with
-/// [`get`](Self::get).
-pub struct Response<R: Message> {
-    frame: Frame,
-    _reply: PhantomData<fn() -> R>,
-}
-
-impl<R: Message> Response<R> {
-    fn new(frame: Frame) -> Result<Self, Status> {
-        frame
-            .access::<R::Archived>()
-            .map_err(|e| Status::new(StatusCode::InvalidPayload, e.to_string()))?;
-        Ok(Self {
-            frame,
-            _reply: PhantomData,
-        })
-    }
-
-    /// The archived reply, read in place (no copy; the check it passes again is a walk over
-    /// its pointers).
-    ///
-    /// # Panics
-    ///
-    /// Never: the archive was validated when the reply arrived and is not changed since.
-    #[must_use]
-    pub fn get(&self) -> &R::Archived {
-        match self.frame.access::<R::Archived>() {
-            Ok(archived) => archived,
-            Err(error) => unreachable!("validated on arrival: {error}"),
-        }
-    }
-
-    /// The reply, deserialized into an owned value.
-    ///
-    /// # Errors
-    ///
-    /// [`StatusCode::InvalidPayload`] when it does not deserialize.
-    pub fn deserialize(&self) -> Result<R, Status>
-    where
-        R::Archived: rkyv::Deserialize<R, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
-    {
-        rkyv::deserialize::<R, rkyv::rancor::Error>(self.get())
-            .map_err(|e| Status::new(StatusCode::InvalidPayload, e.to_string()))
-    }
-}
-
-impl<R: Message> std::fmt::Debug for Response<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Response")
-            .field("bytes", &self.frame.body().len())
-            .finish()
     }
 }

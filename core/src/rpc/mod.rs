@@ -10,8 +10,9 @@
 //! What is built so far: the wire layer, the connection machine ([`Connection`]: calls
 //! multiplexed with ids, deadlines, cancellation, bounds both ways, keep-alive) and services
 //! ([`RpcService`], [`Handler`], [`Request`] read in place, a [`Registry`] changed at run
-//! time), and the set of calls a connection serves ([`Serving`]: handlers run by the
-//! connection's task, no allocation per call once warm). `cohort-tokio` runs them on TCP.
+//! time), the set of calls a connection serves ([`Serving`]: handlers run by the
+//! connection's task, no allocation per call once warm), and the calls it waits on
+//! ([`Replies`], each answered as a validated [`Response`]). `cohort-tokio` runs them on TCP.
 //!
 //! ```
 //! use cohort_core::rpc::{FrameDecoder, FrameHeader, FrameKind, MethodId, write_frame};
@@ -36,6 +37,7 @@
 
 mod connection;
 pub mod frame;
+mod replies;
 mod service;
 mod serving;
 mod status;
@@ -47,6 +49,7 @@ pub use frame::{
     DEFAULT_MAX_FRAME_SIZE, FRAME_MAGIC, FRAME_VERSION, Frame, FrameDecoder, FrameError,
     FrameHeader, FrameKind, HEADER_LEN, MethodId, NO_DEADLINE, write_frame,
 };
+pub use replies::{Replies, Response};
 pub use service::{
     FrameSerializer, Handler, Message, Registry, RegistryError, Reply, Request, RpcService,
     ServedCall, ServiceRegistry, method_id,
