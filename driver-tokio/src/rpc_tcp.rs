@@ -20,8 +20,8 @@ use cohort_core::SharedHlc;
 /// A reply ([`RpcClient::call`]), from the core.
 pub use cohort_core::rpc::Response;
 use cohort_core::rpc::{
-    CallId, Connection, ConnectionConfig as RpcConnectionConfig, ConnectionEvent, Frame, Handler,
-    Message, Registry, Replies, RpcService, Serving, Status, StatusCode, method_id,
+    CallId, Connection, ConnectionConfig as RpcConnectionConfig, Frame, Handler, Message, Registry,
+    Replies, RpcService, Serving, Status, StatusCode, method_id,
 };
 use rkyv::util::AlignedVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -180,47 +180,15 @@ fn answer(
     frame: Option<Frame>,
 ) {
     let mut state = lock(&conn.state);
-    let wall = wall_now();
-    match reply {
-        Ok(reply) => {
-            if let Err(error) = state.conn.respond(wall, request_id, reply) {
-                tracing::debug!(%error, "an RPC reply did not serialize");
-            }
-        }
-        Err(status) => {
-            state.conn.respond_error(wall, request_id, &status);
-        }
-    }
-    if let Some(frame) = frame {
-        state.conn.recycle(frame.into_body());
+    if let Err(error) = state.conn.answer(wall_now(), request_id, reply, frame) {
+        tracing::debug!(%error, "an RPC reply did not serialize");
     }
 }
 
 fn dispatch_events(state: &mut ConnState, serving: &mut Serving, registry: &Registry) {
-    while let Some(event) = state.conn.poll_event() {
-        match event {
-            ConnectionEvent::Request {
-                request_id,
-                deadline,
-                frame,
-                ..
-            } => {
-                serving.start(request_id, registry.start(frame, deadline));
-            }
-            ConnectionEvent::Response { call, frame } => {
-                state.replies.complete(call, Ok(frame));
-            }
-            ConnectionEvent::Failed { call, status } => {
-                state.replies.complete(call, Err(status));
-            }
-            ConnectionEvent::Cancelled { request_id } => {
-                serving.cancel(request_id);
-            }
-            ConnectionEvent::Closed(reason) => {
-                tracing::debug!(?reason, "RPC connection closed");
-            }
-            _ => {}
-        }
+    let ConnState { conn, replies, .. } = state;
+    if let Some(reason) = conn.dispatch(replies, serving, registry) {
+        tracing::debug!(?reason, "RPC connection closed");
     }
 }
 

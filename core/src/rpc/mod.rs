@@ -36,6 +36,7 @@
 //! ```
 
 mod connection;
+mod dispatch;
 pub mod frame;
 mod replies;
 mod service;
