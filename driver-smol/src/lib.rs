@@ -17,16 +17,15 @@
 //! [`CLUSTER_SERVER_NAME`], which clients use as the server name since nodes dial each other
 //! by address. The [`tls` module documentation](crate::tls) has the whole trust model.
 
-// The quinn configurations, `connect` and `accept` are crate-internal and wait for the
-// driver's RPC endpoint; only the tests use them until then.
+pub mod tls;
+
 #[cfg_attr(
     not(test),
-    expect(
-        dead_code,
-        reason = "the crate-internal connection set-up waits for the driver's RPC endpoint"
-    )
+    expect(dead_code, reason = "the QUIC endpoint waits for the driver's node to start it")
 )]
-pub mod tls;
+mod rpc_quic;
+
+pub use rpc_quic::{Response, RpcClient};
 
 pub use tls::{
     ALPN_PROTOCOL, CLUSTER_SERVER_NAME, ClusterCa, DEFAULT_CA_VALIDITY, DEFAULT_NODE_VALIDITY,
