@@ -646,6 +646,10 @@ impl Node {
 
     /// Serves `service` over RPC from now on (every connection, at once).
     ///
+    /// Handlers run on the task of the connection a call came in on: one that blocks its
+    /// thread holds up that connection's other calls (use `tokio::task::spawn_blocking` for
+    /// blocking or long CPU work).
+    ///
     /// # Errors
     ///
     /// A [`RegistryError`](cohort_core::rpc::RegistryError): a service of that name is
