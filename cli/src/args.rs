@@ -36,6 +36,49 @@ pub(crate) enum Command {
     /// Ask a running node for its view of the membership (over RPC, its admin service) and
     /// print it as a table: id, address, data center, status, generation, key count.
     Members(MembersArgs),
+    /// Write a cluster CA and a certificate and key per node (PEM) into a folder, for trying
+    /// the smol driver's mutual TLS by hand: `ca.pem`, `ca.key`, `<node>.pem`, `<node>.key`
+    /// (keys readable by their owner only). A CA already in the folder is reused, so more
+    /// nodes can be added later. For real deployments, use your own PKI.
+    Certs(CertsArgs),
+}
+
+/// The settings of `cohort certs`.
+#[derive(Debug, Args)]
+pub(crate) struct CertsArgs {
+    /// The folder to write into (made if missing).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: std::path::PathBuf,
+
+    /// The nodes to certify, comma separated; may be repeated. Each name becomes the
+    /// certificate's common name and its file names.
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',', required = true,
+          value_parser = parse_node_name)]
+    pub(crate) nodes: Vec<String>,
+
+    /// The cluster's name, in the CA's name (when a new CA is made).
+    #[arg(long, value_name = "ID", default_value = DEFAULT_CLUSTER_ID)]
+    pub(crate) cluster: String,
+
+    /// Replace node certificates already in the folder (the CA is always kept).
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+/// A node name usable as a file name: letters, digits, `.`, `_` and `-`, not starting with `.`.
+fn parse_node_name(raw: &str) -> Result<String, String> {
+    let valid = !raw.is_empty()
+        && !raw.starts_with('.')
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!(
+            "{raw:?}: a node name here is letters, digits, '.', '_' and '-' (not starting with '.')"
+        ))
+    }
 }
 
 /// The settings of `cohort members`.
@@ -171,7 +214,9 @@ mod tests {
         let cli = Cli::try_parse_from(argv.iter().chain(args))?;
         match cli.command {
             Command::Agent(agent) => Ok(agent),
-            Command::Members(_) => unreachable!("the agent subcommand was parsed"),
+            Command::Members(_) | Command::Certs(_) => {
+                unreachable!("the agent subcommand was parsed")
+            }
         }
     }
 

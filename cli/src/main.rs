@@ -19,11 +19,15 @@
 //! `generation`, `addr`, `status` and `keys`. The node leaves the cluster gracefully on Ctrl-C,
 //! when its standard input closes, or when it reads a `stop` line.
 //!
+//! `cohort certs --dir DIR --nodes a,b,c` writes a cluster CA and node certificates (PEM) for
+//! trying the smol driver's mutual TLS by hand.
+//!
 //! This is a binary crate of its own so that users of the libraries (`cohort-core`,
 //! `cohort-tokio`) never compile its dependencies (clap, serde_json, tokio's signal handling).
 //! Usage errors exit with status 2, a node that cannot start with status 1.
 
 mod args;
+mod certs;
 mod output;
 
 use std::io::BufRead;
@@ -42,6 +46,18 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Agent(args) => agent(args),
         Command::Members(args) => members(args),
+        Command::Certs(args) => match certs::certs(&args) {
+            Ok(lines) => {
+                for line in lines {
+                    println!("{line}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("cohort: {error}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -564,3 +564,66 @@ fn members_asks_a_running_node_over_rpc() {
     assert!(!status.success());
     assert!(stderr.contains("unavailable"), "{stderr}");
 }
+
+/// A folder of its own under the system's temporary folder, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("cohort-cli-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn certs_writes_a_ca_and_node_certificates_that_load_and_reuses_the_ca() {
+    let dir = TempDir::new("certs");
+    let path = dir.0.to_str().expect("a UTF-8 temporary path");
+    let (status, out, err) = run_to_end(&["certs", "--dir", path, "--nodes", "a,b"]);
+    assert!(status.success(), "{out}{err}");
+    for file in ["ca.pem", "ca.key", "a.pem", "a.key", "b.pem", "b.key"] {
+        assert!(dir.0.join(file).is_file(), "{file} written: {out}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.0.join("a.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "a key is its owner's only: {mode:o}");
+    }
+    let config = |node: &str| {
+        cohort_smol::TlsConfig::from_pem_files(
+            dir.0.join("ca.pem"),
+            dir.0.join(format!("{node}.pem")),
+            dir.0.join(format!("{node}.key")),
+        )
+    };
+    config("a").expect("a's files load");
+    config("b").expect("b's files load");
+    let ca_before = std::fs::read(dir.0.join("ca.pem")).unwrap();
+
+    // More nodes later: the same CA signs them.
+    let (status, out, err) = run_to_end(&["certs", "--dir", path, "--nodes", "c"]);
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("reused"), "{out}");
+    assert_eq!(std::fs::read(dir.0.join("ca.pem")).unwrap(), ca_before);
+    config("c").expect("c's files load with the same CA");
+
+    // Existing node files are not replaced without --force; bad names are usage errors.
+    let (status, _, err) = run_to_end(&["certs", "--dir", path, "--nodes", "a"]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    let (status, _, _) = run_to_end(&["certs", "--dir", path, "--nodes", "a", "--force"]);
+    assert!(status.success());
+    let (status, _, err) = run_to_end(&["certs", "--dir", path, "--nodes", "../x"]);
+    assert_eq!(status.code(), Some(2), "{err}");
+}

@@ -21,7 +21,10 @@ pub mod tls;
 
 #[cfg_attr(
     not(test),
-    expect(dead_code, reason = "the QUIC endpoint waits for the driver's node to start it")
+    expect(
+        dead_code,
+        reason = "the QUIC endpoint waits for the driver's node to start it"
+    )
 )]
 mod rpc_quic;
 
