@@ -232,7 +232,12 @@ fn a_node_dropped_without_shutdown_is_declared_failed() {
         let b = builder("b", &[a.public_addr()]).connect().await.unwrap();
         all_live(&[&a, &b], 2).await;
         let b_id = b.id().clone();
+        let mut b_events = b.membership_events();
         drop(b);
+        within("the end of the dropped node's stream", async {
+            while b_events.next().await.is_some() {}
+        })
+        .await;
         a.wait_for_members(
             |m| {
                 m.get(&b_id)

@@ -107,6 +107,9 @@ impl Drop for AbortOnDrop {
         if let Some(task) = lock(&self.0.resolver).take() {
             task.abort();
         }
+        // Nothing will publish or close them any more: end the streams and waits.
+        self.0.events.close();
+        self.0.members.close();
     }
 }
 
