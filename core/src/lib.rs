@@ -26,6 +26,9 @@
 //!   calls, deadlines, cancellation, bounds, keep-alive) and services
 //!   ([`rpc::RpcService`], [`rpc::Handler`], a [`rpc::Registry`] changed at run time). The
 //!   tokio driver runs them on TCP.
+//! - [`handle`]: the runtime-free glue between a driver's node task and its handles: event
+//!   fan-out ([`handle::EventBus`]), the latest snapshot ([`handle::MembersCell`]), selection,
+//!   counters, builder settings and seeds.
 //! - [`NodeId`]: node identity with generations.
 //!
 //! ## Your own event loop
@@ -108,6 +111,7 @@
 
 pub mod clock;
 mod event;
+pub mod handle;
 pub mod hash;
 pub mod members;
 pub mod membership;

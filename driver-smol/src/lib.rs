@@ -1,10 +1,57 @@
 //! # cohort-smol
 //!
-//! The smol driver of cohort: gossip on UDP and RPC on QUIC (quinn with its smol runtime, no
-//! tokio runtime), with mutual TLS between the nodes of a cluster.
+//! The smol driver of cohort: a cluster node that gossips over UDP, built around the
+//! runtime-free [`cohort_core::Node`], with no tokio runtime anywhere in its tree. One task per
+//! node feeds received datagrams and timer expiries into the core and sends what it returns;
+//! everything else (member lists, events, replica selection, the clock) is read from what that
+//! task publishes without waiting on it. The glue between the task and the handles (event
+//! fan-out, snapshots, selection, counters, settings) is core's ([`cohort_core::handle`]), the
+//! same as cohort-tokio's: the two drivers offer the same API.
 //!
-//! **Under construction.** What is here so far is the first building block, mutual TLS for
-//! the RPC connections:
+//! ```
+//! use std::time::Duration;
+//! use cohort_smol::{Consistency, ConnectionConfig, Event, NodeBuilder};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! smol::block_on(async {
+//!     let any = "127.0.0.1:0".parse()?;
+//!     let a = NodeBuilder::new("a", ConnectionConfig::new(any, any, Vec::<String>::new()))
+//!         .cluster_id("orders")
+//!         .data_center("eu-west-1a")
+//!         .gossip_interval(Duration::from_millis(100))
+//!         .connect()
+//!         .await?;
+//!     let mut events = a.membership_events();
+//!     let b = NodeBuilder::new("b", ConnectionConfig::new(any, any, [a.public_addr()]))
+//!         .cluster_id("orders")
+//!         .data_center("eu-west-1b")
+//!         .gossip_interval(Duration::from_millis(100))
+//!         .connect()
+//!         .await?;
+//!     // Wait until each node sees both as live.
+//!     a.wait_for_members(|m| m.live_count() == 2, Duration::from_secs(10)).await?;
+//!     b.wait_for_members(|m| m.live_count() == 2, Duration::from_secs(10)).await?;
+//!     while let Some(event) = events.next().await {
+//!         if let Event::Joined(member) = event {
+//!             assert_eq!(&member.id, b.id());
+//!             break;
+//!         }
+//!     }
+//!     let replicas = a.select_nodes(Consistency::One)?;
+//!     assert_eq!(replicas[0].id(), b.id());
+//!     let stamp = a.clock().now();
+//!     assert!(b.clock().observe(stamp)? > stamp);
+//!     b.shutdown().await; // announce the departure, stop the task, close the socket
+//!     a.shutdown().await;
+//!     Ok(())
+//! })
+//! # }
+//! ```
+//!
+//! What is here: gossip membership (chitchat's protocol, with cohort's envelope, or bare in
+//! chitchat-compatible mode), member snapshots and events, replica selection, the hybrid
+//! logical clock, metadata, extensions and a graceful shutdown, with the same API as
+//! cohort-tokio's; and mutual TLS for RPC:
 //!
 //! - [`ClusterCa`] makes a cluster's certificate authority and issues node certificates
 //!   ([`NodeCertificate`]); it is meant for tests, examples and a command that makes
@@ -16,6 +63,23 @@
 //! its validity period; every node certificate carries the DNS name
 //! [`CLUSTER_SERVER_NAME`], which clients use as the server name since nodes dial each other
 //! by address. The [`tls` module documentation](crate::tls) has the whole trust model.
+//!
+//! **Under construction:** RPC over QUIC (services, clients, the admin service) comes next;
+//! the node publishes its RPC address already ([`RPC_ADDR_KEY`]), and the RPC settings of
+//! [`NodeBuilder`] are kept for it.
+//!
+//! Every type in this crate's signatures is re-exported here: depending on `cohort-smol`
+//! alone is enough. Streams are read with their own `next`, or with the re-exported
+//! [`StreamExt`].
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod builder;
+mod clock;
+mod error;
+mod extension;
+mod node;
+mod runtime;
 
 pub mod tls;
 
@@ -30,7 +94,48 @@ mod rpc_quic;
 
 pub use rpc_quic::{Response, RpcClient};
 
+pub use builder::{DEFAULT_RPC_DEADLINE, NodeBuilder};
+pub use clock::Clock;
+/// The shared glue of both drivers, from the core: settings, event and snapshot streams,
+/// waits, counters.
+pub use cohort_core::handle::{
+    ConnectionConfig, KeyChanges, MembershipChanges, MembershipEvents, Statistics, WaitError,
+};
+pub use error::ConnectError;
+pub use extension::ClusterExtension;
+pub use node::Node;
+/// Stream combinators for [`MembershipEvents`] and [`MembershipChanges`] (`next`, `filter`,
+/// `take`, ...), re-exported from smol (futures-lite) so that no other import is needed.
+pub use smol::stream::StreamExt;
 pub use tls::{
     ALPN_PROTOCOL, CLUSTER_SERVER_NAME, ClusterCa, DEFAULT_CA_VALIDITY, DEFAULT_NODE_VALIDITY,
     NodeCertificate, PemInput, PemOrigin, TlsConfig, TlsError,
 };
+
+pub use cohort_core::members::{DATA_CENTER_KEY, DEFAULT_DATA_CENTER, RPC_ADDR_KEY};
+pub use cohort_core::membership::{
+    FailureDetectorConfig, LivenessPredicate, MembershipConfig, NodeState, RESERVED_KEY_PREFIX,
+    VersionedValue,
+};
+pub use cohort_core::node::{
+    DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LEAVE_TIMEOUT, LeaveOutcome,
+    MAX_DURATION_SETTING,
+};
+/// The random number generator traits [`NodeSelector::select`] takes: implement a selector of
+/// your own with `cohort_smol::rand_core::Rng`, no other dependency needed.
+pub use cohort_core::rand_core;
+/// rkyv, which request and reply types derive (`rkyv::Archive`, `rkyv::Serialize`).
+pub use cohort_core::rkyv;
+/// RPC: services, handlers, requests, statuses and limits, from the core.
+pub use cohort_core::rpc::{
+    self, Handler, Message, RegistryError, Request, RpcService, ServiceRegistry, Status, StatusCode,
+};
+pub use cohort_core::selector::DataCenterView;
+pub use cohort_core::wire::{Compression, DeletionStatus, ProtocolVersion};
+pub use cohort_core::{
+    Candidate, ClockError, ConfigError, Consistency, DataCenter, DcAwareSelector, Event, HlcConfig,
+    KeyError, Member, MemberStatus, Members, NodeConfig, NodeId, NodeSelector, NodeTag,
+    RandomSelector, RendezvousSelector, SelectError, SharedHlc, Timestamp, Topology, WallTime,
+};
+/// The `Stream` trait the event and snapshot streams implement.
+pub use futures_core::Stream;

@@ -1,61 +1,21 @@
-//! How a node is described before it starts: [`ConnectionConfig`] and [`NodeBuilder`].
+//! How a node is described before it starts: [`NodeBuilder`] (over core's
+//! [`NodeSettings`], which holds the settings both drivers share, and
+//! [`ConnectionConfig`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cohort_core::membership::{FailureDetectorConfig, LivenessPredicate, NodeState};
-use cohort_core::node::{DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LEAVE_TIMEOUT};
+use cohort_core::handle::{ConnectionConfig, NodeSettings};
+use cohort_core::membership::{FailureDetectorConfig, NodeState};
 use cohort_core::wire::ProtocolVersion;
-use cohort_core::{DcAwareSelector, NodeConfig, NodeSelector};
+use cohort_core::{NodeConfig, NodeSelector};
 
 use crate::{ConnectError, MemoryNetwork, Node};
 use cohort_core::rpc::ConnectionConfig as RpcConnectionConfig;
 
 /// The deadline of an RPC call unless its client sets another (tarpc's default).
 pub const DEFAULT_RPC_DEADLINE: Duration = Duration::from_secs(10);
-
-/// Where a node listens, the address peers reach it at, and where it finds the cluster.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnectionConfig {
-    /// The address the gossip socket binds (for example `0.0.0.0:7000`).
-    pub listen: SocketAddr,
-    /// The address peers send to: part of the node's identity and advertised to everyone. It
-    /// may differ from `listen` (behind a NAT, or listening on every interface).
-    pub public: SocketAddr,
-    /// Peers to contact first, as `host:port` or `ip:port`. Host names are resolved at start
-    /// and again every [`NodeBuilder::seed_refresh_interval`]. No seed needs to be up.
-    pub seeds: Vec<String>,
-}
-
-impl ConnectionConfig {
-    /// A connection listening on `listen`, reached at `public`, joining through `seeds`: any
-    /// list of things that print as `host:port` or `ip:port` (`&["10.0.0.1:7000"]`,
-    /// `vec![String]`, `[SocketAddr]`, ...).
-    ///
-    /// ```
-    /// use std::net::SocketAddr;
-    /// use cohort_tokio::ConnectionConfig;
-    ///
-    /// let listen: SocketAddr = "127.0.0.1:7001".parse().unwrap();
-    /// let a = ConnectionConfig::new(listen, listen, &["127.0.0.1:7000", "seed.example:7000"]);
-    /// let b = ConnectionConfig::new(listen, listen, [SocketAddr::from(([127, 0, 0, 1], 7000))]);
-    /// let none = ConnectionConfig::new(listen, listen, Vec::<String>::new());
-    /// assert_eq!(a.seeds[0], b.seeds[0]);
-    /// assert!(none.seeds.is_empty());
-    /// ```
-    pub fn new(
-        listen: SocketAddr,
-        public: SocketAddr,
-        seeds: impl IntoIterator<Item = impl ToString>,
-    ) -> Self {
-        Self {
-            listen,
-            public,
-            seeds: seeds.into_iter().map(|s| s.to_string()).collect(),
-        }
-    }
-}
 
 /// The settings of a node, and [`connect`](Self::connect) to start it.
 ///
@@ -80,25 +40,8 @@ impl ConnectionConfig {
 /// ```
 #[must_use]
 pub struct NodeBuilder {
-    pub(crate) name: String,
-    pub(crate) connection: ConnectionConfig,
-    pub(crate) cluster_id: String,
-    pub(crate) data_center: String,
-    pub(crate) selector: Arc<dyn NodeSelector + Send + Sync>,
-    pub(crate) gossip_interval: Duration,
-    pub(crate) failure_detector: Option<FailureDetectorConfig>,
-    pub(crate) metadata: Vec<(String, String)>,
-    pub(crate) chitchat_compatible: bool,
-    pub(crate) protocol_version: ProtocolVersion,
-    pub(crate) generation: Option<u64>,
-    pub(crate) rpc_addr: Option<SocketAddr>,
-    pub(crate) seed_refresh_interval: Duration,
-    pub(crate) event_capacity: usize,
-    pub(crate) leave_timeout: Duration,
-    pub(crate) max_clock_drift: Duration,
-    pub(crate) liveness_predicate: Option<LivenessPredicate>,
-    pub(crate) rng_seed: Option<u64>,
-    pub(crate) tune: Option<TuneNode>,
+    /// The settings both drivers share (core's), mapped to the core node's at start.
+    pub(crate) settings: NodeSettings,
     pub(crate) memory_network: Option<MemoryNetwork>,
     pub(crate) rpc_deadline: Option<Duration>,
     pub(crate) rpc_connection: RpcConnectionConfig,
@@ -108,44 +51,18 @@ pub struct NodeBuilder {
 impl std::fmt::Debug for NodeBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeBuilder")
-            .field("name", &self.name)
-            .field("connection", &self.connection)
-            .field("cluster_id", &self.cluster_id)
-            .field("data_center", &self.data_center)
-            .field("gossip_interval", &self.gossip_interval)
-            .field("chitchat_compatible", &self.chitchat_compatible)
-            .field("protocol_version", &self.protocol_version)
+            .field("settings", &self.settings)
+            .field("memory_network", &self.memory_network.is_some())
             .finish_non_exhaustive()
     }
 }
-
-/// A last adjustment of the node's settings ([`NodeBuilder::configure`]).
-pub(crate) type TuneNode = Box<dyn FnOnce(&mut NodeConfig) + Send>;
 
 impl NodeBuilder {
     /// A node named `name` (unique in the cluster; a restart keeps the name and takes a new
     /// generation), connected as `connection` says.
     pub fn new(name: impl Into<String>, connection: ConnectionConfig) -> Self {
         Self {
-            name: name.into(),
-            connection,
-            cluster_id: DEFAULT_CLUSTER_ID.to_owned(),
-            data_center: cohort_core::members::DEFAULT_DATA_CENTER.to_owned(),
-            selector: Arc::new(DcAwareSelector),
-            gossip_interval: DEFAULT_GOSSIP_INTERVAL,
-            failure_detector: None,
-            metadata: Vec::new(),
-            chitchat_compatible: false,
-            protocol_version: ProtocolVersion::V0,
-            generation: None,
-            rpc_addr: None,
-            seed_refresh_interval: Duration::from_secs(60),
-            event_capacity: 1_024,
-            leave_timeout: DEFAULT_LEAVE_TIMEOUT,
-            max_clock_drift: cohort_core::clock::DEFAULT_MAX_DRIFT,
-            liveness_predicate: None,
-            rng_seed: None,
-            tune: None,
+            settings: NodeSettings::new(name, connection),
             memory_network: None,
             rpc_deadline: Some(DEFAULT_RPC_DEADLINE),
             rpc_connection: RpcConnectionConfig::default(),
@@ -154,21 +71,22 @@ impl NodeBuilder {
     }
 
     /// The cluster to join (nodes of other clusters are refused). Default
-    /// [`DEFAULT_CLUSTER_ID`].
+    /// [`DEFAULT_CLUSTER_ID`](crate::DEFAULT_CLUSTER_ID).
     pub fn cluster_id(mut self, id: impl Into<String>) -> Self {
-        self.cluster_id = id.into();
+        self.settings.cluster_id = id.into();
         self
     }
 
     /// This node's data center, published as
     /// [`DATA_CENTER_KEY`](cohort_core::members::DATA_CENTER_KEY). Default `"default"`.
     pub fn data_center(mut self, dc: impl Into<String>) -> Self {
-        self.data_center = dc.into();
+        self.settings.data_center = dc.into();
         self
     }
 
-    /// The replica selector of [`Node::select_nodes`]. Default [`DcAwareSelector`]. A selector
-    /// of your own needs nothing beyond this crate:
+    /// The replica selector of [`Node::select_nodes`]. Default
+    /// [`DcAwareSelector`](crate::DcAwareSelector). A selector of your own needs nothing
+    /// beyond this crate:
     ///
     /// ```
     /// use cohort_tokio::rand_core::Rng;
@@ -201,14 +119,15 @@ impl NodeBuilder {
     /// .selector(First);
     /// ```
     pub fn selector(mut self, selector: impl NodeSelector + Send + Sync + 'static) -> Self {
-        self.selector = Arc::new(selector);
+        self.settings.selector = Arc::new(selector);
         self
     }
 
-    /// How often a gossip round runs. Default [`DEFAULT_GOSSIP_INTERVAL`] (1 s, datacake's
-    /// interval; chitchat's tests use 100 ms to 1 s).
+    /// How often a gossip round runs. Default
+    /// [`DEFAULT_GOSSIP_INTERVAL`](crate::DEFAULT_GOSSIP_INTERVAL) (1 s, datacake's interval;
+    /// chitchat's tests use 100 ms to 1 s).
     pub fn gossip_interval(mut self, interval: Duration) -> Self {
-        self.gossip_interval = interval;
+        self.settings.gossip_interval = interval;
         self
     }
 
@@ -216,13 +135,13 @@ impl NodeBuilder {
     /// (`initial_interval`), which is the gossip interval (as datacake sets it; chitchat's 5 s
     /// prior makes detection slow during a node's first minutes).
     pub fn failure_detector(mut self, config: FailureDetectorConfig) -> Self {
-        self.failure_detector = Some(config);
+        self.settings.failure_detector = Some(config);
         self
     }
 
     /// A key-value this node publishes from the start (see also [`Node::set_metadata`]).
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.metadata.push((key.into(), value.into()));
+        self.settings.metadata.push((key.into(), value.into()));
         self
     }
 
@@ -230,21 +149,21 @@ impl NodeBuilder {
     /// same protocol version understand this node. Default `false`. Both forms are always
     /// accepted.
     pub fn chitchat_compatible(mut self, compatible: bool) -> Self {
-        self.chitchat_compatible = compatible;
+        self.settings.chitchat_compatible = compatible;
         self
     }
 
     /// The protocol version of the Syns this node starts (replies always use the version of
     /// the message they answer). Default V0, which every chitchat 0.13 node reads.
     pub fn protocol_version(mut self, version: ProtocolVersion) -> Self {
-        self.protocol_version = version;
+        self.settings.protocol_version = version;
         self
     }
 
     /// This incarnation's generation. Default: the wall clock in milliseconds at
     /// [`connect`](Self::connect), so that a restarted node always has a higher one.
     pub fn generation(mut self, generation: u64) -> Self {
-        self.generation = Some(generation);
+        self.settings.generation = Some(generation);
         self
     }
 
@@ -253,33 +172,33 @@ impl NodeBuilder {
     /// address (RPC listens on the same port, over TCP). The TCP listener binds the listen
     /// IP at this address's port.
     pub fn rpc_addr(mut self, addr: SocketAddr) -> Self {
-        self.rpc_addr = Some(addr);
+        self.settings.rpc_addr = Some(addr);
         self
     }
 
     /// How often seed host names are resolved again. Default 60 s.
     pub fn seed_refresh_interval(mut self, interval: Duration) -> Self {
-        self.seed_refresh_interval = interval;
+        self.settings.seed_refresh_interval = interval;
         self
     }
 
     /// How many events a reader of [`Node::membership_events`] may fall behind before it is
     /// told it lagged. Default 1,024.
     pub fn event_capacity(mut self, capacity: usize) -> Self {
-        self.event_capacity = capacity.max(1);
+        self.settings.event_capacity = capacity.max(1);
         self
     }
 
     /// How long [`Node::shutdown`] waits for the departure to reach peers. Default
-    /// [`DEFAULT_LEAVE_TIMEOUT`] (2 s).
+    /// [`DEFAULT_LEAVE_TIMEOUT`](crate::DEFAULT_LEAVE_TIMEOUT) (2 s).
     pub fn leave_timeout(mut self, timeout: Duration) -> Self {
-        self.leave_timeout = timeout;
+        self.settings.leave_timeout = timeout;
         self
     }
 
     /// How far ahead of the local wall clock a peer's timestamp may be. Default 500 ms.
     pub fn max_clock_drift(mut self, drift: Duration) -> Self {
-        self.max_clock_drift = drift;
+        self.settings.max_clock_drift = drift;
         self
     }
 
@@ -289,14 +208,14 @@ impl NodeBuilder {
         mut self,
         predicate: impl Fn(&NodeState) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.liveness_predicate = Some(Arc::new(predicate));
+        self.settings.liveness_predicate = Some(Arc::new(predicate));
         self
     }
 
     /// The seed of the node's random choices (gossip targets, selections). Default: drawn from
     /// the operating system. Fix it to make a node's choices reproducible.
     pub fn rng_seed(mut self, seed: u64) -> Self {
-        self.rng_seed = Some(seed);
+        self.settings.rng_seed = Some(seed);
         self
     }
 
@@ -304,7 +223,7 @@ impl NodeBuilder {
     /// periods, the leave fan-out, ...) just before the node starts, after the settings above
     /// were applied to it.
     pub fn configure(mut self, tune: impl FnOnce(&mut NodeConfig) + Send + 'static) -> Self {
-        self.tune = Some(Box::new(tune));
+        self.settings.tune = Some(Box::new(tune));
         self
     }
 

@@ -1,8 +1,9 @@
-//! The driver's errors, one enum per operation.
+//! The driver's errors, one enum per operation ([`WaitError`](crate::WaitError), the same in
+//! both drivers, is core's).
 
 use std::net::SocketAddr;
 
-use cohort_core::{ConfigError, Members};
+use cohort_core::ConfigError;
 
 /// Why [`NodeBuilder::connect`](crate::NodeBuilder::connect) failed. Nothing was started.
 #[derive(Debug, thiserror::Error)]
@@ -19,20 +20,4 @@ pub enum ConnectError {
     /// A setting is unusable.
     #[error("invalid node configuration: {0}")]
     InvalidConfig(#[from] ConfigError),
-}
-
-/// Why [`Node::wait_for_members`](crate::Node::wait_for_members) returned without the
-/// condition holding.
-#[derive(Clone, Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum WaitError {
-    /// The timeout passed; `last` is the membership at that moment.
-    #[error("the membership did not reach the expected state in time ({} live of {} known)", last.live_count(), last.all().len())]
-    Timeout {
-        /// The last snapshot seen.
-        last: Members,
-    },
-    /// The node shut down while waiting.
-    #[error("the node shut down")]
-    ShutDown,
 }

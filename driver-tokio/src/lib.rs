@@ -116,19 +116,22 @@ pub mod admin;
 mod builder;
 mod clock;
 mod error;
-mod events;
 mod extension;
 mod node;
 mod rpc_tcp;
 mod runtime;
 mod transport;
 
-pub use builder::{ConnectionConfig, DEFAULT_RPC_DEADLINE, NodeBuilder};
+pub use builder::{DEFAULT_RPC_DEADLINE, NodeBuilder};
 pub use clock::Clock;
-pub use error::{ConnectError, WaitError};
-pub use events::{KeyChanges, MembershipChanges, MembershipEvents};
+/// The shared glue of both drivers, from the core: settings, event and snapshot streams,
+/// waits, counters.
+pub use cohort_core::handle::{
+    ConnectionConfig, KeyChanges, MembershipChanges, MembershipEvents, Statistics, WaitError,
+};
+pub use error::ConnectError;
 pub use extension::ClusterExtension;
-pub use node::{Node, RpcTarget, Statistics};
+pub use node::{Node, RpcTarget};
 pub use rpc_tcp::{Response, RpcClient};
 /// Stream combinators for [`MembershipEvents`] and [`MembershipChanges`] (`next`, `filter`,
 /// `take`, ...), re-exported from `tokio-stream` so that no other import is needed.

@@ -1,74 +1,42 @@
 //! The node handle applications hold, and the state it shares with the node's task.
+//!
+//! The runtime-free parts of that state (the snapshot cell, the event bus, the selection, the
+//! counters, the settings and seeds) are core's ([`cohort_core::handle`]); this module adds
+//! the tokio ones: the task, its wake-up channel, the seed resolver and RPC.
 
 use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use cohort_core::hash::splitmix64;
+use cohort_core::handle::{
+    Counters, EventBus, KeyChanges, MembersCell, MembershipChanges, MembershipEvents, SeedSet,
+    Selection, Statistics, WaitError,
+};
 use cohort_core::membership::NodeState;
-use cohort_core::node::generation_at;
 use cohort_core::rpc::RpcService;
 use cohort_core::{
-    Candidate, Consistency, Event, KeyError, Member, Members, NodeConfig, NodeId, NodeSelector,
-    RendezvousSelector, SelectError, Topology,
+    Candidate, Consistency, KeyError, Member, Members, NodeId, SelectError, Topology,
 };
-use rand_core::SeedableRng;
-use rand_xoshiro::Xoshiro256PlusPlus;
 use tokio::net::UdpSocket;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::ConnectError;
 use crate::builder::NodeBuilder;
 use crate::clock::Clock;
 use crate::clock::wall_now;
-use crate::events::{KeyChanges, MembershipChanges, MembershipEvents};
 use crate::extension::ClusterExtension;
 use crate::rpc_tcp::{Rpc, RpcClient};
 use crate::runtime;
 use crate::transport::GossipSocket;
-use crate::{ConnectError, WaitError};
 
 type ShutdownHook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
-
-/// Counters kept by the node's task.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) datagrams_sent: AtomicU64,
-    pub(crate) bytes_sent: AtomicU64,
-    pub(crate) datagrams_received: AtomicU64,
-    pub(crate) bytes_received: AtomicU64,
-    pub(crate) decode_errors: AtomicU64,
-    pub(crate) send_errors: AtomicU64,
-}
-
-/// Traffic counters of a node since it started ([`Node::statistics`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Statistics {
-    /// Gossip datagrams sent.
-    pub datagrams_sent: u64,
-    /// Bytes of gossip sent (UDP payloads).
-    pub bytes_sent: u64,
-    /// Gossip datagrams received.
-    pub datagrams_received: u64,
-    /// Bytes of gossip received (UDP payloads).
-    pub bytes_received: u64,
-    /// Received datagrams that did not decode (and were ignored).
-    pub decode_errors: u64,
-    /// Datagrams the socket refused to send.
-    pub send_errors: u64,
-    /// The most bytes any RPC connection held waiting to be written (its replies and calls):
-    /// a connection stops reading from a peer past
-    /// [`max_buffered`](cohort_core::rpc::ConnectionConfig::max_buffered), so this stays near
-    /// it however the peer behaves.
-    pub rpc_send_buffer_peak: u64,
-}
 
 /// What the handles and the node's task share.
 pub(crate) struct Shared {
@@ -80,19 +48,18 @@ pub(crate) struct Shared {
     /// Wakes the task after a command changed the machine, or to make it stop (a capacity of
     /// one: a wake-up already pending is enough).
     signal_tx: mpsc::Sender<()>,
-    pub(crate) members_tx: watch::Sender<Members>,
-    /// `None` once the node has shut down, so that event streams end.
-    events_tx: Mutex<Option<broadcast::Sender<Event>>>,
+    /// The latest snapshot; closed once the node is done.
+    pub(crate) members: MembersCell,
+    /// The snapshot again, for the admin service, which reads a watch channel.
+    admin_members: watch::Sender<Members>,
+    /// The events; closed once the node has shut down, so that event streams end.
+    pub(crate) events: EventBus,
     clock: Clock,
-    selector: Arc<dyn NodeSelector + Send + Sync>,
-    rng: Mutex<Xoshiro256PlusPlus>,
-    topology: Mutex<Option<(u64, Arc<Topology>)>>,
+    selection: Selection,
     hooks: Mutex<Vec<ShutdownHook>>,
     stopping: AtomicBool,
     /// Set (then the task signalled) to make the task leave and stop.
     pub(crate) stop_requested: AtomicBool,
-    /// `true` once the task has ended.
-    pub(crate) done_tx: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
     resolver: Mutex<Option<JoinHandle<()>>>,
     pub(crate) counters: Counters,
@@ -113,24 +80,19 @@ impl Shared {
     }
 
     pub(crate) fn members(&self) -> Members {
-        self.members_tx.borrow().clone()
+        self.members.get()
     }
 
     /// Publishes the membership of `node` if it is newer than the last snapshot published.
     pub(crate) fn publish(&self, node: &cohort_core::Node) {
-        let version = node.members_version();
-        if version != self.members_tx.borrow().version() {
-            self.members_tx.send_replace(node.members());
+        if self.members.publish_from(node) {
+            self.admin_members.send_replace(self.members.get());
         }
     }
 
     /// Wakes the node's task (a full channel means a wake-up is already pending).
     pub(crate) fn signal(&self) {
         let _ = self.signal_tx.try_send(());
-    }
-
-    pub(crate) fn events_sender(&self) -> Option<broadcast::Sender<Event>> {
-        lock(&self.events_tx).clone()
     }
 }
 
@@ -145,6 +107,9 @@ impl Drop for AbortOnDrop {
         if let Some(task) = lock(&self.0.resolver).take() {
             task.abort();
         }
+        // Nothing will publish or close them any more: end the streams and waits.
+        self.0.events.close();
+        self.0.members.close();
     }
 }
 
@@ -227,54 +192,38 @@ impl RpcTarget for &Candidate {
     }
 }
 
-/// A seed as configured: an address, or a host name to resolve.
-pub(crate) enum Seed {
-    Addr(SocketAddr),
-    Host(String),
-}
-
-pub(crate) fn parse_seeds(seeds: &[String]) -> Vec<Seed> {
-    seeds
-        .iter()
-        .map(|s| match s.parse::<SocketAddr>() {
-            Ok(addr) => Seed::Addr(addr),
-            Err(_) => Seed::Host(s.clone()),
-        })
-        .collect()
-}
-
-/// The addresses of `seeds` now. `last` holds each seed's addresses from the previous
-/// resolution (empty at first) and is updated: a host name that does not resolve this time
-/// (logged) keeps its previous addresses, so a passing DNS failure does not drop a seed. The
-/// machine drops its own address and duplicates.
-pub(crate) async fn resolve_seeds(
-    seeds: &[Seed],
-    last: &mut Vec<Vec<SocketAddr>>,
-) -> Vec<SocketAddr> {
-    last.resize(seeds.len(), Vec::new());
-    for (seed, known) in seeds.iter().zip(last.iter_mut()) {
-        match seed {
-            Seed::Addr(addr) => *known = vec![*addr],
-            Seed::Host(host) => {
-                let lookup = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    tokio::net::lookup_host(host.as_str()),
-                );
-                match lookup.await {
-                    Ok(Ok(addrs)) => *known = addrs.collect(),
-                    Ok(Err(error)) => tracing::warn!(%host, %error, "seed does not resolve"),
-                    Err(_) => tracing::warn!(%host, "seed resolution timed out"),
-                }
-            }
+/// The addresses of seed `host` now (`None`, logged, when it does not resolve in 5 s): the
+/// lookup core's [`SeedSet::resolve`] runs for each host name.
+pub(crate) async fn lookup_seed(host: String) -> Option<Vec<SocketAddr>> {
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::lookup_host(host.as_str()),
+    )
+    .await
+    {
+        Ok(Ok(addrs)) => Some(addrs.collect()),
+        Ok(Err(error)) => {
+            tracing::warn!(%host, %error, "seed does not resolve");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(%host, "seed resolution timed out");
+            None
         }
     }
-    last.iter().flatten().copied().collect()
 }
 
 impl Node {
     pub(crate) async fn start(builder: NodeBuilder) -> Result<Self, ConnectError> {
-        let listen = builder.connection.listen;
-        let bound = match &builder.memory_network {
+        let NodeBuilder {
+            mut settings,
+            memory_network,
+            rpc_deadline,
+            rpc_connection,
+            rpc_drain_timeout,
+        } = builder;
+        let listen = settings.connection.listen;
+        let bound = match &memory_network {
             Some(network) => network.bind(listen).map(GossipSocket::Memory),
             None => UdpSocket::bind(listen).await.map(GossipSocket::Udp),
         };
@@ -286,44 +235,14 @@ impl Node {
             addr: listen,
             source,
         })?;
-        let mut public = builder.connection.public;
-        if public.port() == 0 {
-            // Listening on an ephemeral port: peers reach us on the one we got.
-            public.set_port(listen_addr.port());
-        }
-        let generation = builder
-            .generation
-            .unwrap_or_else(|| generation_at(wall_now()));
-        let seeds = parse_seeds(&builder.connection.seeds);
-        let mut resolved_each = Vec::new();
-
-        let mut config = NodeConfig::new(NodeId::new(builder.name.as_str(), generation, public));
-        config.cluster_id.clone_from(&builder.cluster_id);
-        config.data_center.clone_from(&builder.data_center);
-        config.rpc_addr = builder.rpc_addr;
-        config.seeds = resolve_seeds(&seeds, &mut resolved_each).await;
-        config.gossip_interval = builder.gossip_interval;
-        config
-            .failure_detector
-            .clone_from(&builder.failure_detector);
-        config.metadata.clone_from(&builder.metadata);
-        config.protocol_version = builder.protocol_version;
-        config.chitchat_compatible = builder.chitchat_compatible;
-        config.max_clock_drift = builder.max_clock_drift;
-        config
-            .liveness_predicate
-            .clone_from(&builder.liveness_predicate);
-        config.leave_timeout = builder.leave_timeout;
+        let mut seeds = SeedSet::parse(&settings.connection.seeds);
+        let resolved = seeds.resolve(lookup_seed).await;
+        let wall = wall_now();
         // The only input the core cannot make itself: a seed drawn from the operating system.
-        config.rng_seed = builder
-            .rng_seed
-            .unwrap_or_else(|| RandomState::new().hash_one(generation));
-        if let Some(tune) = builder.tune {
-            tune(&mut config);
-        }
+        let os_seed = RandomState::new().hash_one(wall.as_unix_millis());
+        let config = settings.node_config(listen_addr, wall, resolved, os_seed);
         let rpc_addr = config.published_rpc_addr();
-        // The selector's generator, derived from the node's (which the node keeps to itself).
-        let rng_seed = splitmix64(config.rng_seed);
+        let selection = Selection::for_node(Arc::clone(&settings.selector), &config);
         let core = cohort_core::Node::new(config, Instant::now())?;
         // `configure` may have changed the identity: the core's is the one.
         let id = core.id().clone();
@@ -331,14 +250,14 @@ impl Node {
         let first = core.members();
         // RPC on TCP, at the listen IP and the RPC address's port (the gossip port by
         // default). Nodes on a memory network have no RPC.
-        let rpc = if builder.memory_network.is_some() {
+        let rpc = if memory_network.is_some() {
             None
         } else {
             let rpc_listen = SocketAddr::new(listen_addr.ip(), rpc_addr.port());
             let rpc = Rpc::start(
                 rpc_listen,
                 Arc::clone(core.clock()),
-                builder.rpc_connection.clone(),
+                rpc_connection,
                 Duration::from_secs(5),
             )
             .await
@@ -349,51 +268,47 @@ impl Node {
             Some(rpc)
         };
 
-        let (members_tx, _) = watch::channel(first);
-        let (events_tx, _) = broadcast::channel(builder.event_capacity);
+        let members = MembersCell::new(first.clone());
+        let events = EventBus::new(settings.event_capacity, members.clone());
+        let (admin_members, _) = watch::channel(first);
         let (signal_tx, signal_rx) = mpsc::channel(1);
-        let (done_tx, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             id,
             listen_addr,
             rpc_addr,
             core: Mutex::new(core),
             signal_tx,
-            members_tx,
-            events_tx: Mutex::new(Some(events_tx.clone())),
+            members,
+            admin_members,
+            events,
             clock,
-            selector: Arc::clone(&builder.selector),
-            rng: Mutex::new(Xoshiro256PlusPlus::seed_from_u64(rng_seed)),
-            topology: Mutex::new(None),
+            selection,
             hooks: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
             stop_requested: AtomicBool::new(false),
-            done_tx,
             task: Mutex::new(None),
             resolver: Mutex::new(None),
-            counters: Counters::default(),
+            counters: Counters::new(),
             rpc,
-            rpc_deadline: builder.rpc_deadline,
-            rpc_drain_timeout: builder.rpc_drain_timeout,
+            rpc_deadline,
+            rpc_drain_timeout,
         });
         if let Some(rpc) = &shared.rpc {
             // Every node serves its view of the membership (`cohort members`).
-            let admin = crate::admin::AdminService::new(shared.members_tx.subscribe());
+            let admin = crate::admin::AdminService::new(shared.admin_members.subscribe());
             if let Err(error) = rpc.registry.add_service(admin) {
                 tracing::warn!(%error, "the admin service could not be added");
             }
         }
         let span = tracing::debug_span!("cohort_node", node = %shared.id);
-        let task = tokio::spawn(
-            runtime::run(Arc::clone(&shared), socket, signal_rx, events_tx).instrument(span),
-        );
+        let task =
+            tokio::spawn(runtime::run(Arc::clone(&shared), socket, signal_rx).instrument(span));
         *lock(&shared.task) = Some(task);
-        if seeds.iter().any(|s| matches!(s, Seed::Host(_))) {
+        if seeds.has_host_names() {
             let resolver = tokio::spawn(runtime::refresh_seeds(
                 Arc::clone(&shared),
                 seeds,
-                resolved_each,
-                builder.seed_refresh_interval,
+                settings.seed_refresh_interval,
             ));
             *lock(&shared.resolver) = Some(resolver);
         }
@@ -468,29 +383,22 @@ impl Node {
     /// ```
     #[must_use]
     pub fn key_changes(&self, prefix: impl Into<String>) -> KeyChanges {
-        KeyChanges::new(self.membership_events(), prefix.into())
+        self.membership_events().with_key_prefix(prefix)
     }
 
     /// Member snapshots as they change: the current one first, then every newer one (a slow
     /// reader skips to the latest). See [`MembershipChanges`].
     #[must_use]
     pub fn membership_changes(&self) -> MembershipChanges {
-        MembershipChanges::new(
-            self.shared.members_tx.subscribe(),
-            self.shared.done_tx.subscribe(),
-        )
+        self.shared.members.changes()
     }
 
     /// A stream of membership events from now on (see [`MembershipEvents`] for what a slow
-    /// reader gets). Each call gives an independent reader.
+    /// reader gets). Each call gives an independent reader; after a shutdown, one that ends at
+    /// once.
     #[must_use]
     pub fn membership_events(&self) -> MembershipEvents {
-        let receiver = match self.shared.events_sender() {
-            Some(sender) => sender.subscribe(),
-            // Shut down: a stream that ends at once.
-            None => broadcast::channel(1).1,
-        };
-        MembershipEvents::new(receiver, Arc::clone(&self.shared))
+        self.shared.events.subscribe()
     }
 
     /// Waits until `predicate` holds for the membership, and returns that snapshot.
@@ -501,33 +409,13 @@ impl Node {
     /// [`WaitError::ShutDown`] when the node shuts down.
     pub async fn wait_for_members(
         &self,
-        mut predicate: impl FnMut(&Members) -> bool,
+        predicate: impl FnMut(&Members) -> bool,
         timeout: Duration,
     ) -> Result<Members, WaitError> {
-        let mut members = self.shared.members_tx.subscribe();
-        let mut done = self.shared.done_tx.subscribe();
-        let wait = async {
-            loop {
-                let now = members.borrow_and_update().clone();
-                if predicate(&now) {
-                    return Ok(now);
-                }
-                tokio::select! {
-                    changed = members.changed() => {
-                        if changed.is_err() {
-                            return Err(WaitError::ShutDown);
-                        }
-                    }
-                    _ = done.wait_for(|d| *d) => return Err(WaitError::ShutDown),
-                }
-            }
-        };
-        match tokio::time::timeout(timeout, wait).await {
-            Ok(result) => result,
-            Err(_) => Err(WaitError::Timeout {
-                last: self.members(),
-            }),
-        }
+        self.shared
+            .members
+            .wait_for_members(predicate, tokio::time::sleep(timeout))
+            .await
     }
 
     /// Picks live members for a request at `consistency`, with the node's selector (the local
@@ -537,18 +425,15 @@ impl Node {
     ///
     /// [`SelectError::NotEnoughNodes`] when too few members are live.
     pub fn select_nodes(&self, consistency: Consistency) -> Result<Vec<Candidate>, SelectError> {
-        let topology = self.topology();
-        let mut rng = lock(&self.shared.rng);
-        let picked = self
-            .shared
-            .selector
-            .select(&topology, consistency, &mut *rng)?;
-        Ok(picked.into_iter().cloned().collect())
+        self.shared
+            .selection
+            .select_nodes(&self.members(), consistency)
     }
 
     /// The `n` owners of `key` among the live members, the local node included, by rendezvous
-    /// hashing ([`RendezvousSelector`]): every node that sees the same members computes the
-    /// same owners, and a membership change moves only the keys it must. Highest score first.
+    /// hashing ([`RendezvousSelector`](crate::RendezvousSelector)): every node that sees the
+    /// same members computes the same owners, and a membership change moves only the keys it
+    /// must. Highest score first.
     ///
     /// # Errors
     ///
@@ -558,24 +443,15 @@ impl Node {
         key: impl AsRef<[u8]>,
         n: usize,
     ) -> Result<Vec<Candidate>, SelectError> {
-        let topology = self.topology();
-        let owners = RendezvousSelector.select_for_key(&topology, key.as_ref(), n)?;
-        Ok(owners.into_iter().cloned().collect())
+        self.shared
+            .selection
+            .select_for_key(&self.members(), key.as_ref(), n)
     }
 
     /// The topology selections are made from (rebuilt once per membership change).
     #[must_use]
     pub fn topology(&self) -> Arc<Topology> {
-        let members = self.members();
-        let mut cache = lock(&self.shared.topology);
-        if let Some((version, topology)) = &*cache {
-            if *version == members.version() {
-                return Arc::clone(topology);
-            }
-        }
-        let topology = Arc::new(members.topology());
-        *cache = Some((members.version(), Arc::clone(&topology)));
-        topology
+        self.shared.selection.topology(&self.members())
     }
 
     /// The node's hybrid logical clock.
@@ -596,9 +472,9 @@ impl Node {
     }
 
     /// Publishes `key = value` for the grace period
-    /// ([`NodeConfig::marked_for_deletion_grace_period`], 1 h by default, adjustable with
-    /// [`NodeBuilder::configure`](crate::NodeBuilder::configure)); then it is removed
-    /// everywhere.
+    /// ([`NodeConfig::marked_for_deletion_grace_period`](crate::NodeConfig::marked_for_deletion_grace_period),
+    /// 1 h by default, adjustable with [`NodeBuilder::configure`](crate::NodeBuilder::configure));
+    /// then it is removed everywhere.
     ///
     /// # Errors
     ///
@@ -719,20 +595,12 @@ impl Node {
     /// Traffic counters since the node started.
     #[must_use]
     pub fn statistics(&self) -> Statistics {
-        let c = &self.shared.counters;
-        Statistics {
-            datagrams_sent: c.datagrams_sent.load(Ordering::Relaxed),
-            bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
-            datagrams_received: c.datagrams_received.load(Ordering::Relaxed),
-            bytes_received: c.bytes_received.load(Ordering::Relaxed),
-            decode_errors: c.decode_errors.load(Ordering::Relaxed),
-            send_errors: c.send_errors.load(Ordering::Relaxed),
-            rpc_send_buffer_peak: self
-                .shared
-                .rpc
-                .as_ref()
-                .map_or(0, |rpc| rpc.send_buffer_peak.load(Ordering::Relaxed)),
-        }
+        let rpc_peak = self
+            .shared
+            .rpc
+            .as_ref()
+            .map_or(0, |rpc| rpc.send_buffer_peak.load(Ordering::Relaxed));
+        self.shared.counters.statistics(rpc_peak)
     }
 
     /// Leaves the cluster gracefully and stops: runs the shutdown hooks, announces the
@@ -745,9 +613,8 @@ impl Node {
     ///
     /// Calling it again, from any clone, waits for the first call to finish.
     pub async fn shutdown(&self) {
-        let mut done = self.shared.done_tx.subscribe();
         if self.shared.stopping.swap(true, Ordering::AcqRel) {
-            let _ = done.wait_for(|d| *d).await;
+            self.shared.members.closed().await;
             return;
         }
         let hooks: Vec<ShutdownHook> = std::mem::take(&mut *lock(&self.shared.hooks));
@@ -773,9 +640,9 @@ impl Node {
         if let Some(rpc) = &self.shared.rpc {
             rpc.shutdown(self.shared.rpc_drain_timeout).await;
         }
-        // Ends every event stream once the task's own sender is gone too.
-        lock(&self.shared.events_tx).take();
-        self.shared.done_tx.send_replace(true);
+        // Ends every event stream (after what they hold), snapshot stream and wait.
+        self.shared.events.close();
+        self.shared.members.close();
         tracing::debug!(node = %self.shared.id, "node shut down");
     }
 }
@@ -784,29 +651,23 @@ impl Node {
 mod tests {
     use super::*;
 
-    /// A host name that does not resolve this time keeps the addresses it had; addresses and
-    /// names that resolve are taken as they are now.
+    /// The tokio lookup: addresses and names that resolve are taken as they are now; a name
+    /// that does not resolve keeps what it had (core's `SeedSet`, tested there with a fake
+    /// lookup), here nothing yet.
     #[tokio::test]
-    async fn a_seed_that_fails_to_resolve_keeps_its_last_addresses() {
-        let known = SocketAddr::from(([127, 0, 0, 1], 7001));
-        let seeds = parse_seeds(&[
+    async fn seed_host_names_resolve_with_tokio() {
+        let mut seeds = SeedSet::parse(&[
             "127.0.0.1:7000".to_owned(),
             // `.invalid` never resolves (RFC 6761).
             "seed.invalid:7001".to_owned(),
             "localhost:7002".to_owned(),
         ]);
-        let mut last = Vec::new();
-        let first = resolve_seeds(&seeds, &mut last).await;
+        let first = seeds.resolve(lookup_seed).await;
         assert!(first.contains(&SocketAddr::from(([127, 0, 0, 1], 7000))));
-        assert!(!first.contains(&known), "nothing known of it yet");
-        assert!(first.iter().any(|a| a.port() == 7002), "localhost resolves");
-        // As if it had resolved the time before.
-        last[1] = vec![known];
-        let again = resolve_seeds(&seeds, &mut last).await;
         assert!(
-            again.contains(&known),
-            "kept through the failure: {again:?}"
+            !first.iter().any(|a| a.port() == 7001),
+            "nothing known of it"
         );
-        assert_eq!(again.len(), first.len() + 1);
+        assert!(first.iter().any(|a| a.port() == 7002), "localhost resolves");
     }
 }

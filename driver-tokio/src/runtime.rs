@@ -11,12 +11,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use cohort_core::clock::WallTime;
+use cohort_core::handle::SeedSet;
 use cohort_core::wire::MAX_DATAGRAM_SIZE;
 use cohort_core::{Drained, Event, Transmits};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use crate::clock::wall_now;
-use crate::node::{Seed, Shared, resolve_seeds};
+use crate::node::{Shared, lookup_seed};
 use crate::transport::GossipSocket;
 
 /// At most this many datagrams already received are taken in before a leave starts.
@@ -25,10 +26,9 @@ const MAX_DRAIN_BEFORE_LEAVE: usize = 256;
 /// One turn of the machine, under one lock: `input` feeds it (given the monotonic and wall
 /// time read once for the turn); then every output is drained (core's
 /// [`Node::drain`](cohort_core::Node::drain)), the snapshot republished if the member list
-/// changed, and, once the lock is released, the events broadcast.
+/// changed, and, once the lock is released, the events published on the bus.
 fn turn(
     shared: &Shared,
-    events: &broadcast::Sender<Event>,
     out: &mut Transmits,
     pending: &mut Vec<Event>,
     input: impl FnOnce(&mut cohort_core::Node, Instant, WallTime),
@@ -41,15 +41,16 @@ fn turn(
         shared.publish(&locked);
     }
     drop(locked);
-    for event in pending.drain(..) {
-        // A member that left or failed: its RPC connection goes (a new one is made if it comes
-        // back and is called).
-        if let (Event::Left(member) | Event::Failed(member), Some(rpc)) = (&event, &shared.rpc) {
-            rpc.forget_peer(cohort_core::members::rpc_addr(member));
+    if let Some(rpc) = &shared.rpc {
+        for event in pending.iter() {
+            // A member that left or failed: its RPC connection goes (a new one is made if it
+            // comes back and is called).
+            if let Event::Left(member) | Event::Failed(member) = event {
+                rpc.forget_peer(cohort_core::members::rpc_addr(member));
+            }
         }
-        // No reader is not an error.
-        let _ = events.send(event);
     }
+    shared.events.publish_all(pending.drain(..));
     drained
 }
 
@@ -59,18 +60,9 @@ async fn send_all(shared: &Shared, socket: &GossipSocket, out: &mut Transmits) {
             .send_to(&transmit.payload, transmit.destination)
             .await
         {
-            Ok(n) => {
-                shared
-                    .counters
-                    .datagrams_sent
-                    .fetch_add(1, Ordering::Relaxed);
-                shared
-                    .counters
-                    .bytes_sent
-                    .fetch_add(n as u64, Ordering::Relaxed);
-            }
+            Ok(n) => shared.counters.sent(n),
             Err(error) => {
-                shared.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                shared.counters.send_failed();
                 tracing::debug!(to = %transmit.destination, %error, "gossip send failed");
             }
         }
@@ -86,19 +78,9 @@ fn receive(
     from: SocketAddr,
     bytes: &[u8],
 ) {
-    shared
-        .counters
-        .datagrams_received
-        .fetch_add(1, Ordering::Relaxed);
-    shared
-        .counters
-        .bytes_received
-        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    shared.counters.received(bytes.len());
     if let Err(error) = locked.handle_datagram(now, wall, from, bytes) {
-        shared
-            .counters
-            .decode_errors
-            .fetch_add(1, Ordering::Relaxed);
+        shared.counters.decode_failed();
         tracing::debug!(%from, %error, "ignored a datagram that does not decode");
     }
 }
@@ -109,7 +91,6 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     mut socket: GossipSocket,
     mut signals: mpsc::Receiver<()>,
-    events: broadcast::Sender<Event>,
 ) {
     // One byte more than the largest datagram: a larger one shows as truncated, not valid.
     let mut buf = vec![0u8; MAX_DATAGRAM_SIZE + 1];
@@ -119,7 +100,7 @@ pub(crate) async fn run(
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
     let mut leaving = false;
-    let mut drained = turn(&shared, &events, &mut out, &mut pending, |_, _, _| {});
+    let mut drained = turn(&shared, &mut out, &mut pending, |_, _, _| {});
     loop {
         send_all(&shared, &socket, &mut out).await;
         if let Some(outcome) = drained.left {
@@ -138,7 +119,7 @@ pub(crate) async fn run(
                 // A command changed the machine (its outputs are drained now), or a stop was
                 // asked for.
                 if !shared.stop_requested.load(Ordering::Acquire) {
-                    drained = turn(&shared, &events, &mut out, &mut pending, |_, _, _| {});
+                    drained = turn(&shared, &mut out, &mut pending, |_, _, _| {});
                     continue;
                 }
                 // Take in what already arrived first (a bounded number of datagrams): a peer
@@ -158,7 +139,7 @@ pub(crate) async fn run(
                 }
                 // The local node is Left at once: readers of the snapshot see it too. The core
                 // ends the leave (announced, or at its timeout, a deadline it arms).
-                drained = turn(&shared, &events, &mut out, &mut pending, |locked, now, _| {
+                drained = turn(&shared, &mut out, &mut pending, |locked, now, _| {
                     locked.leave(now);
                 });
                 leaving = true;
@@ -166,7 +147,7 @@ pub(crate) async fn run(
             // Before the socket: a flood of datagrams must not hold rounds, liveness checks or
             // the end of a leave back.
             () = &mut timer => {
-                drained = turn(&shared, &events, &mut out, &mut pending, |locked, now, _| {
+                drained = turn(&shared, &mut out, &mut pending, |locked, now, _| {
                     locked.handle_timeout(now);
                 });
             }
@@ -178,7 +159,7 @@ pub(crate) async fn run(
                     // it eagerly instead costs an empty read and an epoll round trip per
                     // datagram (measured with strace: twice the failed reads, 8x the waits).
                     Ok((n, from)) => {
-                        drained = turn(&shared, &events, &mut out, &mut pending, |locked, now, wall| {
+                        drained = turn(&shared, &mut out, &mut pending, |locked, now, wall| {
                             receive(&shared, locked, now, wall, from, &buf[..n]);
                         });
                     }
@@ -191,17 +172,12 @@ pub(crate) async fn run(
 }
 
 /// Resolves the seed host names again every `every`, for as long as the node runs, starting
-/// from each seed's addresses at start (`resolved_each`).
-pub(crate) async fn refresh_seeds(
-    shared: Arc<Shared>,
-    seeds: Vec<Seed>,
-    mut resolved_each: Vec<Vec<SocketAddr>>,
-    every: Duration,
-) {
+/// from each seed's addresses at start.
+pub(crate) async fn refresh_seeds(shared: Arc<Shared>, mut seeds: SeedSet, every: Duration) {
     let every = every.max(Duration::from_secs(1));
     loop {
         tokio::time::sleep(every).await;
-        let resolved = resolve_seeds(&seeds, &mut resolved_each).await;
+        let resolved = seeds.resolve(lookup_seed).await;
         shared.lock_core().set_seeds(resolved);
     }
 }

@@ -1,0 +1,93 @@
+//! A node's traffic counters.
+//!
+//! Owns [`Counters`] (atomics the node's task bumps) and [`Statistics`] (what applications
+//! read). It never does I/O.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Traffic counters of a node since it started (a driver's `Node::statistics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Statistics {
+    /// Gossip datagrams sent.
+    pub datagrams_sent: u64,
+    /// Bytes of gossip sent (UDP payloads).
+    pub bytes_sent: u64,
+    /// Gossip datagrams received.
+    pub datagrams_received: u64,
+    /// Bytes of gossip received (UDP payloads).
+    pub bytes_received: u64,
+    /// Received datagrams that did not decode (and were ignored).
+    pub decode_errors: u64,
+    /// Datagrams the socket refused to send.
+    pub send_errors: u64,
+    /// The most bytes any RPC connection held waiting to be written (its replies and calls):
+    /// a connection stops reading from a peer past
+    /// [`max_buffered`](crate::rpc::ConnectionConfig::max_buffered), so this stays near it
+    /// however the peer behaves. 0 on a node without RPC.
+    pub rpc_send_buffer_peak: u64,
+}
+
+/// The counters a node's task keeps, readable from any thread without a lock.
+#[derive(Debug, Default)]
+pub struct Counters {
+    datagrams_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    datagrams_received: AtomicU64,
+    bytes_received: AtomicU64,
+    decode_errors: AtomicU64,
+    send_errors: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+fn usize_to_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+impl Counters {
+    /// Zero everywhere.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A datagram of `bytes` bytes was sent.
+    pub fn sent(&self, bytes: usize) {
+        add(&self.datagrams_sent, 1);
+        add(&self.bytes_sent, usize_to_u64(bytes));
+    }
+
+    /// The socket refused to send a datagram.
+    pub fn send_failed(&self) {
+        add(&self.send_errors, 1);
+    }
+
+    /// A datagram of `bytes` bytes was received.
+    pub fn received(&self, bytes: usize) {
+        add(&self.datagrams_received, 1);
+        add(&self.bytes_received, usize_to_u64(bytes));
+    }
+
+    /// A received datagram did not decode.
+    pub fn decode_failed(&self) {
+        add(&self.decode_errors, 1);
+    }
+
+    /// The counters now, with the RPC send buffer peak the driver measured.
+    #[must_use]
+    pub fn statistics(&self, rpc_send_buffer_peak: u64) -> Statistics {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Statistics {
+            datagrams_sent: get(&self.datagrams_sent),
+            bytes_sent: get(&self.bytes_sent),
+            datagrams_received: get(&self.datagrams_received),
+            bytes_received: get(&self.bytes_received),
+            decode_errors: get(&self.decode_errors),
+            send_errors: get(&self.send_errors),
+            rpc_send_buffer_peak,
+        }
+    }
+}
