@@ -45,9 +45,11 @@ pub struct NodeBuilder {
     pub(crate) rpc: RpcSettings,
 }
 
-/// The RPC settings, kept until RPC arrives with the QUIC transport.
+/// The RPC settings.
 #[derive(Debug)]
 pub(crate) struct RpcSettings {
+    /// RPC needs mutual TLS: without it the node has none.
+    pub(crate) tls: Option<crate::TlsConfig>,
     pub(crate) deadline: Option<Duration>,
     pub(crate) connection: RpcConnectionConfig,
     pub(crate) drain_timeout: Duration,
@@ -68,6 +70,7 @@ impl NodeBuilder {
         Self {
             settings: NodeSettings::new(name, connection),
             rpc: RpcSettings {
+                tls: None,
                 deadline: Some(DEFAULT_RPC_DEADLINE),
                 connection: RpcConnectionConfig::default(),
                 drain_timeout: Duration::from_secs(5),
@@ -172,9 +175,10 @@ impl NodeBuilder {
         self
     }
 
-    /// The address this node serves RPC on, published as
-    /// [`RPC_ADDR_KEY`](cohort_core::members::RPC_ADDR_KEY). Default: the public gossip
-    /// address. Published now; served once RPC arrives with the QUIC transport.
+    /// The address this node serves RPC on (QUIC, UDP), published as
+    /// [`RPC_ADDR_KEY`](cohort_core::members::RPC_ADDR_KEY): its port is bound at the listen
+    /// IP. Default: the public IP and a free port (with [`tls`](Self::tls); without it the
+    /// node serves no RPC).
     pub fn rpc_addr(mut self, addr: SocketAddr) -> Self {
         self.settings.rpc_addr = Some(addr);
         self
@@ -231,10 +235,22 @@ impl NodeBuilder {
         self
     }
 
+    /// Serves and calls RPC over QUIC with mutual TLS: this node presents `tls`'s certificate
+    /// and accepts only peers whose certificate the cluster CA in `tls` signed (see
+    /// [`TlsConfig`](crate::TlsConfig); [`ClusterCa`](crate::ClusterCa) makes one for tests).
+    /// Without it the node has no RPC: its clients' calls fail with
+    /// [`StatusCode::Unavailable`](crate::StatusCode::Unavailable).
+    ///
+    /// The QUIC endpoint binds UDP at the listen IP and the port of
+    /// [`rpc_addr`](Self::rpc_addr) if one was given, or a free port otherwise (QUIC and gossip
+    /// are both UDP, so they cannot share a port); the port taken is the one published.
+    pub fn tls(mut self, tls: crate::TlsConfig) -> Self {
+        self.rpc.tls = Some(tls);
+        self
+    }
+
     /// The deadline of RPC calls from this node's clients, unless a client sets its own.
     /// Default [`DEFAULT_RPC_DEADLINE`] (10 s); `None` for none.
-    ///
-    /// Inert for now: RPC arrives with the QUIC transport.
     pub fn rpc_deadline(mut self, deadline: Option<Duration>) -> Self {
         self.rpc.deadline = deadline;
         self
@@ -243,8 +259,6 @@ impl NodeBuilder {
     /// The limits of every RPC connection (frame size, calls in flight each way, send buffer,
     /// keep-alive, idle timeout). Default: core's
     /// [`ConnectionConfig::default`](cohort_core::rpc::ConnectionConfig::default).
-    ///
-    /// Inert for now: RPC arrives with the QUIC transport.
     pub fn rpc_connection_config(mut self, config: RpcConnectionConfig) -> Self {
         self.rpc.connection = config;
         self
@@ -252,8 +266,6 @@ impl NodeBuilder {
 
     /// How long [`Node::shutdown`] lets the calls being served finish before closing the RPC
     /// connections. Default 5 s.
-    ///
-    /// Inert for now: RPC arrives with the QUIC transport.
     pub fn rpc_drain_timeout(mut self, timeout: Duration) -> Self {
         self.rpc.drain_timeout = timeout;
         self

@@ -16,6 +16,9 @@ pub enum ConnectError {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// The TLS configuration was refused by the QUIC stack.
+    #[error("the TLS configuration is unusable: {0}")]
+    Tls(crate::TlsError),
     /// A setting is unusable.
     #[error("invalid node configuration: {0}")]
     InvalidConfig(#[from] ConfigError),

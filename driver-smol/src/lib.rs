@@ -83,15 +83,18 @@ mod runtime;
 
 pub mod tls;
 
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the QUIC endpoint waits for the driver's node to start it"
-    )
-)]
 mod rpc_quic;
 
+pub mod admin {
+    //! The admin service every node with RPC serves (core's, re-exported): its view of the
+    //! membership, for tools such as `cohort members`.
+    pub use cohort_core::admin::{
+        ADMIN_SERVICE, AdminService, ArchivedMemberRow, ArchivedMembersReply,
+        ArchivedMembersRequest, MemberRow, MembersReply, MembersRequest,
+    };
+}
+
+pub use cohort_core::rpc::RpcTarget;
 pub use rpc_quic::{Response, RpcClient};
 
 pub use builder::{DEFAULT_RPC_DEADLINE, NodeBuilder};

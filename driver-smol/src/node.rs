@@ -29,7 +29,9 @@ use crate::ConnectError;
 use crate::builder::NodeBuilder;
 use crate::clock::{Clock, wall_now};
 use crate::extension::ClusterExtension;
+use crate::rpc_quic::{Rpc, RpcClient, StartError};
 use crate::runtime;
+use cohort_core::rpc::{RpcService, RpcTarget};
 
 type ShutdownHook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
@@ -56,6 +58,10 @@ pub(crate) struct Shared {
     task: Mutex<Option<Task<()>>>,
     resolver: Mutex<Option<Task<()>>>,
     pub(crate) counters: Counters,
+    /// RPC over QUIC (none without TLS).
+    pub(crate) rpc: Option<Arc<Rpc>>,
+    rpc_deadline: Option<Duration>,
+    rpc_drain_timeout: Duration,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -173,7 +179,10 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     pub(crate) async fn start(builder: NodeBuilder) -> Result<Self, ConnectError> {
-        let NodeBuilder { mut settings, .. } = builder;
+        let NodeBuilder {
+            mut settings,
+            rpc: rpc_settings,
+        } = builder;
         let listen = settings.connection.listen;
         let bind_error = |source| ConnectError::Bind {
             addr: listen,
@@ -181,6 +190,30 @@ impl Node {
         };
         let socket = Async::<UdpSocket>::bind(listen).map_err(bind_error)?;
         let listen_addr = socket.get_ref().local_addr().map_err(bind_error)?;
+        // RPC's UDP socket first: the port it gets is the one published.
+        let rpc_socket = match &rpc_settings.tls {
+            Some(_) => {
+                let port = settings.rpc_addr.map_or(0, |a| a.port());
+                let rpc_listen = SocketAddr::new(listen_addr.ip(), port);
+                let rpc_socket =
+                    UdpSocket::bind(rpc_listen).map_err(|source| ConnectError::Bind {
+                        addr: rpc_listen,
+                        source,
+                    })?;
+                let bound = rpc_socket
+                    .local_addr()
+                    .map_err(|source| ConnectError::Bind {
+                        addr: rpc_listen,
+                        source,
+                    })?;
+                let ip = settings
+                    .rpc_addr
+                    .map_or_else(|| settings.connection.public.ip(), |a| a.ip());
+                settings.rpc_addr = Some(SocketAddr::new(ip, bound.port()));
+                Some(rpc_socket)
+            }
+            None => None,
+        };
         let mut seeds = SeedSet::parse(&settings.connection.seeds);
         let resolved = seeds.resolve(lookup_seed).await;
         let wall = wall_now();
@@ -193,6 +226,27 @@ impl Node {
         // `configure` may have changed the identity: the core's is the one.
         let id = core.id().clone();
         let clock = Clock::new(Arc::clone(core.clock()));
+        let rpc = match (rpc_socket, &rpc_settings.tls) {
+            (Some(rpc_socket), Some(tls)) => {
+                let rpc_listen = rpc_socket.local_addr().ok();
+                let rpc = Rpc::start(
+                    rpc_socket,
+                    Arc::clone(core.clock()),
+                    rpc_settings.connection.clone(),
+                    tls,
+                    Duration::from_secs(5),
+                )
+                .map_err(|error| match error {
+                    StartError::Bind(source) => ConnectError::Bind {
+                        addr: rpc_listen.unwrap_or(listen),
+                        source,
+                    },
+                    StartError::Tls(error) => ConnectError::Tls(error),
+                })?;
+                Some(rpc)
+            }
+            _ => None,
+        };
         let members = MembersCell::new(core.members());
         let events = EventBus::new(settings.event_capacity, members.clone());
         let (signal_tx, signal_rx) = smol::channel::bounded(1);
@@ -212,7 +266,17 @@ impl Node {
             task: Mutex::new(None),
             resolver: Mutex::new(None),
             counters: Counters::new(),
+            rpc,
+            rpc_deadline: rpc_settings.deadline,
+            rpc_drain_timeout: rpc_settings.drain_timeout,
         });
+        if let Some(rpc) = &shared.rpc {
+            // Every node serves its view of the membership (`cohort members`).
+            let admin = cohort_core::admin::AdminService::new(shared.members.clone());
+            if let Err(error) = rpc.registry.add_service(admin) {
+                tracing::warn!(%error, "the admin service could not be added");
+            }
+        }
         let run = runtime::run(Arc::clone(&shared), socket, signal_rx);
         let node = shared.id.clone();
         // A panic in the loop is logged by `shutdown`, not thrown again into it.
@@ -447,11 +511,66 @@ impl Node {
         lock(&self.shared.hooks).push(Box::new(move || Box::pin(hook())));
     }
 
+    /// Serves `service` over RPC from now on (every connection, at once).
+    ///
+    /// Handlers run on the task of the connection a call came in on: one that blocks its
+    /// thread holds up that connection's other calls (use `smol::unblock` for blocking or long
+    /// CPU work).
+    ///
+    /// # Errors
+    ///
+    /// A [`RegistryError`](cohort_core::rpc::RegistryError): a service of that name is
+    /// already served, or two method ids collide; nothing changed. A node without
+    /// [`tls`](crate::NodeBuilder::tls) has no RPC: the service is accepted but no call can
+    /// reach it.
+    pub fn add_rpc_service<S: RpcService>(
+        &self,
+        service: S,
+    ) -> Result<(), cohort_core::rpc::RegistryError> {
+        match &self.shared.rpc {
+            Some(rpc) => rpc.registry.add_service(service),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops serving `S`: calls already running finish, new ones get
+    /// [`StatusCode::NotFound`](cohort_core::rpc::StatusCode::NotFound). Every other service
+    /// stays. Returns whether it was served.
+    pub fn remove_rpc_service<S: RpcService>(&self) -> bool {
+        self.shared
+            .rpc
+            .as_ref()
+            .is_some_and(|rpc| rpc.registry.remove_service::<S>())
+    }
+
+    /// A client of service `S` on `to` (a member, a candidate from a selection, or an
+    /// address), with the node's default deadline
+    /// ([`NodeBuilder::rpc_deadline`](crate::NodeBuilder::rpc_deadline)). Calls share one
+    /// QUIC connection per member, opened on the first call.
+    #[must_use]
+    pub fn rpc_client<S: RpcService>(&self, to: impl RpcTarget) -> RpcClient<S> {
+        RpcClient::new(
+            self.shared.rpc.clone(),
+            to.rpc_addr(),
+            self.shared.rpc_deadline,
+        )
+    }
+
+    /// The address the QUIC endpoint is bound to (`None` without TLS: no RPC).
+    #[must_use]
+    pub fn rpc_listen_addr(&self) -> Option<SocketAddr> {
+        self.shared.rpc.as_ref().map(|rpc| rpc.local_addr())
+    }
+
     /// Traffic counters since the node started.
     #[must_use]
     pub fn statistics(&self) -> Statistics {
-        // No RPC yet: nothing buffered.
-        self.shared.counters.statistics(0)
+        let peak = self
+            .shared
+            .rpc
+            .as_ref()
+            .map_or(0, |rpc| rpc.send_buffer_peak.load(Ordering::Relaxed));
+        self.shared.counters.statistics(peak)
     }
 
     /// Leaves the cluster gracefully and stops: runs the shutdown hooks, announces the
@@ -482,6 +601,11 @@ impl Node {
         let task = lock(&self.shared.task).take();
         if let Some(task) = task {
             task.await;
+        }
+        // Peers know we left: let the calls being served finish, then close RPC (its port is
+        // free when this returns).
+        if let Some(rpc) = &self.shared.rpc {
+            rpc.shutdown(self.shared.rpc_drain_timeout).await;
         }
         // Ends every event stream (after what they hold), snapshot stream and wait.
         self.shared.events.close();

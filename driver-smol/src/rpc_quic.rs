@@ -321,16 +321,15 @@ pub(crate) struct Rpc {
 }
 
 impl Rpc {
-    /// Binds the QUIC endpoint on `listen` (UDP) and starts accepting connections from
+    /// Starts the QUIC endpoint on `socket` (bound by the caller) and accepts connections from
     /// members of the cluster (certificates signed by `tls`'s CA).
     pub(crate) fn start(
-        listen: SocketAddr,
+        socket: std::net::UdpSocket,
         clock: Arc<SharedHlc>,
         config: RpcConnectionConfig,
         tls: &TlsConfig,
         connect_timeout: Duration,
     ) -> Result<Arc<Self>, StartError> {
-        let socket = std::net::UdpSocket::bind(listen)?;
         let mut endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(tls.quinn_server_config()?),
@@ -480,7 +479,6 @@ impl Rpc {
     }
 
     /// Drops the client connection to `addr` (its member left or failed).
-    #[allow(dead_code, reason = "the node calls it once it drives RPC")]
     pub(crate) fn forget_peer(&self, addr: SocketAddr) {
         let mut peers = lock(&self.peers);
         let Some(slot) = peers.get(&addr) else {

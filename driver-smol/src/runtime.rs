@@ -41,6 +41,15 @@ fn turn(
         shared.publish(&locked);
     }
     drop(locked);
+    if let Some(rpc) = &shared.rpc {
+        for event in pending.iter() {
+            // A member that left or failed: its RPC connection goes (a new one is made if it
+            // comes back and is called).
+            if let Event::Left(member) | Event::Failed(member) = event {
+                rpc.forget_peer(cohort_core::members::rpc_addr(member));
+            }
+        }
+    }
     shared.events.publish_all(pending.drain(..));
     drained
 }

@@ -23,7 +23,7 @@ use cohort_core::{
     Candidate, Consistency, KeyError, Member, Members, NodeId, SelectError, Topology,
 };
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -50,8 +50,6 @@ pub(crate) struct Shared {
     signal_tx: mpsc::Sender<()>,
     /// The latest snapshot; closed once the node is done.
     pub(crate) members: MembersCell,
-    /// The snapshot again, for the admin service, which reads a watch channel.
-    admin_members: watch::Sender<Members>,
     /// The events; closed once the node has shut down, so that event streams end.
     pub(crate) events: EventBus,
     clock: Clock,
@@ -85,9 +83,7 @@ impl Shared {
 
     /// Publishes the membership of `node` if it is newer than the last snapshot published.
     pub(crate) fn publish(&self, node: &cohort_core::Node) {
-        if self.members.publish_from(node) {
-            self.admin_members.send_replace(self.members.get());
-        }
+        self.members.publish_from(node);
     }
 
     /// Wakes the node's task (a full channel means a wake-up is already pending).
@@ -167,30 +163,9 @@ impl std::fmt::Debug for Node {
     }
 }
 
-/// Something an RPC client can be made for: a member (its published
-/// [`RPC_ADDR_KEY`](crate::RPC_ADDR_KEY)), a selection candidate, or an address.
-pub trait RpcTarget {
-    /// The address RPC calls go to.
-    fn rpc_addr(&self) -> SocketAddr;
-}
-
-impl RpcTarget for SocketAddr {
-    fn rpc_addr(&self) -> SocketAddr {
-        *self
-    }
-}
-
-impl RpcTarget for &Member {
-    fn rpc_addr(&self) -> SocketAddr {
-        cohort_core::members::rpc_addr(self)
-    }
-}
-
-impl RpcTarget for &Candidate {
-    fn rpc_addr(&self) -> SocketAddr {
-        self.addr()
-    }
-}
+/// What an RPC client can be made for (core's): a member, a selection candidate, or an
+/// address.
+pub use cohort_core::rpc::RpcTarget;
 
 /// The addresses of seed `host` now (`None`, logged, when it does not resolve in 5 s): the
 /// lookup core's [`SeedSet::resolve`] runs for each host name.
@@ -268,9 +243,8 @@ impl Node {
             Some(rpc)
         };
 
-        let members = MembersCell::new(first.clone());
+        let members = MembersCell::new(first);
         let events = EventBus::new(settings.event_capacity, members.clone());
-        let (admin_members, _) = watch::channel(first);
         let (signal_tx, signal_rx) = mpsc::channel(1);
         let shared = Arc::new(Shared {
             id,
@@ -279,7 +253,6 @@ impl Node {
             core: Mutex::new(core),
             signal_tx,
             members,
-            admin_members,
             events,
             clock,
             selection,
@@ -295,7 +268,7 @@ impl Node {
         });
         if let Some(rpc) = &shared.rpc {
             // Every node serves its view of the membership (`cohort members`).
-            let admin = crate::admin::AdminService::new(shared.admin_members.subscribe());
+            let admin = crate::admin::AdminService::new(shared.members.clone());
             if let Err(error) = rpc.registry.add_service(admin) {
                 tracing::warn!(%error, "the admin service could not be added");
             }

@@ -58,5 +58,30 @@ pub use service::{
 pub use serving::Serving;
 pub use status::{ArchivedStatus, ArchivedStatusCode, Status, StatusCode};
 
+/// What an RPC client can be made for: a member (the address it publishes under
+/// [`RPC_ADDR_KEY`](crate::members::RPC_ADDR_KEY)), a selection candidate, or an address.
+pub trait RpcTarget {
+    /// The address RPC calls go to.
+    fn rpc_addr(&self) -> std::net::SocketAddr;
+}
+
+impl RpcTarget for std::net::SocketAddr {
+    fn rpc_addr(&self) -> std::net::SocketAddr {
+        *self
+    }
+}
+
+impl RpcTarget for &crate::Member {
+    fn rpc_addr(&self) -> std::net::SocketAddr {
+        crate::members::rpc_addr(self)
+    }
+}
+
+impl RpcTarget for &crate::Candidate {
+    fn rpc_addr(&self) -> std::net::SocketAddr {
+        self.addr()
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -83,7 +83,7 @@ fn clock(tag: u64) -> Arc<SharedHlc> {
 fn endpoint(ca: &ClusterCa, name: &str, tag: u64) -> Arc<Rpc> {
     let tls = ca.issue(name).unwrap().tls_config(ca).unwrap();
     Rpc::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
+        std::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap(),
         clock(tag),
         RpcConnectionConfig::default(),
         &tls,
@@ -254,7 +254,7 @@ fn shutdown_finishes_calls_then_frees_the_port() {
         // its back-off.
         let tls = ca.issue("server").unwrap().tls_config(&ca).unwrap();
         let again = Rpc::start(
-            addr,
+            std::net::UdpSocket::bind(addr).unwrap(),
             clock(3),
             RpcConnectionConfig::default(),
             &tls,
