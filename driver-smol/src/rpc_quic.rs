@@ -505,7 +505,22 @@ impl Rpc {
         S: Handler<M>,
         M: Message,
     {
-        let conn = self.connection(addr).await?;
+        // The deadline covers connecting too; what is left of it goes with the request.
+        let started = Instant::now();
+        let conn = match deadline {
+            Some(limit) => {
+                let expired = async {
+                    Timer::after(limit).await;
+                    Err(Status::new(
+                        StatusCode::DeadlineExceeded,
+                        format!("the deadline passed while connecting to {addr}"),
+                    ))
+                };
+                smol::future::or(self.connection(addr), expired).await?
+            }
+            None => self.connection(addr).await?,
+        };
+        let deadline = deadline.map(|limit| limit.saturating_sub(started.elapsed()));
         let call = {
             let mut state = lock(&conn.state);
             let call = state

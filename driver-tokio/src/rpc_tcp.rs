@@ -374,7 +374,20 @@ impl Rpc {
         S: Handler<M>,
         M: Message,
     {
-        let conn = self.connection(addr).await?;
+        // The deadline covers connecting too; what is left of it goes with the request.
+        let started = Instant::now();
+        let conn = match deadline {
+            Some(limit) => tokio::time::timeout(limit, self.connection(addr))
+                .await
+                .map_err(|_| {
+                    Status::new(
+                        StatusCode::DeadlineExceeded,
+                        format!("the deadline passed while connecting to {addr}"),
+                    )
+                })??,
+            None => self.connection(addr).await?,
+        };
+        let deadline = deadline.map(|limit| limit.saturating_sub(started.elapsed()));
         let call = {
             let mut state = lock(&conn.state);
             let call = state
