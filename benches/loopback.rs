@@ -1,7 +1,10 @@
-//! `loopback`: chitchat 0.13 and cohort-tokio, side by side, as real nodes on loopback UDP.
+//! `loopback`: chitchat 0.13, cohort-tokio and cohort-smol, side by side, as real nodes on
+//! loopback UDP.
 //!
 //! For each cluster size N and each system (one run at a time, never overlapping), it starts
-//! N nodes in this process on one multi-threaded tokio runtime, each on its own UDP port on
+//! N nodes in this process (chitchat and cohort-tokio on one multi-threaded tokio runtime;
+//! cohort-smol on smol's global executor, whose thread count is `SMOL_THREADS`, 1 unless set,
+//! plus its I/O reactor thread), each on its own UDP port on
 //! 127.0.0.1, gossiping every 100 ms, every node seeded with node 0, each publishing one key
 //! from the start. Both use chitchat's failure detector defaults (phi threshold 8, a window of
 //! 1,000 samples, 10 s max interval, 24 h dead-node grace period) except the prior mean
@@ -41,9 +44,6 @@ use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpTransp
 use chitchat::{
     ChitchatConfig, ChitchatEnvelope, ChitchatHandle, ChitchatId, ProtocolVersion, spawn_chitchat,
 };
-use cohort_tokio::{
-    ConnectionConfig, FailureDetectorConfig, MemberStatus, Node, NodeBuilder, NodeId,
-};
 use tokio::time::{Instant, MissedTickBehavior};
 
 /// The gossip interval of every node, and the failure detector's prior mean interval.
@@ -71,6 +71,8 @@ const USER_HZ: f64 = 100.0;
 enum System {
     Chitchat,
     Cohort,
+    /// cohort on the smol driver (gossip only: no TLS, so no RPC endpoint).
+    Smol,
 }
 
 impl System {
@@ -78,6 +80,7 @@ impl System {
         match self {
             Self::Chitchat => "chitchat",
             Self::Cohort => "cohort",
+            Self::Smol => "smol",
         }
     }
 }
@@ -92,7 +95,7 @@ struct Options {
     poll: Duration,
 }
 
-const USAGE: &str = "usage: loopback [--systems chitchat,cohort] [--nodes 10,50,100] \
+const USAGE: &str = "usage: loopback [--systems chitchat,cohort,smol] [--nodes 10,50,100] \
                      [--window-s 30] [--kill-after-s 35] [--timeout-s 60] [--poll-ms 10]";
 
 fn parse_secs(value: &str, flag: &str) -> Result<Duration, String> {
@@ -128,6 +131,7 @@ fn parse_options() -> Result<Options, String> {
                     .map(|s| match s.trim() {
                         "chitchat" => Ok(System::Chitchat),
                         "cohort" => Ok(System::Cohort),
+                        "smol" => Ok(System::Smol),
                         other => Err(format!("--systems: unknown system {other}")),
                     })
                     .collect::<Result<_, _>>()?;
@@ -435,113 +439,121 @@ impl Cluster for ChitchatCluster {
 // ---------------------------------------------------------------------------------------------
 // cohort
 
-/// N cohort-tokio nodes.
-struct CohortCluster {
-    nodes: Vec<Option<Node>>,
-    ids: Vec<NodeId>,
-    values: Vec<String>,
-}
-
-impl Cluster for CohortCluster {
-    async fn start(n: usize) -> Result<Self, String> {
-        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
-        let mut failure_detector = FailureDetectorConfig::default();
-        failure_detector.phi_threshold = PHI_THRESHOLD;
-        failure_detector.initial_interval = GOSSIP_INTERVAL;
-        failure_detector.dead_node_grace_period = DEAD_NODE_GRACE_PERIOD;
-        let mut cluster = Self {
-            nodes: Vec::with_capacity(n),
-            ids: Vec::with_capacity(n),
-            values: Vec::with_capacity(n),
-        };
-        let mut seeds: Vec<String> = Vec::new();
-        for i in 0..n {
-            let value = value_of(i);
-            // Each node binds its own ephemeral port (distinct), and advertises it.
-            let node = NodeBuilder::new(
-                format!("node-{i}"),
-                ConnectionConfig::new(any_port, any_port, seeds.iter().cloned()),
-            )
-            .cluster_id(CLUSTER_ID)
-            .gossip_interval(GOSSIP_INTERVAL)
-            .failure_detector(failure_detector.clone())
-            .metadata(KEY, value.as_str())
-            .connect()
-            .await
-            .map_err(|e| format!("cohort node {i} did not start: {e}"))?;
-            if i == 0 {
-                seeds.push(node.public_addr().to_string());
-            }
-            cluster.ids.push(node.id().clone());
-            cluster.nodes.push(Some(node));
-            cluster.values.push(value);
+/// N cohort nodes of one driver (`$driver`), as `$name`.
+macro_rules! cohort_cluster {
+    ($name:ident, $driver:ident) => {
+        struct $name {
+            nodes: Vec<Option<$driver::Node>>,
+            ids: Vec<$driver::NodeId>,
+            values: Vec<String>,
         }
-        Ok(cluster)
-    }
 
-    async fn all_live(&self) -> bool {
-        let running = self.nodes.iter().flatten().count();
-        self.nodes
-            .iter()
-            .flatten()
-            .all(|node| node.members().live_count() == running)
-    }
-
-    async fn all_keys(&self) -> bool {
-        self.nodes.iter().enumerate().all(|(i, node)| {
-            let Some(node) = node else { return true };
-            let members = node.members();
-            self.ids
-                .iter()
-                .zip(&self.values)
-                .enumerate()
-                .all(|(j, (id, value))| {
-                    i == j || members.get(id).and_then(|m| m.get(KEY)) == Some(value.as_str())
-                })
-        })
-    }
-
-    fn traffic(&self) -> Traffic {
-        // Only taken while every node runs, so no node's counters are lost.
-        self.nodes
-            .iter()
-            .flatten()
-            .fold(Traffic::default(), |t, node| {
-                let s = node.statistics();
-                Traffic {
-                    bytes: t.bytes + s.bytes_sent,
-                    datagrams: t.datagrams + s.datagrams_sent,
+        impl Cluster for $name {
+            async fn start(n: usize) -> Result<Self, String> {
+                let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+                let mut failure_detector = $driver::FailureDetectorConfig::default();
+                failure_detector.phi_threshold = PHI_THRESHOLD;
+                failure_detector.initial_interval = GOSSIP_INTERVAL;
+                failure_detector.dead_node_grace_period = DEAD_NODE_GRACE_PERIOD;
+                let mut cluster = Self {
+                    nodes: Vec::with_capacity(n),
+                    ids: Vec::with_capacity(n),
+                    values: Vec::with_capacity(n),
+                };
+                let mut seeds: Vec<String> = Vec::new();
+                for i in 0..n {
+                    let value = value_of(i);
+                    // Each node binds its own ephemeral port (distinct), and advertises it.
+                    let node = $driver::NodeBuilder::new(
+                        format!("node-{i}"),
+                        $driver::ConnectionConfig::new(any_port, any_port, seeds.iter().cloned()),
+                    )
+                    .cluster_id(CLUSTER_ID)
+                    .gossip_interval(GOSSIP_INTERVAL)
+                    .failure_detector(failure_detector.clone())
+                    .metadata(KEY, value.as_str())
+                    .connect()
+                    .await
+                    .map_err(|e| format!("{} node {i} did not start: {e}", stringify!($driver)))?;
+                    if i == 0 {
+                        seeds.push(node.public_addr().to_string());
+                    }
+                    cluster.ids.push(node.id().clone());
+                    cluster.nodes.push(Some(node));
+                    cluster.values.push(value);
                 }
-            })
-    }
+                Ok(cluster)
+            }
 
-    async fn kill(&mut self, index: usize) {
-        // Dropping the only handle aborts the node's task (and closes its socket) without the
-        // leave that `shutdown` would announce: a crash, as far as peers can tell.
-        drop(self.nodes[index].take());
-    }
+            async fn all_live(&self) -> bool {
+                let running = self.nodes.iter().flatten().count();
+                self.nodes
+                    .iter()
+                    .flatten()
+                    .all(|node| node.members().live_count() == running)
+            }
 
-    async fn dead_seen_by_all(&self, index: usize) -> bool {
-        let dead = &self.ids[index];
-        self.nodes.iter().flatten().all(|node| {
-            node.members()
-                .get(dead)
-                .is_some_and(|m| m.status == MemberStatus::Failed)
-        })
-    }
+            async fn all_keys(&self) -> bool {
+                self.nodes.iter().enumerate().all(|(i, node)| {
+                    let Some(node) = node else { return true };
+                    let members = node.members();
+                    self.ids
+                        .iter()
+                        .zip(&self.values)
+                        .enumerate()
+                        .all(|(j, (id, value))| {
+                            i == j
+                                || members.get(id).and_then(|m| m.get(KEY)) == Some(value.as_str())
+                        })
+                })
+            }
 
-    async fn shutdown(self) {
-        let tasks: Vec<_> = self
-            .nodes
-            .into_iter()
-            .flatten()
-            .map(|node| tokio::spawn(async move { node.shutdown().await }))
-            .collect();
-        for task in tasks {
-            let _ = task.await;
+            fn traffic(&self) -> Traffic {
+                // Only taken while every node runs, so no node's counters are lost.
+                self.nodes
+                    .iter()
+                    .flatten()
+                    .fold(Traffic::default(), |t, node| {
+                        let s = node.statistics();
+                        Traffic {
+                            bytes: t.bytes + s.bytes_sent,
+                            datagrams: t.datagrams + s.datagrams_sent,
+                        }
+                    })
+            }
+
+            async fn kill(&mut self, index: usize) {
+                // Dropping the only handle aborts the node's task (and closes its socket) without the
+                // leave that `shutdown` would announce: a crash, as far as peers can tell.
+                drop(self.nodes[index].take());
+            }
+
+            async fn dead_seen_by_all(&self, index: usize) -> bool {
+                let dead = &self.ids[index];
+                self.nodes.iter().flatten().all(|node| {
+                    node.members()
+                        .get(dead)
+                        .is_some_and(|m| m.status == $driver::MemberStatus::Failed)
+                })
+            }
+
+            async fn shutdown(self) {
+                let tasks: Vec<_> = self
+                    .nodes
+                    .into_iter()
+                    .flatten()
+                    .map(|node| tokio::spawn(async move { node.shutdown().await }))
+                    .collect();
+                for task in tasks {
+                    let _ = task.await;
+                }
+            }
         }
-    }
+    };
 }
+
+cohort_cluster!(CohortCluster, cohort_tokio);
+cohort_cluster!(SmolCluster, cohort_smol);
 
 // ---------------------------------------------------------------------------------------------
 // The measurement
@@ -718,6 +730,7 @@ async fn main() {
             match system {
                 System::Chitchat => run::<ChitchatCluster>(system, n, &options).await,
                 System::Cohort => run::<CohortCluster>(system, n, &options).await,
+                System::Smol => run::<SmolCluster>(system, n, &options).await,
             }
         }
     }

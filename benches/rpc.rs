@@ -27,6 +27,10 @@
 //!   threads set a thread-local flag when they start; the allocator counts separately what
 //!   flagged threads allocate. Everything the server does for a call (its connection task, the
 //!   handlers it runs, its I/O driver and timers) runs on that runtime, and nothing else does;
+//! - for `quic` (cohort-smol, the same echo service over QUIC with mutual TLS), the server runs
+//!   on smol's executor, whose threads this bench cannot flag: its server-only count is
+//!   `n/a`, and its other figures include smol's executor and reactor threads hopping to the
+//!   callers' tokio tasks;
 //! - `allocs_per_call_server_u64_reply` (cohort only): the same, calling a second handler of
 //!   the same service that answers the same request with the sum of its bytes (a `u64`), so
 //!   that the handler allocates nothing itself (the echo's reply is a new `Vec`): what is left
@@ -164,6 +168,8 @@ const TCP_READ_BUFFER: usize = 128 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SystemKind {
     Cohort,
+    /// cohort-smol: the same service over QUIC with mutual TLS.
+    Quic,
     Datacake,
     Tarpc,
     Tcp,
@@ -173,6 +179,7 @@ impl SystemKind {
     fn name(self) -> &'static str {
         match self {
             Self::Cohort => "cohort",
+            Self::Quic => "quic",
             Self::Datacake => "datacake",
             Self::Tarpc => "tarpc",
             Self::Tcp => "tcp",
@@ -182,6 +189,7 @@ impl SystemKind {
     fn parse(name: &str) -> Result<Self, String> {
         match name.trim() {
             "cohort" => Ok(Self::Cohort),
+            "quic" => Ok(Self::Quic),
             "datacake" => Ok(Self::Datacake),
             "tarpc" => Ok(Self::Tarpc),
             "tcp" => Ok(Self::Tcp),
@@ -196,7 +204,7 @@ struct Options {
     window: Duration,
 }
 
-const USAGE: &str = "usage: rpc [--secs 3] [--systems cohort,datacake,tarpc,tcp]";
+const USAGE: &str = "usage: rpc [--secs 3] [--systems cohort,quic,datacake,tarpc,tcp]";
 
 fn parse_options() -> Result<Options, String> {
     let mut options = Options {
@@ -264,6 +272,10 @@ trait Caller: Send + 'static {
 /// A running server and its client.
 trait Bench: Sized {
     type Caller: Caller;
+
+    /// Whether the server runs on the runtime given to [`start`](Self::start), so that what
+    /// its threads allocate can be counted apart.
+    const SERVER_ON_RUNTIME: bool = true;
 
     /// Starts the server on `server` (a runtime's handle; its tasks run there) and a client
     /// on the current runtime.
@@ -437,6 +449,76 @@ impl Bench for CohortChecksumBench {
 
     async fn shutdown(self) {
         self.0.shutdown().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// cohort over QUIC (the smol driver)
+
+/// The cluster CA of the QUIC bench's nodes (made at run time).
+static QUIC_CA: std::sync::LazyLock<cohort_smol::ClusterCa> =
+    std::sync::LazyLock::new(|| cohort_smol::ClusterCa::generate("rpc-bench").expect("a CA"));
+
+async fn quic_node(name: &'static str) -> Result<cohort_smol::Node, String> {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let tls = QUIC_CA
+        .issue(name)
+        .and_then(|cert| cert.tls_config(&QUIC_CA))
+        .map_err(|e| e.to_string())?;
+    cohort_smol::NodeBuilder::new(name, ConnectionConfig::new(any, any, Vec::<String>::new()))
+        .cluster_id("rpc-bench")
+        .tls(tls)
+        .connect()
+        .await
+        .map_err(|e| format!("smol node {name} did not start: {e}"))
+}
+
+/// A cohort-smol server node serving the same echo over QUIC, and a client node. Both run on
+/// smol's executor (its own threads), whatever runtime the callers are on.
+struct QuicBench {
+    server: cohort_smol::Node,
+    client: cohort_smol::Node,
+}
+
+struct QuicCaller {
+    client: cohort_smol::RpcClient<CohortEcho>,
+    payload: Vec<u8>,
+}
+
+impl Caller for QuicCaller {
+    async fn call(&mut self) -> Result<(), String> {
+        let reply = self
+            .client
+            .call(&self.payload)
+            .await
+            .map_err(|e| e.to_string())?;
+        check_echo(reply.get().len(), self.payload.len())
+    }
+}
+
+impl Bench for QuicBench {
+    type Caller = QuicCaller;
+    const SERVER_ON_RUNTIME: bool = false;
+
+    async fn start(_server: &Handle) -> Result<Self, String> {
+        let server = quic_node("rpc-server").await?;
+        server
+            .add_rpc_service(CohortEcho)
+            .map_err(|e| e.to_string())?;
+        let client = quic_node("rpc-client").await?;
+        Ok(Self { server, client })
+    }
+
+    async fn caller(&self, len: usize) -> Result<QuicCaller, String> {
+        Ok(QuicCaller {
+            client: self.client.rpc_client::<CohortEcho>(self.server.rpc_addr()),
+            payload: payload(len),
+        })
+    }
+
+    async fn shutdown(self) {
+        self.client.shutdown().await;
+        self.server.shutdown().await;
     }
 }
 
@@ -1001,7 +1083,14 @@ async fn run<B: Bench>(
         "allocs_per_call_server",
         "allocations per call, server threads only (64 B, 1 caller)",
         &result,
-        |(_, server)| format!("{server:.2}"),
+        |(_, server)| {
+            if B::SERVER_ON_RUNTIME {
+                format!("{server:.2}")
+            } else {
+                // Its threads are not ours to flag: not counted apart.
+                "n/a".to_owned()
+            }
+        },
     );
     println!(
         "# {}: done in {:.1} s",
@@ -1067,6 +1156,9 @@ fn main() {
                             &result,
                             |(_, server)| format!("{server:.2}"),
                         );
+                    }
+                    SystemKind::Quic => {
+                        run::<QuicBench>(system, &options, &server_handle, &mut report).await;
                     }
                     SystemKind::Datacake => {
                         run::<DatacakeBench>(system, &options, &server_handle, &mut report).await;
