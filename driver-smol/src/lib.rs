@@ -51,22 +51,79 @@
 //! What is here: gossip membership (chitchat's protocol, with cohort's envelope, or bare in
 //! chitchat-compatible mode), member snapshots and events, replica selection, the hybrid
 //! logical clock, metadata, extensions and a graceful shutdown, with the same API as
-//! cohort-tokio's; and mutual TLS for RPC:
+//! cohort-tokio's (one conformance suite runs against both); and RPC over QUIC with mutual
+//! TLS.
 //!
-//! - [`ClusterCa`] makes a cluster's certificate authority and issues node certificates
-//!   ([`NodeCertificate`]); it is meant for tests, examples and a command that makes
-//!   certificates, and keys are always generated at run time, never shipped.
-//! - [`TlsConfig`] loads what a node needs (the cluster CA certificate, its certificate chain
-//!   and key) from PEM bytes or files, checking it up front and naming what is wrong.
+//! ## RPC over QUIC, with mutual TLS
 //!
-//! Both ends of every connection must present a certificate signed by the cluster CA, within
-//! its validity period; every node certificate carries the DNS name
+//! A node given a [`TlsConfig`] ([`NodeBuilder::tls`]) serves and calls RPC over QUIC (quinn
+//! on smol): one connection per peer, carrying core's frames, connection rules and services
+//! exactly as cohort-tokio's TCP does. Both ends of every connection must present a
+//! certificate signed by the cluster CA, within its validity period; a peer that does not is
+//! refused, and both sides log why. Every node certificate carries the DNS name
 //! [`CLUSTER_SERVER_NAME`], which clients use as the server name since nodes dial each other
 //! by address. The [`tls` module documentation](crate::tls) has the whole trust model.
 //!
-//! **Under construction:** RPC over QUIC (services, clients, the admin service) comes next;
-//! the node publishes its RPC address already ([`RPC_ADDR_KEY`]), and the RPC settings of
-//! [`NodeBuilder`] are kept for it.
+//! - [`ClusterCa`] makes a cluster's certificate authority and issues node certificates
+//!   ([`NodeCertificate`]), for tests, examples and `cohort certs`; keys are always generated
+//!   at run time, never shipped.
+//! - [`TlsConfig`] loads what a node needs (the cluster CA certificate, its certificate chain
+//!   and key) from PEM bytes or files, checking it up front and naming what is wrong.
+//!
+//! ```
+//! use std::time::Duration;
+//! use cohort_smol::{
+//!     ClusterCa, ConnectionConfig, Handler, NodeBuilder, Request, RpcService, ServiceRegistry,
+//!     Status, rkyv,
+//! };
+//!
+//! #[derive(rkyv::Archive, rkyv::Serialize)]
+//! #[rkyv(crate = cohort_smol::rkyv)]
+//! pub struct Add { pub a: u64, pub b: u64 }
+//!
+//! pub struct Calculator;
+//!
+//! impl RpcService for Calculator {
+//!     fn service_name() -> &'static str { "calculator" }
+//!     fn register_handlers(registry: &mut ServiceRegistry<Self>) { registry.add_handler::<Add>(); }
+//! }
+//!
+//! impl Handler<Add> for Calculator {
+//!     const NAME: &'static str = "add";
+//!     type Reply = u64;
+//!     async fn on_message(&self, request: Request<'_, Add>) -> Result<u64, Status> {
+//!         Ok(request.a.to_native() + request.b.to_native())
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! smol::block_on(async {
+//!     // A cluster CA and a certificate per node (from files in production:
+//!     // `TlsConfig::from_pem_files`).
+//!     let ca = ClusterCa::generate("orders")?;
+//!     let tls = |name: &str| ca.issue(name).and_then(|cert| cert.tls_config(&ca));
+//!     let any = "127.0.0.1:0".parse()?;
+//!     let server = NodeBuilder::new("server", ConnectionConfig::new(any, any, Vec::<String>::new()))
+//!         .tls(tls("server")?)
+//!         .connect()
+//!         .await?;
+//!     let client = NodeBuilder::new("client", ConnectionConfig::new(any, any, Vec::<String>::new()))
+//!         .tls(tls("client")?)
+//!         .rpc_deadline(Some(Duration::from_secs(2)))
+//!         .connect()
+//!         .await?;
+//!     server.add_rpc_service(Calculator)?;
+//!     let sum = client
+//!         .rpc_client::<Calculator>(server.rpc_addr())
+//!         .call(&Add { a: 2, b: 40 })
+//!         .await?;
+//!     assert_eq!(sum.get().to_native(), 42);
+//!     client.shutdown().await;
+//!     server.shutdown().await;
+//!     Ok(())
+//! })
+//! # }
+//! ```
 //!
 //! Every type in this crate's signatures is re-exported here: depending on `cohort-smol`
 //! alone is enough. Streams are read with their own `next`, or with the re-exported
