@@ -9,28 +9,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use cohort_tokio::{
-    ConnectionConfig, Consistency, DATA_CENTER_KEY, Event, Members, Node, NodeBuilder,
-};
+use cohort_examples::show;
+use cohort_tokio::{ConnectionConfig, Consistency, DATA_CENTER_KEY, Event, Node, NodeBuilder};
 
 const INTERVAL: Duration = Duration::from_millis(100);
 const DEADLINE: Duration = Duration::from_secs(10);
-
-fn show(members: &Members) -> String {
-    members
-        .all()
-        .iter()
-        .map(|m| {
-            format!(
-                "{}({}, {:?})",
-                m.id.name(),
-                m.get(DATA_CENTER_KEY).unwrap_or("?"),
-                m.status
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
 
 async fn start(
     name: &str,

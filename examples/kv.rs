@@ -6,115 +6,20 @@
 //!
 //! Run it with `cargo run --example kv`: three nodes on loopback write concurrently to the same
 //! key, and every read agrees on the newest value.
+//!
+//! The messages, the replica and the service need no runtime and live in the examples' library
+//! (`cohort_examples::kv`), shared with `kv_quic` (the same store over QUIC with mutual TLS, on
+//! smol); what is here is the tokio side: the extension, the client and the demonstration.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use cohort_examples::kv::{Get, KvService, Put, Replica, Stored, newest};
 use cohort_tokio::{
-    ClusterExtension, ConnectionConfig, Consistency, Handler, Node, NodeBuilder, NodeTag, Request,
-    RpcService, ServiceRegistry, Status, StatusCode, Timestamp, rkyv,
+    ClusterExtension, ConnectionConfig, Consistency, Node, NodeBuilder, Status, StatusCode,
+    Timestamp,
 };
-
-/// A write: the key, the value and the writer's HLC timestamp (packed time and node tag).
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug)]
-#[rkyv(crate = cohort_tokio::rkyv)]
-pub struct Put {
-    key: String,
-    value: String,
-    time: u64,
-    node: u64,
-}
-
-/// A read of one key.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug)]
-#[rkyv(crate = cohort_tokio::rkyv)]
-pub struct Get {
-    key: String,
-}
-
-/// A stored value with its timestamp.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
-#[rkyv(crate = cohort_tokio::rkyv)]
-pub struct Stored {
-    value: String,
-    time: u64,
-    node: u64,
-}
-
-impl Stored {
-    fn timestamp(&self) -> Timestamp {
-        Timestamp::from_packed(self.time, NodeTag::new(self.node))
-    }
-}
-
-/// One node's replica: key -> newest write.
-#[derive(Default)]
-struct Replica {
-    data: Mutex<HashMap<String, Stored>>,
-}
-
-impl Replica {
-    /// Keeps `stored` if it is newer than what the key holds. Returns whether it was kept.
-    fn apply(&self, key: &str, stored: Stored) -> bool {
-        let mut data = self
-            .data
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let newer = data
-            .get(key)
-            .is_none_or(|old| old.timestamp() < stored.timestamp());
-        if newer {
-            data.insert(key.to_owned(), stored);
-        }
-        newer
-    }
-
-    fn get(&self, key: &str) -> Option<Stored> {
-        let data = self
-            .data
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        data.get(key).cloned()
-    }
-}
-
-/// The `kv` service every node serves.
-struct KvService {
-    replica: Arc<Replica>,
-}
-
-impl RpcService for KvService {
-    fn service_name() -> &'static str {
-        "kv"
-    }
-    fn register_handlers(registry: &mut ServiceRegistry<Self>) {
-        registry.add_handler::<Put>();
-        registry.add_handler::<Get>();
-    }
-}
-
-impl Handler<Put> for KvService {
-    const NAME: &'static str = "put";
-    type Reply = bool;
-    async fn on_message(&self, put: Request<'_, Put>) -> Result<bool, Status> {
-        let stored = Stored {
-            value: put.value.as_str().to_owned(),
-            time: put.time.to_native(),
-            node: put.node.to_native(),
-        };
-        Ok(self.replica.apply(put.key.as_str(), stored))
-    }
-}
-
-impl Handler<Get> for KvService {
-    const NAME: &'static str = "get";
-    type Reply = Option<Stored>;
-    async fn on_message(&self, get: Request<'_, Get>) -> Result<Option<Stored>, Status> {
-        Ok(self.replica.get(get.key.as_str()))
-    }
-}
 
 /// The extension: registers the service and hands back the store's client side.
 struct KvExtension;
@@ -132,9 +37,7 @@ impl ClusterExtension for KvExtension {
 
     async fn init_extension(self, node: &Node) -> Result<Kv, Self::Error> {
         let replica = Arc::new(Replica::default());
-        node.add_rpc_service(KvService {
-            replica: Arc::clone(&replica),
-        })?;
+        node.add_rpc_service(KvService::new(Arc::clone(&replica)))?;
         Ok(Kv {
             node: node.clone(),
             replica,
@@ -146,20 +49,8 @@ impl Kv {
     /// Writes `key = value` stamped with the cluster clock, here and on a quorum of replicas.
     pub async fn put(&self, key: &str, value: &str) -> Result<Timestamp, Status> {
         let stamp = self.node.clock().now();
-        let put = Put {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            time: stamp.packed_time(),
-            node: stamp.node().get(),
-        };
-        self.replica.apply(
-            key,
-            Stored {
-                value: put.value.clone(),
-                time: put.time,
-                node: put.node,
-            },
-        );
+        let put = Put::new(key, value, stamp);
+        self.replica.apply(key, put.stored());
         let replicas = self
             .node
             .select_nodes(Consistency::Quorum)
@@ -193,10 +84,7 @@ impl Kv {
             })
             .await?
             .deserialize()?;
-        Ok(match (local, remote) {
-            (Some(l), Some(r)) => Some(if r.timestamp() > l.timestamp() { r } else { l }),
-            (l, r) => l.or(r),
-        })
+        Ok(newest(local, remote))
     }
 }
 

@@ -2,9 +2,11 @@
 //! the library's own constant, so the help cannot drift from what a node does.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use clap::builder::NonEmptyStringValueParser;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use cohort_tokio::{
     DEFAULT_CLUSTER_ID, DEFAULT_DATA_CENTER, DEFAULT_GOSSIP_INTERVAL, NodeConfig, ProtocolVersion,
 };
@@ -26,15 +28,27 @@ pub(crate) struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run one node (tokio driver, UDP gossip) and print its membership changes, one line each.
+    /// Run one node (UDP gossip; `--driver tokio` or `smol`) and print its membership changes,
+    /// one line each.
     ///
-    /// Prints `ready id=<id> listen=<addr>` once bound, then a line per membership event, each
-    /// followed by `members live=<n> known=<n>`, and `stopped` after leaving. The node leaves
-    /// the cluster gracefully on Ctrl-C, when its standard input closes, or when it reads a
-    /// `stop` line.
+    /// Prints `ready id=<id> listen=<addr> rpc=<addr>` once bound (`rpc=none` for a node with
+    /// no RPC: a smol node without TLS), then a line per membership event, each followed by
+    /// `members live=<n> known=<n>`, and `stopped` after leaving. The lines are the same for
+    /// both drivers. The node leaves the cluster gracefully on Ctrl-C, when its standard input
+    /// closes, or when it reads a `stop` line.
+    ///
+    /// Mutual TLS with the smol driver, step by step: `cohort certs --dir certs --nodes a,b`
+    /// writes a cluster CA and a certificate per node; `cohort agent --driver smol --tls-ca
+    /// certs/ca.pem --tls-cert certs/a.pem --tls-key certs/a.key ...` runs node a serving RPC
+    /// over QUIC (its address is the `rpc=` of the ready line); `cohort members --driver smol`
+    /// with the same three flags and `--node <that address>` asks it for its members.
     Agent(AgentArgs),
     /// Ask a running node for its view of the membership (over RPC, its admin service) and
     /// print it as a table: id, address, data center, status, generation, key count.
+    ///
+    /// A tokio node answers over TCP; a smol node over QUIC with mutual TLS: pass
+    /// `--driver smol` and the `--tls-*` files (any certificate of the same cluster CA, e.g.
+    /// one more from `cohort certs`).
     Members(MembersArgs),
     /// Write a cluster CA and a certificate and key per node (PEM) into a folder, for trying
     /// the smol driver's mutual TLS by hand: `ca.pem`, `ca.key`, `<node>.pem`, `<node>.key`
@@ -48,7 +62,7 @@ pub(crate) enum Command {
 pub(crate) struct CertsArgs {
     /// The folder to write into (made if missing).
     #[arg(long, value_name = "DIR")]
-    pub(crate) dir: std::path::PathBuf,
+    pub(crate) dir: PathBuf,
 
     /// The nodes to certify, comma separated; may be repeated. Each name becomes the
     /// certificate's common name and its file names.
@@ -84,10 +98,14 @@ fn parse_node_name(raw: &str) -> Result<String, String> {
 /// The settings of `cohort members`.
 #[derive(Debug, Args)]
 pub(crate) struct MembersArgs {
-    /// The node to ask: its RPC address (`host:port`; by default a node serves RPC on its
-    /// gossip port).
+    /// The node to ask: its RPC address (`host:port`), the `rpc=` of its agent's ready line (by
+    /// default a tokio node serves RPC on its gossip port, a smol node on a port of its own).
     #[arg(long, value_name = "ADDR")]
     pub(crate) node: String,
+
+    /// The driver of the node asked, and its TLS files.
+    #[command(flatten)]
+    pub(crate) driver: DriverArgs,
 
     /// Print one JSON object (the node's snapshot) instead of a table.
     #[arg(long)]
@@ -160,6 +178,10 @@ pub(crate) struct AgentArgs {
     /// SIGTERM still make it leave gracefully.
     #[arg(long)]
     pub(crate) ignore_stdin: bool,
+
+    /// The driver to run the node on, and its TLS files.
+    #[command(flatten)]
+    pub(crate) driver: DriverArgs,
 }
 
 impl AgentArgs {
@@ -169,6 +191,115 @@ impl AgentArgs {
             .iter()
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
+    }
+}
+
+/// The drivers a node can run on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Driver {
+    /// cohort-tokio: RPC over TCP, on the gossip port.
+    #[default]
+    Tokio,
+    /// cohort-smol: RPC over QUIC with mutual TLS (with the `--tls-*` files; without them, no
+    /// RPC).
+    Smol,
+}
+
+/// `--driver` and the TLS files, shared by `cohort agent` and `cohort members`.
+#[derive(Debug, Args)]
+pub(crate) struct DriverArgs {
+    /// The driver. Gossip is the same protocol on both, so agents of either driver form one
+    /// cluster; RPC differs (tokio: TCP; smol: QUIC with mutual TLS, given the three --tls-*
+    /// files).
+    #[arg(long, value_enum, value_name = "DRIVER", default_value_t = Driver::Tokio)]
+    pub(crate) driver: Driver,
+
+    /// The cluster CA certificate (PEM), with --driver smol: only peers whose certificate it
+    /// signed are accepted. Give all three --tls-* files or none.
+    ///
+    /// `cohort certs --dir certs --nodes a,b` writes them: certs/ca.pem, and certs/a.pem and
+    /// certs/a.key for node a (the same for b).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    pub(crate) tls_ca: Option<PathBuf>,
+
+    /// The certificate (PEM) to present, signed by the cluster CA, with --driver smol.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_key"])]
+    pub(crate) tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert, with --driver smol.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_cert"])]
+    pub(crate) tls_key: Option<PathBuf>,
+}
+
+/// The three TLS files, when given.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TlsFiles<'a> {
+    /// The cluster CA certificate.
+    pub(crate) ca: &'a Path,
+    /// The certificate to present.
+    pub(crate) cert: &'a Path,
+    /// Its key.
+    pub(crate) key: &'a Path,
+}
+
+impl DriverArgs {
+    /// The TLS files (clap makes sure it is all three or none).
+    pub(crate) fn tls(&self) -> Option<TlsFiles<'_>> {
+        match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(TlsFiles { ca, cert, key }),
+            _ => None,
+        }
+    }
+
+    /// What clap cannot say: the TLS files go with the smol driver only, and a call to a smol
+    /// node (`tls_needed`) cannot be made without them.
+    fn check(&self, tls_needed: bool) -> Result<(), String> {
+        let any_tls = self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_key.is_some();
+        match self.driver {
+            Driver::Tokio if any_tls => Err("--tls-ca, --tls-cert and --tls-key need --driver \
+                                             smol (the tokio driver's RPC is plain TCP)"
+                .to_owned()),
+            Driver::Smol if tls_needed && !any_tls => Err("--driver smol needs --tls-ca, \
+                                                            --tls-cert and --tls-key (a smol \
+                                                            node answers over mutual TLS only)"
+                .to_owned()),
+            Driver::Tokio | Driver::Smol => Ok(()),
+        }
+    }
+}
+
+impl Cli {
+    /// Parses the command line as [`Parser::parse`] does, with the checks clap cannot express;
+    /// a usage error is printed and exits with status 2.
+    pub(crate) fn parse_checked() -> Self {
+        match Self::try_parse_checked_from(std::env::args_os()) {
+            Ok(cli) => cli,
+            Err(error) => error.exit(),
+        }
+    }
+
+    /// As [`Cli::parse_checked`], from `args`, returning the error.
+    pub(crate) fn try_parse_checked_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Self::try_parse_from(args)?;
+        let (name, driver, tls_needed) = match &cli.command {
+            Command::Agent(args) => ("agent", &args.driver, false),
+            Command::Members(args) => ("members", &args.driver, true),
+            Command::Certs(_) => return Ok(cli),
+        };
+        if let Err(message) = driver.check(tls_needed) {
+            let mut command = Self::command();
+            command.build();
+            let error = match command.find_subcommand_mut(name) {
+                Some(sub) => sub.error(ErrorKind::ArgumentConflict, message),
+                None => command.error(ErrorKind::ArgumentConflict, message),
+            };
+            return Err(error);
+        }
+        Ok(cli)
     }
 }
 
@@ -211,7 +342,7 @@ mod tests {
 
     fn agent(args: &[&str]) -> Result<AgentArgs, clap::Error> {
         let argv = ["cohort", "agent", "--name", "a", "--listen", "127.0.0.1:0"];
-        let cli = Cli::try_parse_from(argv.iter().chain(args))?;
+        let cli = Cli::try_parse_checked_from(argv.iter().chain(args))?;
         match cli.command {
             Command::Agent(agent) => Ok(agent),
             Command::Members(_) | Command::Certs(_) => {
@@ -282,6 +413,60 @@ mod tests {
         );
         assert!(a.chitchat_compatible && a.json);
         assert_eq!(a.generation, Some(7));
+    }
+
+    #[test]
+    fn driver_and_tls_files() {
+        let a = agent(&[]).expect("parses");
+        assert_eq!(a.driver.driver, Driver::Tokio, "tokio by default");
+        assert!(a.driver.tls().is_none());
+        let a = agent(&["--driver", "smol"]).expect("smol without TLS: gossip only");
+        assert_eq!(a.driver.driver, Driver::Smol);
+        assert!(a.driver.tls().is_none());
+        let tls = [
+            "--tls-ca",
+            "ca.pem",
+            "--tls-cert",
+            "a.pem",
+            "--tls-key",
+            "a.key",
+        ];
+        let a = agent(&[&["--driver", "smol"][..], &tls].concat()).expect("smol with TLS");
+        let files = a.driver.tls().expect("the three files");
+        assert_eq!(
+            (files.ca, files.cert, files.key),
+            (Path::new("ca.pem"), Path::new("a.pem"), Path::new("a.key"))
+        );
+
+        // TLS with tokio, or not all three: usage errors.
+        let err = agent(&tls).expect_err("TLS needs smol");
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--driver smol"), "{err}");
+        let err = agent(&[&["--driver", "tokio"][..], &tls].concat()).expect_err("TLS needs smol");
+        assert_eq!(err.exit_code(), 2);
+        for partial in [&tls[..2], &tls[2..], &tls[..4], &tls[2..]] {
+            let err = agent(&[&["--driver", "smol"][..], partial].concat())
+                .expect_err("all three or none");
+            assert_eq!(err.exit_code(), 2, "{partial:?}: {err}");
+        }
+        let err = agent(&["--driver", "quic"]).expect_err("no such driver");
+        assert_eq!(err.exit_code(), 2);
+
+        // `members` of a smol node needs the files; of a tokio node it refuses them.
+        let members = |args: &[&str]| {
+            Cli::try_parse_checked_from(
+                ["cohort", "members", "--node", "127.0.0.1:1"]
+                    .iter()
+                    .chain(args),
+            )
+        };
+        members(&[&["--driver", "smol"][..], &tls].concat()).expect("smol with TLS");
+        members(&[]).expect("tokio");
+        let err = members(&["--driver", "smol"]).expect_err("smol needs TLS");
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--tls-ca"), "{err}");
+        let err = members(&tls).expect_err("TLS needs smol");
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]

@@ -1,48 +1,60 @@
 //! `cohort`: the command line of cohort.
 //!
-//! `cohort agent` runs one node (the tokio driver, UDP gossip) and prints its membership changes
-//! as lines, or as JSON objects with `--json`. It is how to try a cluster by hand, and what the
-//! real-process tests start:
+//! `cohort agent` runs one node (UDP gossip, on the tokio driver or with `--driver smol` on the
+//! smol one) and prints its membership changes as lines, or as JSON objects with `--json`. It is
+//! how to try a cluster by hand, and what the real-process tests start:
 //!
 //! ```text
 //! cargo run -p cohort-cli -- agent --name a --listen 127.0.0.1:7000 --dc eu
 //! cargo run -p cohort-cli -- agent --name b --listen 127.0.0.1:7001 --seeds 127.0.0.1:7000
 //! ```
 //!
-//! Output, one line each: `ready id=<id> listen=<addr>` once bound, then for every event
+//! Output, one line each, the same for both drivers: `ready id=<id> listen=<addr> rpc=<addr>`
+//! once bound (`rpc=none` when the node serves no RPC: a smol node without TLS), then for every
+//! event
 //! `joined <id>`, `recovered <id>`, `unready <id>`, `failed <id>`, `left <id>`,
 //! `removed <id>`, `key <id> <key>=<value>` (`<key>` alone when deleted), `lagged missed=<n>`,
 //! `skew <addr>`, `suspect` or `bad-cluster <addr>`, each followed by
 //! `members live=<n> known=<n>`; `stopped` once the node has left. Ids print as
 //! `name/generation@address`. With `--json` each line is one object whose `"event"` names it
-//! (`ready`, `joined`, ..., `key`, `members`, `stopped`); members are objects with `id`, `name`,
+//! (`ready`, `joined`, ..., `key`, `members`, `stopped`; `ready` has `id`, `listen` and `rpc`,
+//! `null` without RPC); members are objects with `id`, `name`,
 //! `generation`, `addr`, `status` and `keys`. The node leaves the cluster gracefully on Ctrl-C,
 //! when its standard input closes, or when it reads a `stop` line.
 //!
-//! `cohort certs --dir DIR --nodes a,b,c` writes a cluster CA and node certificates (PEM) for
-//! trying the smol driver's mutual TLS by hand.
+//! With `--driver smol --tls-ca FILE --tls-cert FILE --tls-key FILE` the node serves RPC over
+//! QUIC with mutual TLS. `cohort certs --dir DIR --nodes a,b,c` writes such files (a cluster CA
+//! and node certificates, PEM) for trying it by hand.
+//!
+//! `cohort members --node ADDR` asks a running node for its view of the membership over RPC (its
+//! admin service) and prints a table (`--json` for one object); `--driver smol` and the three TLS
+//! flags ask a smol node over QUIC.
+//!
+//! A smol node's own tasks run on smol's executor; the command's shell around it (signals,
+//! standard input) is a current-thread tokio runtime whichever the driver.
 //!
 //! This is a binary crate of its own so that users of the libraries (`cohort-core`,
-//! `cohort-tokio`) never compile its dependencies (clap, serde_json, tokio's signal handling).
+//! `cohort-tokio`, `cohort-smol`) never compile its dependencies (clap, serde_json, tokio's
+//! signal handling).
 //! Usage errors exit with status 2, a node that cannot start with status 1.
 
 mod args;
 mod certs;
+mod drivers;
 mod output;
 
 use std::io::BufRead;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
-use cohort_tokio::{ConnectError, ConnectionConfig, NodeBuilder};
-
-use crate::args::{AgentArgs, Cli, Command, MembersArgs};
+use crate::args::{AgentArgs, Cli, Command, Driver, DriverArgs, MembersArgs};
+use crate::drivers::{AgentNode, builder};
 use crate::output::{Line, Output};
 
 fn main() -> ExitCode {
     // Prints usage errors (exit 2), `--help` and `--version` (exit 0) itself.
-    let cli = Cli::parse();
+    let cli = Cli::parse_checked();
     match cli.command {
         Command::Agent(args) => agent(args),
         Command::Members(args) => members(args),
@@ -88,6 +100,18 @@ fn run_to_exit<T, E: std::fmt::Display>(
     }
 }
 
+/// The smol driver's TLS settings from the three files, if given. A file that cannot be read or
+/// is not what it should be is an error naming it.
+fn load_tls(driver: &DriverArgs) -> Result<Option<cohort_smol::TlsConfig>, String> {
+    driver
+        .tls()
+        .map(|files| {
+            cohort_smol::TlsConfig::from_pem_files(files.ca, files.cert, files.key)
+                .map_err(|e| e.to_string())
+        })
+        .transpose()
+}
+
 /// `cohort members`: one RPC call to a node's admin service.
 fn members(args: MembersArgs) -> ExitCode {
     run_to_exit(ask_members(&args), |text| print!("{text}"))
@@ -95,15 +119,13 @@ fn members(args: MembersArgs) -> ExitCode {
 
 /// Asks `args.node` for its members and renders the answer.
 async fn ask_members(args: &MembersArgs) -> Result<String, String> {
-    use cohort_tokio::admin::{AdminService, MembersReply, MembersRequest};
-
     let target = tokio::net::lookup_host(args.node.as_str())
         .await
         .map_err(|e| format!("{}: {e}", args.node))?
         .next()
         .ok_or_else(|| format!("{}: no address", args.node))?;
     // A node of its own, alone in a cluster of its own, only to make the call.
-    let any = std::net::SocketAddr::new(
+    let any = SocketAddr::new(
         if target.is_ipv4() {
             std::net::Ipv4Addr::LOCALHOST.into()
         } else {
@@ -111,22 +133,39 @@ async fn ask_members(args: &MembersArgs) -> Result<String, String> {
         },
         0,
     );
-    let probe = NodeBuilder::new(
-        "cohort-members",
-        ConnectionConfig::new(any, any, Vec::<String>::new()),
-    )
-    .cluster_id("cohort-members-probe")
-    .rpc_deadline(Some(Duration::from_millis(args.timeout_ms)))
-    .connect()
-    .await
-    .map_err(|e| e.to_string())?;
-    let reply = probe
-        .rpc_client::<AdminService>(target)
-        .call(&MembersRequest)
-        .await;
-    probe.shutdown().await;
-    let reply = reply.map_err(|status| format!("{}: {status}", args.node))?;
-    let snapshot: MembersReply = reply.deserialize().map_err(|s| s.to_string())?;
+    let deadline = Some(Duration::from_millis(args.timeout_ms));
+    let no_seeds = Vec::<String>::new();
+    let reply = match args.driver.driver {
+        Driver::Tokio => {
+            let probe = cohort_tokio::NodeBuilder::new(
+                PROBE_NAME,
+                cohort_tokio::ConnectionConfig::new(any, any, no_seeds),
+            )
+            .cluster_id(PROBE_CLUSTER)
+            .rpc_deadline(deadline)
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+            ask(&probe, target).await
+        }
+        Driver::Smol => {
+            // The parser made sure the files were given.
+            let tls = load_tls(&args.driver)?
+                .ok_or("--driver smol needs --tls-ca, --tls-cert and --tls-key")?;
+            let probe = cohort_smol::NodeBuilder::new(
+                PROBE_NAME,
+                cohort_smol::ConnectionConfig::new(any, any, no_seeds),
+            )
+            .cluster_id(PROBE_CLUSTER)
+            .rpc_deadline(deadline)
+            .tls(tls)
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+            ask(&probe, target).await
+        }
+    };
+    let snapshot = reply.map_err(|status| format!("{}: {status}", args.node))?;
     Ok(if args.json {
         format!("{}\n", output::members_json(&snapshot))
     } else {
@@ -134,61 +173,65 @@ async fn ask_members(args: &MembersArgs) -> Result<String, String> {
     })
 }
 
+/// The probe node's name and cluster (nobody else's, so that it joins no one).
+const PROBE_NAME: &str = "cohort-members";
+const PROBE_CLUSTER: &str = "cohort-members-probe";
+
+/// One admin call from `probe` to `target`; the probe then stops.
+async fn ask(
+    probe: &impl AgentNode,
+    target: SocketAddr,
+) -> Result<cohort_tokio::admin::MembersReply, cohort_tokio::Status> {
+    let reply = probe.admin_members(target).await;
+    probe.shutdown().await;
+    reply
+}
+
 /// `cohort agent`: runs the node on a current-thread runtime until it is told to stop.
 fn agent(args: AgentArgs) -> ExitCode {
     run_to_exit(run(args), |()| {})
 }
 
-/// Starts the node, prints its events until a stop is asked, then leaves gracefully.
-async fn run(args: AgentArgs) -> Result<(), ConnectError> {
+/// Starts the node on the driver asked for, prints its events until a stop is asked, then
+/// leaves gracefully.
+async fn run(args: AgentArgs) -> Result<(), String> {
     let out = Output { json: args.json };
-    let ignore_stdin = args.ignore_stdin;
-    let public = args.public.unwrap_or(args.listen);
-    let seeds: Vec<String> = args.seeds().map(str::to_owned).collect();
-    let mut builder =
-        NodeBuilder::new(args.name, ConnectionConfig::new(args.listen, public, seeds))
-            .cluster_id(args.cluster)
-            .data_center(args.dc)
-            .gossip_interval(Duration::from_millis(args.interval_ms))
-            .chitchat_compatible(args.chitchat_compatible);
-    if let Some(protocol) = args.protocol {
-        builder = builder.protocol_version(protocol.into());
+    let stop = stop_asked(args.ignore_stdin);
+    match args.driver.driver {
+        Driver::Tokio => {
+            let node = builder!(cohort_tokio, &args)
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            watch(&node, out, stop).await;
+        }
+        Driver::Smol => {
+            let tls = load_tls(&args.driver)?;
+            let mut builder = builder!(cohort_smol, &args);
+            if let Some(tls) = tls {
+                builder = builder.tls(tls);
+            }
+            let node = builder.connect().await.map_err(|e| e.to_string())?;
+            watch(&node, out, stop).await;
+        }
     }
-    if let Some(generation) = args.generation {
-        builder = builder.generation(generation);
-    }
-    for (key, value) in args.meta {
-        builder = builder.metadata(key, value);
-    }
-    let node = builder.connect().await?;
+    Ok(())
+}
+
+/// Prints `node`'s ready line, then its events, each followed by the membership counts, until
+/// `stop` completes or the events end; then leaves gracefully and prints `stopped`. The one
+/// loop of both drivers.
+async fn watch(node: &impl AgentNode, out: Output, stop: impl Future<Output = ()>) {
     let mut events = node.membership_events();
     out.emit(&Line::Ready {
         id: node.id(),
         listen: node.listen_addr(),
+        rpc: node.rpc(),
     });
-
-    let stdin_closed = async {
-        if ignore_stdin {
-            std::future::pending::<()>().await;
-        }
-        let _ = stop_on_stdin().await;
-    };
-    tokio::pin!(stdin_closed);
-    let ctrl_c = async {
-        // If the handler cannot be installed, Ctrl-C keeps its default effect; stdin still
-        // stops the node.
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::pin!(ctrl_c);
-    let terminate = terminated();
-    tokio::pin!(terminate);
+    tokio::pin!(stop);
     loop {
         tokio::select! {
-            () = &mut stdin_closed => break,
-            () = &mut ctrl_c => break,
-            () = &mut terminate => break,
+            () = &mut stop => break,
             event = events.next() => {
                 let Some(event) = event else { break };
                 out.emit(&Line::from_event(&event));
@@ -198,9 +241,30 @@ async fn run(args: AgentArgs) -> Result<(), ConnectError> {
     }
     node.shutdown().await;
     out.emit(&Line::Stopped);
-    Ok(())
 }
 
+/// Completes when the node is asked to stop: Ctrl-C, SIGTERM, or (unless `ignore_stdin`) its
+/// standard input closing or reading a `stop` line.
+async fn stop_asked(ignore_stdin: bool) {
+    let stdin_closed = async {
+        if ignore_stdin {
+            std::future::pending::<()>().await;
+        }
+        let _ = stop_on_stdin().await;
+    };
+    let ctrl_c = async {
+        // If the handler cannot be installed, Ctrl-C keeps its default effect; stdin still
+        // stops the node.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = stdin_closed => {}
+        () = ctrl_c => {}
+        () = terminated() => {}
+    }
+}
 /// Completes when the process is asked to terminate (SIGTERM, as service managers and
 /// `docker stop` send it); never where there is no such signal.
 async fn terminated() {

@@ -4,7 +4,8 @@
 use std::io::Write;
 use std::net::SocketAddr;
 
-// The driver's event type. The only name of it in this crate: a rename is a change here.
+// The event type of both drivers (core's, re-exported by each). The only name of it in this
+// crate: a rename is a change here.
 use cohort_tokio::Event;
 use cohort_tokio::{Member, Members, NodeId, Timestamp};
 use serde_json::{Map, Value, json};
@@ -18,6 +19,8 @@ pub(crate) enum Line<'a> {
         id: &'a NodeId,
         /// The address its socket is bound to.
         listen: SocketAddr,
+        /// The RPC address it publishes, if it serves RPC.
+        rpc: Option<SocketAddr>,
     },
     /// A member changed status: `what` is `joined`, `recovered`, `unready`, `failed` or `left`.
     Member {
@@ -118,7 +121,10 @@ impl<'a> Line<'a> {
     /// The line as text. Ids print as `name/generation@address`.
     fn text(&self) -> String {
         match self {
-            Self::Ready { id, listen } => format!("ready id={id} listen={listen}"),
+            Self::Ready { id, listen, rpc } => match rpc {
+                Some(rpc) => format!("ready id={id} listen={listen} rpc={rpc}"),
+                None => format!("ready id={id} listen={listen} rpc=none"),
+            },
             Self::Member { what, member } => format!("{what} {}", member.id),
             Self::Removed(id) => format!("removed {id}"),
             Self::Key {
@@ -146,9 +152,12 @@ impl<'a> Line<'a> {
     /// The line as one JSON object, its kind under `"event"`.
     fn json(&self) -> Value {
         match self {
-            Self::Ready { id, listen } => {
-                json!({"event": "ready", "id": id.to_string(), "listen": listen.to_string()})
-            }
+            Self::Ready { id, listen, rpc } => json!({
+                "event": "ready",
+                "id": id.to_string(),
+                "listen": listen.to_string(),
+                "rpc": rpc.map(|rpc| rpc.to_string()),
+            }),
             Self::Member { what, member } => json!({"event": what, "member": member_json(member)}),
             Self::Removed(id) => json!({"event": "removed", "member": Value::Object(id_json(id))}),
             Self::Key {
@@ -400,17 +409,30 @@ mod tests {
         assert_eq!(Line::Stopped.json(), json!({"event": "stopped"}));
 
         let addr = "127.0.0.1:5".parse().expect("an address");
+        let rpc = "127.0.0.1:6".parse().expect("an address");
         let ready = Line::Ready {
             id: &id,
             listen: addr,
+            rpc: Some(rpc),
         };
         assert_eq!(
             ready.text(),
-            "ready id=a/7@127.0.0.1:7000 listen=127.0.0.1:5"
+            "ready id=a/7@127.0.0.1:7000 listen=127.0.0.1:5 rpc=127.0.0.1:6"
         );
         assert_eq!(
             ready.json(),
-            json!({"event": "ready", "id": "a/7@127.0.0.1:7000", "listen": "127.0.0.1:5"})
+            json!({"event": "ready", "id": "a/7@127.0.0.1:7000", "listen": "127.0.0.1:5",
+                   "rpc": "127.0.0.1:6"})
         );
+        let no_rpc = Line::Ready {
+            id: &id,
+            listen: addr,
+            rpc: None,
+        };
+        assert_eq!(
+            no_rpc.text(),
+            "ready id=a/7@127.0.0.1:7000 listen=127.0.0.1:5 rpc=none"
+        );
+        assert_eq!(no_rpc.json()["rpc"], Value::Null);
     }
 }

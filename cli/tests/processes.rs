@@ -3,8 +3,10 @@
 //! generation and seen to rejoin; another stops gracefully and is marked left quickly. Ctrl-C
 //! (SIGINT) is a graceful departure too. Two agents with `--json` print parseable events, the
 //! joiner's metadata included. `--help` shows the library's defaults, and bad arguments are
-//! usage errors. Every wait is bounded, and every child is killed when the test ends, even when
-//! it fails.
+//! usage errors. The smol driver: two agents with mutual TLS (files from `cohort certs`) join and
+//! leave with the same lines as tokio agents, `cohort members --driver smol` asks one over QUIC,
+//! a tokio agent and a smol agent gossip together, and TLS flags out of place are usage errors.
+//! Every wait is bounded, and every child is killed when the test ends, even when it fails.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -27,6 +29,10 @@ struct Proc {
     seen: Vec<String>,
     id: String,
     listen: SocketAddr,
+    /// The RPC address of the ready line (`None` for `rpc=none`).
+    rpc: Option<SocketAddr>,
+    /// Every line received so far, matched or not.
+    history: Vec<String>,
 }
 
 impl Proc {
@@ -63,6 +69,8 @@ impl Proc {
             seen: Vec::new(),
             id: String::new(),
             listen,
+            rpc: None,
+            history: Vec::new(),
         }
     }
 
@@ -77,18 +85,20 @@ impl Proc {
         args.extend_from_slice(extra);
         let mut proc = Self::spawn(name, listen, seeds, &args);
         let ready = proc.wait_line(|l| l.starts_with("ready "));
-        // `ready id=<id> listen=<addr>`
-        let mut parts = ready.split_whitespace().skip(1);
-        proc.id = parts
-            .next()
-            .and_then(|p| p.strip_prefix("id="))
-            .expect("an id")
-            .to_owned();
-        proc.listen = parts
-            .next()
-            .and_then(|p| p.strip_prefix("listen="))
+        // `ready id=<id> listen=<addr> rpc=<addr>|none`
+        let parts: Vec<&str> = ready.split_whitespace().skip(1).collect();
+        let [id, listen, rpc] = parts[..] else {
+            panic!("{name}: not a ready line: {ready}")
+        };
+        proc.id = id.strip_prefix("id=").expect("an id").to_owned();
+        proc.listen = listen
+            .strip_prefix("listen=")
             .and_then(|a| a.parse().ok())
             .expect("a listen address");
+        proc.rpc = match rpc.strip_prefix("rpc=").expect("an RPC address") {
+            "none" => None,
+            addr => Some(addr.parse().expect("an RPC address")),
+        };
         proc
     }
 
@@ -115,7 +125,10 @@ impl Proc {
     fn next_line(&mut self, deadline: Instant) -> String {
         let left = deadline.saturating_duration_since(Instant::now());
         match self.lines.recv_timeout(left) {
-            Ok(line) => line,
+            Ok(line) => {
+                self.history.push(line.clone());
+                line
+            }
             Err(RecvTimeoutError::Timeout) => panic!(
                 "{}: no matching line within {WAIT:?}; recent lines: {:?}",
                 self.name,
@@ -130,6 +143,7 @@ impl Proc {
     /// Takes every line printed so far into `seen`.
     fn drain(&mut self) {
         while let Ok(line) = self.lines.try_recv() {
+            self.history.push(line.clone());
             self.seen.push(line);
         }
     }
@@ -142,14 +156,33 @@ impl Proc {
     /// Starts a `--json` agent of the cluster `json` publishing `meta` (`key=value`) and waits
     /// until it is ready.
     fn start_json(name: &str, listen: SocketAddr, seeds: &[SocketAddr], meta: &str) -> Self {
-        let extra = ["--cluster", "json", "--json", "--meta", meta];
-        let mut proc = Self::spawn(name, listen, seeds, &extra);
+        Self::start_json_with(name, listen, seeds, &["--cluster", "json", "--meta", meta])
+    }
+
+    /// Starts a `--json` agent with `extra` arguments and waits until it is ready.
+    fn start_json_with(
+        name: &str,
+        listen: SocketAddr,
+        seeds: &[SocketAddr],
+        extra: &[&str],
+    ) -> Self {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        let mut proc = Self::spawn(name, listen, seeds, &args);
         let ready = proc.wait_json(|v| v["event"] == "ready");
         proc.id = ready["id"].as_str().expect("an id").to_owned();
         proc.listen = ready["listen"]
             .as_str()
             .and_then(|a| a.parse().ok())
             .expect("a listen address");
+        proc.rpc = match &ready["rpc"] {
+            Value::Null => None,
+            addr => Some(
+                addr.as_str()
+                    .and_then(|a| a.parse().ok())
+                    .expect("an RPC address or null"),
+            ),
+        };
         proc
     }
 
@@ -444,13 +477,17 @@ fn bad_arguments_and_a_busy_address_fail() {
     // A listen address already bound: a clear error and a failure status, no panic.
     let busy = std::net::UdpSocket::bind(loopback()).expect("a socket");
     let addr = busy.local_addr().expect("its address").to_string();
-    let (status, stdout, stderr) = run_to_end(&["agent", "--name", "a", "--listen", &addr]);
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(stdout.is_empty(), "{stdout}");
-    assert!(
-        stderr.starts_with("cohort: cannot bind") && !stderr.contains("panicked"),
-        "{stderr}"
-    );
+    for driver in ["tokio", "smol"] {
+        let (status, stdout, stderr) = run_to_end(&[
+            "agent", "--name", "a", "--listen", &addr, "--driver", driver,
+        ]);
+        assert_eq!(status.code(), Some(1), "{driver}: {stderr}");
+        assert!(stdout.is_empty(), "{driver}: {stdout}");
+        assert!(
+            stderr.starts_with("cohort: cannot bind") && !stderr.contains("panicked"),
+            "{driver}: {stderr}"
+        );
+    }
 }
 
 #[cfg(unix)]
@@ -626,4 +663,277 @@ fn certs_writes_a_ca_and_node_certificates_that_load_and_reuses_the_ca() {
     assert!(status.success());
     let (status, _, err) = run_to_end(&["certs", "--dir", path, "--nodes", "../x"]);
     assert_eq!(status.code(), Some(2), "{err}");
+}
+
+/// `cohort certs` into `dir` for `nodes`; panics unless it succeeds.
+fn certs(dir: &TempDir, nodes: &str) {
+    let path = dir.0.to_str().expect("a UTF-8 temporary path");
+    let (status, out, err) = run_to_end(&["certs", "--dir", path, "--nodes", nodes]);
+    assert!(status.success(), "{out}{err}");
+}
+
+/// The `--driver smol` arguments with `dir`'s CA and `node`'s certificate and key.
+fn smol_tls(dir: &TempDir, node: &str) -> Vec<String> {
+    let file = |name: String| dir.0.join(name).to_str().expect("UTF-8").to_owned();
+    vec![
+        "--driver".to_owned(),
+        "smol".to_owned(),
+        "--tls-ca".to_owned(),
+        file("ca.pem".to_owned()),
+        "--tls-cert".to_owned(),
+        file(format!("{node}.pem")),
+        "--tls-key".to_owned(),
+        file(format!("{node}.key")),
+    ]
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// The kind of a text line (its first word) and how many fields follow it.
+fn shape(line: &str) -> (String, usize) {
+    let mut words = line.split_whitespace();
+    let kind = words.next().unwrap_or_default().to_owned();
+    (kind, words.count())
+}
+
+/// Two smol agents with mutual TLS (files from `cohort certs`) join each other with the same
+/// lines as tokio agents (`ready` with an RPC address, `joined`, `members`), and a graceful stop
+/// is seen as `left`, not `failed`.
+#[test]
+fn smol_agents_with_tls_join_and_leave_like_tokio_agents() {
+    let dir = TempDir::new("smol-agents");
+    certs(&dir, "s0,s1");
+    let mut cluster = Cluster(Vec::new());
+    let first = Proc::start_with("s0", loopback(), &[], &strs(&smol_tls(&dir, "s0")));
+    let seed = first.listen;
+    cluster.0.push(first);
+    cluster.0.push(Proc::start_with(
+        "s1",
+        loopback(),
+        &[seed],
+        &strs(&smol_tls(&dir, "s1")),
+    ));
+    // A tokio pair of its own (it knows no smol agent), for the lines' shapes.
+    let reference = Proc::start("r0", loopback(), &[]);
+    let reference_seed = reference.listen;
+    cluster.0.push(reference);
+    cluster
+        .0
+        .push(Proc::start("r1", loopback(), &[reference_seed]));
+    for p in &mut cluster.0 {
+        p.wait_members(2);
+    }
+    let (s0, s1) = (cluster.0[0].id.clone(), cluster.0[1].id.clone());
+    for (i, other) in [(0, &s1), (1, &s0)] {
+        cluster.0[i].wait_line(|l| l == format!("joined {other}"));
+    }
+    for p in &cluster.0[..2] {
+        let rpc = p.rpc.expect("a smol agent with TLS serves RPC");
+        assert_ne!(rpc, p.listen, "QUIC has a UDP port of its own");
+    }
+    // Every kind of line the smol agents printed, with as many fields as the tokio agents'.
+    let (r0, r1) = (cluster.0[2].id.clone(), cluster.0[3].id.clone());
+    cluster.0[2].wait_line(|l| l == format!("joined {r1}"));
+    cluster.0[3].wait_line(|l| l == format!("joined {r0}"));
+    let mut shapes = std::collections::BTreeSet::new();
+    let mut reference_shapes = std::collections::BTreeSet::new();
+    for (i, p) in cluster.0.iter_mut().enumerate() {
+        p.drain();
+        let into = if i < 2 {
+            &mut shapes
+        } else {
+            &mut reference_shapes
+        };
+        into.extend(p.history.iter().map(|l| shape(l)));
+    }
+    for kind in ["ready", "joined", "members"] {
+        assert!(
+            shapes.iter().any(|(k, _)| k == kind),
+            "no {kind} line: {shapes:?}"
+        );
+    }
+    assert!(
+        shapes.is_subset(&reference_shapes),
+        "smol lines {shapes:?} are not shaped as tokio's {reference_shapes:?}"
+    );
+
+    // s1 stops gracefully: s0 sees it leave.
+    drop(cluster.0[1].stdin.take());
+    cluster.0[1].wait_line(|l| l == "stopped");
+    let status = cluster.0[1].wait_exit();
+    assert!(status.success(), "a graceful stop exits 0: {status}");
+    cluster.0[0].wait_line(|l| l == format!("left {s1}"));
+    cluster.0[0].wait_members(1);
+    cluster.0[0].drain();
+    assert!(
+        !cluster.0[0]
+            .seen
+            .iter()
+            .any(|l| l == &format!("failed {s1}")),
+        "a graceful departure is not a failure"
+    );
+}
+
+/// A tokio agent and a smol agent (gossip is the same protocol) form one cluster: each sees the
+/// other join, live, and their JSON lines have the same fields; the smol one leaves gracefully.
+#[test]
+fn a_tokio_agent_and_a_smol_agent_gossip_together() {
+    let mut cluster = Cluster(Vec::new());
+    let tokio_agent = Proc::start_json_with(
+        "tokio",
+        loopback(),
+        &[],
+        &["--cluster", "mixed", "--driver", "tokio"],
+    );
+    let seed = tokio_agent.listen;
+    cluster.0.push(tokio_agent);
+    cluster.0.push(Proc::start_json_with(
+        "smol",
+        loopback(),
+        &[seed],
+        &["--cluster", "mixed", "--driver", "smol"],
+    ));
+    assert!(cluster.0[0].rpc.is_some(), "a tokio agent serves RPC");
+    assert_eq!(
+        cluster.0[1].rpc, None,
+        "a smol agent without TLS has no RPC"
+    );
+    let (t, s) = (cluster.0[0].id.clone(), cluster.0[1].id.clone());
+    let mut joined = Vec::new();
+    for (i, other) in [(0, &s), (1, &t)] {
+        let event = cluster.0[i]
+            .wait_json(|v| v["event"] == "joined" && v["member"]["id"] == other.as_str());
+        assert_eq!(event["member"]["status"], "live", "{event}");
+        joined.push(event);
+        let members = cluster.0[i].wait_json(|v| v["event"] == "members" && v["live"] == 2);
+        assert_eq!(members["known"], 2);
+    }
+    let fields = |v: &Value| -> Vec<String> {
+        let mut names: Vec<String> = v.as_object().expect("an object").keys().cloned().collect();
+        names.sort();
+        names
+    };
+    assert_eq!(fields(&joined[0]), fields(&joined[1]));
+    assert_eq!(fields(&joined[0]["member"]), fields(&joined[1]["member"]));
+
+    drop(cluster.0[1].stdin.take());
+    cluster.0[1].wait_json(|v| v["event"] == "stopped");
+    let status = cluster.0[1].wait_exit();
+    assert!(status.success(), "a graceful stop exits 0: {status}");
+    cluster.0[0].wait_json(|v| v["event"] == "left" && v["member"]["id"] == s.as_str());
+}
+
+/// `cohort members --driver smol` with TLS files asks a smol agent over QUIC and prints the
+/// table; a certificate of another CA is refused.
+#[test]
+fn members_asks_a_smol_agent_over_quic_with_mutual_tls() {
+    let dir = TempDir::new("smol-members");
+    certs(&dir, "q0,q1,admin");
+    let mut cluster = Cluster(Vec::new());
+    let first = Proc::start_with("q0", loopback(), &[], &strs(&smol_tls(&dir, "q0")));
+    let seed = first.listen;
+    cluster.0.push(first);
+    let q1_tls = smol_tls(&dir, "q1");
+    let mut q1 = strs(&q1_tls);
+    q1.extend(["--dc", "west"]);
+    cluster
+        .0
+        .push(Proc::start_with("q1", loopback(), &[seed], &q1));
+    for p in &mut cluster.0 {
+        p.wait_members(2);
+    }
+    let node = cluster.0[0].rpc.expect("an RPC address").to_string();
+    let mut args = vec!["members", "--node", &node];
+    let admin = smol_tls(&dir, "admin");
+    args.extend(strs(&admin));
+    let (status, table, stderr) = run_to_end(&args);
+    assert!(status.success(), "{status}: {stderr}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("ID"), "{table}");
+    assert!(
+        lines[1].starts_with("q0 *") && lines[1].contains("live"),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with("q1") && lines[2].contains("west") && lines[2].contains("live"),
+        "{table}"
+    );
+    args.push("--json");
+    let (status, json, stderr) = run_to_end(&args);
+    assert!(status.success(), "{status}: {stderr}");
+    let value: Value = serde_json::from_str(json.trim()).expect("one JSON object");
+    let members = value["members"].as_array().expect("members");
+    assert_eq!(members.len(), 2);
+    assert_eq!(members[0]["rpc_addr"], node.as_str());
+
+    // A probe certified by another CA is not a member of this cluster: refused.
+    let other = TempDir::new("smol-members-other");
+    certs(&other, "admin");
+    let mut args = vec!["members", "--node", &node, "--timeout-ms", "3000"];
+    let stranger = smol_tls(&other, "admin");
+    args.extend(strs(&stranger));
+    let (status, stdout, stderr) = run_to_end(&args);
+    assert_eq!(status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.starts_with("cohort: ") && stderr.contains("unavailable"),
+        "{stderr}"
+    );
+}
+
+/// TLS flags out of place are usage errors (exit 2); a TLS file that cannot be read or is not
+/// PEM is an error naming it (exit 1). Nothing is printed on standard output.
+#[test]
+fn tls_flags_out_of_place_and_bad_files_fail_clearly() {
+    let dir = TempDir::new("tls-errors");
+    certs(&dir, "a");
+    let agent = ["agent", "--name", "a", "--listen", "127.0.0.1:0"];
+    let tls = smol_tls(&dir, "a");
+    let tls = strs(&tls);
+    let (ca, cert, key) = (&tls[2..4], &tls[4..6], &tls[6..8]);
+    let usage: Vec<Vec<&str>> = vec![
+        // TLS with the tokio driver, by default or named.
+        [&agent[..], &tls[2..]].concat(),
+        [&agent[..], &["--driver", "tokio"], &tls[2..]].concat(),
+        // Not all three.
+        [&agent[..], &tls[..2], ca].concat(),
+        [&agent[..], &tls[..2], cert, key].concat(),
+        [&agent[..], &tls[..2], ca, key].concat(),
+        // `members` of a smol node without them, or with them for a tokio node.
+        vec!["members", "--node", "127.0.0.1:1", "--driver", "smol"],
+        [&["members", "--node", "127.0.0.1:1"][..], &tls[2..]].concat(),
+    ];
+    for args in &usage {
+        let (status, stdout, stderr) = run_to_end(args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert!(stderr.contains("error"), "{args:?}: {stderr}");
+    }
+
+    // A missing file, and one that is not PEM: named, exit 1, no panic.
+    let missing = dir.0.join("missing.pem");
+    let garbage = dir.0.join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").expect("written");
+    for (bad, what) in [(&missing, "cannot read"), (&garbage, "not PEM")] {
+        let bad = bad.to_str().expect("UTF-8");
+        for args in [
+            [&agent[..], &tls[..2], &["--tls-ca", bad], cert, key].concat(),
+            [&agent[..], &tls[..2], ca, &["--tls-cert", bad], key].concat(),
+            [&agent[..], &tls[..2], ca, cert, &["--tls-key", bad]].concat(),
+        ] {
+            let (status, stdout, stderr) = run_to_end(&args);
+            assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
+            assert!(stdout.is_empty(), "{args:?}: {stdout}");
+            assert!(
+                stderr.starts_with("cohort: ")
+                    && stderr.contains(bad)
+                    && stderr.contains(what)
+                    && !stderr.contains("panicked"),
+                "{args:?}: {stderr}"
+            );
+        }
+    }
 }

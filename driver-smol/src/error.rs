@@ -8,8 +8,8 @@ use cohort_core::ConfigError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// The gossip socket could not be bound.
-    #[error("cannot bind the gossip socket to {addr}: {source}")]
+    /// The gossip socket, or RPC's QUIC socket, could not be bound.
+    #[error("cannot bind {addr}: {source}")]
     Bind {
         /// The listen address.
         addr: SocketAddr,

@@ -766,7 +766,7 @@ impl<S: RpcService> RpcClient<S> {
             let rpc = rpc.ok_or_else(|| {
                 Status::new(
                     StatusCode::Unavailable,
-                    "this node runs on a memory network: it has no RPC",
+                    "this node has no RPC: it was started without TLS (NodeBuilder::tls)",
                 )
             })?;
             let frame = rpc.call::<S, M>(addr, message, deadline).await?;

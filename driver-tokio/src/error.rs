@@ -10,7 +10,7 @@ use cohort_core::ConfigError;
 #[non_exhaustive]
 pub enum ConnectError {
     /// The gossip socket could not be bound.
-    #[error("cannot bind the gossip socket to {addr}: {source}")]
+    #[error("cannot bind {addr}: {source}")]
     Bind {
         /// The listen address.
         addr: SocketAddr,
