@@ -9,7 +9,7 @@ use cohort_core::ConfigError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// The gossip socket could not be bound.
+    /// The gossip socket, or the RPC listener, could not be bound.
     #[error("cannot bind {addr}: {source}")]
     Bind {
         /// The listen address.
