@@ -170,6 +170,12 @@ enum SystemKind {
     Cohort,
     /// cohort-smol: the same service over QUIC with mutual TLS.
     Quic,
+    /// quinn alone (on smol, as cohort-smol runs it): a length-prefixed echo on one long-lived
+    /// bidirectional stream per caller, over one connection. The QUIC floor.
+    Quinn,
+    /// quinn alone, a new bidirectional stream per call (request, finish, reply to the end):
+    /// what one stream per call would cost.
+    QuinnPerCall,
     Datacake,
     Tarpc,
     Tcp,
@@ -180,6 +186,8 @@ impl SystemKind {
         match self {
             Self::Cohort => "cohort",
             Self::Quic => "quic",
+            Self::Quinn => "quinn",
+            Self::QuinnPerCall => "quinn-per-call",
             Self::Datacake => "datacake",
             Self::Tarpc => "tarpc",
             Self::Tcp => "tcp",
@@ -190,6 +198,8 @@ impl SystemKind {
         match name.trim() {
             "cohort" => Ok(Self::Cohort),
             "quic" => Ok(Self::Quic),
+            "quinn" => Ok(Self::Quinn),
+            "quinn-per-call" => Ok(Self::QuinnPerCall),
             "datacake" => Ok(Self::Datacake),
             "tarpc" => Ok(Self::Tarpc),
             "tcp" => Ok(Self::Tcp),
@@ -204,7 +214,8 @@ struct Options {
     window: Duration,
 }
 
-const USAGE: &str = "usage: rpc [--secs 3] [--systems cohort,quic,datacake,tarpc,tcp]";
+const USAGE: &str =
+    "usage: rpc [--secs 3] [--systems cohort,quic,quinn,quinn-per-call,datacake,tarpc,tcp]";
 
 fn parse_options() -> Result<Options, String> {
     let mut options = Options {
@@ -519,6 +530,180 @@ impl Bench for QuicBench {
     async fn shutdown(self) {
         self.client.shutdown().await;
         self.server.shutdown().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// quinn alone (the QUIC floor)
+
+/// A quinn echo server and a client connection to it, on smol's executor (quinn's smol
+/// runtime), server-authenticated TLS (a self-signed certificate the client trusts).
+struct QuinnBench<const PER_CALL: bool> {
+    server: quinn::Endpoint,
+    client: quinn::Endpoint,
+    connection: quinn::Connection,
+    _accept: smol::Task<()>,
+}
+
+/// One caller: its own long-lived stream, or a new stream per call.
+struct QuinnCaller<const PER_CALL: bool> {
+    connection: quinn::Connection,
+    stream: Option<(quinn::SendStream, quinn::RecvStream)>,
+    frame: Vec<u8>,
+    reply: Vec<u8>,
+}
+
+impl<const PER_CALL: bool> Caller for QuinnCaller<PER_CALL> {
+    async fn call(&mut self) -> Result<(), String> {
+        let len = self.frame.len() - 4;
+        if PER_CALL {
+            let (mut send, mut recv) =
+                self.connection.open_bi().await.map_err(|e| e.to_string())?;
+            send.write_all(&self.frame[4..])
+                .await
+                .map_err(|e| e.to_string())?;
+            send.finish().map_err(|e| e.to_string())?;
+            let reply = recv
+                .read_to_end(TCP_MAX_FRAME)
+                .await
+                .map_err(|e| e.to_string())?;
+            return check_echo(reply.len(), len);
+        }
+        let (send, recv) = self.stream.as_mut().ok_or("no stream")?;
+        send.write_all(&self.frame)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut header = [0u8; 4];
+        recv.read_exact(&mut header)
+            .await
+            .map_err(|e| e.to_string())?;
+        let got = u32::from_le_bytes(header) as usize;
+        check_echo(got, len)?;
+        self.reply.resize(got, 0);
+        recv.read_exact(&mut self.reply)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Echoes one stream: length-prefixed frames until it ends, or (`per_call`) the whole stream
+/// back once it is finished.
+async fn quinn_echo(mut send: quinn::SendStream, mut recv: quinn::RecvStream, per_call: bool) {
+    if per_call {
+        if let Ok(bytes) = recv.read_to_end(TCP_MAX_FRAME).await {
+            let _ = send.write_all(&bytes).await;
+            let _ = send.finish();
+        }
+        return;
+    }
+    let mut frame = Vec::new();
+    loop {
+        let mut header = [0u8; 4];
+        if recv.read_exact(&mut header).await.is_err() {
+            return;
+        }
+        let len = u32::from_le_bytes(header) as usize;
+        if len > TCP_MAX_FRAME {
+            return;
+        }
+        frame.clear();
+        frame.extend_from_slice(&header);
+        frame.resize(4 + len, 0);
+        if recv.read_exact(&mut frame[4..]).await.is_err() || send.write_all(&frame).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+impl<const PER_CALL: bool> Bench for QuinnBench<PER_CALL> {
+    type Caller = QuinnCaller<PER_CALL>;
+    const SERVER_ON_RUNTIME: bool = false;
+
+    async fn start(_server: &Handle) -> Result<Self, String> {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .map_err(|e| e.to_string())?;
+        let cert_der = cert.cert.der().clone();
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(
+            rustls_pki_types::PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()),
+        );
+        let server_config = quinn::ServerConfig::with_single_cert(vec![cert_der.clone()], key)
+            .map_err(|e| e.to_string())?;
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let server_socket = std::net::UdpSocket::bind(loopback).map_err(|e| e.to_string())?;
+        let server = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            server_socket,
+            Arc::new(quinn::SmolRuntime),
+        )
+        .map_err(|e| e.to_string())?;
+        let addr = server.local_addr().map_err(|e| e.to_string())?;
+        let accepting = server.clone();
+        let accept = smol::spawn(async move {
+            while let Some(incoming) = accepting.accept().await {
+                smol::spawn(async move {
+                    let Ok(connection) = incoming.await else {
+                        return;
+                    };
+                    while let Ok((send, recv)) = connection.accept_bi().await {
+                        smol::spawn(quinn_echo(send, recv, PER_CALL)).detach();
+                    }
+                })
+                .detach();
+            }
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert_der).map_err(|e| e.to_string())?;
+        let client_config = quinn::ClientConfig::with_root_certificates(Arc::new(roots))
+            .map_err(|e| e.to_string())?;
+        let client_socket = std::net::UdpSocket::bind(loopback).map_err(|e| e.to_string())?;
+        let mut client = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            client_socket,
+            Arc::new(quinn::SmolRuntime),
+        )
+        .map_err(|e| e.to_string())?;
+        client.set_default_client_config(client_config);
+        let connection = client
+            .connect(addr, "localhost")
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            server,
+            client,
+            connection,
+            _accept: accept,
+        })
+    }
+
+    async fn caller(&self, len: usize) -> Result<QuinnCaller<PER_CALL>, String> {
+        let mut frame = u32::try_from(len)
+            .map_err(|e| e.to_string())?
+            .to_le_bytes()
+            .to_vec();
+        frame.extend_from_slice(&payload(len));
+        let stream = if PER_CALL {
+            None
+        } else {
+            Some(self.connection.open_bi().await.map_err(|e| e.to_string())?)
+        };
+        Ok(QuinnCaller {
+            connection: self.connection.clone(),
+            stream,
+            frame,
+            reply: Vec::new(),
+        })
+    }
+
+    async fn shutdown(self) {
+        self.connection.close(0u32.into(), b"done");
+        self.client.close(0u32.into(), b"done");
+        self.server.close(0u32.into(), b"done");
+        self.client.wait_idle().await;
+        self.server.wait_idle().await;
     }
 }
 
@@ -1159,6 +1344,14 @@ fn main() {
                     }
                     SystemKind::Quic => {
                         run::<QuicBench>(system, &options, &server_handle, &mut report).await;
+                    }
+                    SystemKind::Quinn => {
+                        run::<QuinnBench<false>>(system, &options, &server_handle, &mut report)
+                            .await;
+                    }
+                    SystemKind::QuinnPerCall => {
+                        run::<QuinnBench<true>>(system, &options, &server_handle, &mut report)
+                            .await;
                     }
                     SystemKind::Datacake => {
                         run::<DatacakeBench>(system, &options, &server_handle, &mut report).await;
