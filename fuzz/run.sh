@@ -8,8 +8,9 @@
 # runs at the lowest priority (nice 19), one target at a time, each as one libFuzzer process
 # with one thread (libFuzzer's default: no -jobs/-workers/-fork). Built with debug assertions
 # (integer overflow panics) and AddressSanitizer. New inputs go into fuzz/corpus/<target>/
-# (minimize with `cargo +nightly fuzz cmin <target>` before committing them); a crash's input
-# goes to fuzz/artifacts/<target>/ and becomes a regression test in fuzz/regressions/<target>/.
+# (minimize them before committing: `cargo +nightly fuzz cmin <target> corpus/<target> --
+# -set_cover_merge=1 -use_counters=0`, which keeps every edge reached); a crash's input goes to
+# fuzz/artifacts/<target>/ and becomes a regression test in fuzz/regressions/<target>/.
 #
 # Limits that make a finding: a panic, a sanitizer report, an input running over 10 s, a single
 # allocation over 256 MiB, or more than 2 GiB resident.

@@ -8,8 +8,8 @@
 //! cargo test -p cohort-fuzz-targets --test seeds -- --ignored
 //! ```
 //!
-//! Then minimize each corpus with `cargo +nightly fuzz cmin <target>` (in `fuzz/`). The test
-//! that always runs checks that every seed is accepted by the code it targets.
+//! Then minimize each corpus (in `fuzz/`, see `run.sh`). The test that always runs checks
+//! that every seed is accepted by the code it targets.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
