@@ -627,8 +627,12 @@ impl<const PER_CALL: bool> Bench for QuinnBench<PER_CALL> {
         let key = rustls_pki_types::PrivateKeyDer::Pkcs8(
             rustls_pki_types::PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()),
         );
-        let server_config = quinn::ServerConfig::with_single_cert(vec![cert_der.clone()], key)
+        let mut server_config = quinn::ServerConfig::with_single_cert(vec![cert_der.clone()], key)
             .map_err(|e| e.to_string())?;
+        // One stream per caller: up to 128 at once (quinn allows 100 by default).
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_concurrent_bidi_streams(1_024u32.into());
+        server_config.transport_config(Arc::new(transport));
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let server_socket = std::net::UdpSocket::bind(loopback).map_err(|e| e.to_string())?;
         let server = quinn::Endpoint::new(
