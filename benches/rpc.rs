@@ -27,10 +27,11 @@
 //!   threads set a thread-local flag when they start; the allocator counts separately what
 //!   flagged threads allocate. Everything the server does for a call (its connection task, the
 //!   handlers it runs, its I/O driver and timers) runs on that runtime, and nothing else does;
-//! - for `quic` (cohort-smol, the same echo service over QUIC with mutual TLS), the server runs
-//!   on smol's executor, whose threads this bench cannot flag: its server-only count is
-//!   `n/a`, and its other figures include smol's executor and reactor threads hopping to the
-//!   callers' tokio tasks;
+//! - `quic` (cohort-smol, the same echo service over QUIC with mutual TLS), `quinn` and
+//!   `quinn-per-call` (quinn alone, a length-prefixed echo on a long-lived stream per caller,
+//!   or a new stream per call) run on smol's executor (quinn's smol runtime, `SMOL_THREADS`
+//!   threads, 1 unless set), and so do their callers, so that no call crosses between tokio
+//!   and smol; the server's allocations cannot be told apart there (`n/a`);
 //! - `allocs_per_call_server_u64_reply` (cohort only): the same, calling a second handler of
 //!   the same service that answers the same request with the sum of its bytes (a `u64`), so
 //!   that the handler allocates nothing itself (the echo's reply is a new `Vec`): what is left
@@ -1032,7 +1033,22 @@ async fn latency<B: Bench>(
     warmup: usize,
     timed: usize,
 ) -> Result<(f64, f64, usize), String> {
-    let mut caller = bench.caller(len).await?;
+    let caller = bench.caller(len).await?;
+    if B::SERVER_ON_RUNTIME {
+        latency_loop(caller, warmup, timed).await
+    } else {
+        // A system on smol's executor: its caller runs there too, so that each call does not
+        // also cross from a tokio worker to smol's threads and back.
+        smol::spawn(latency_loop(caller, warmup, timed)).await
+    }
+}
+
+/// The latency phase of one caller, on whatever executor runs it (as [`latency`]).
+async fn latency_loop<C: Caller>(
+    mut caller: C,
+    warmup: usize,
+    timed: usize,
+) -> Result<(f64, f64, usize), String> {
     let start = Instant::now();
     for _ in 0..warmup {
         caller.call().await?;
@@ -1074,13 +1090,20 @@ async fn throughput<B: Bench>(
         let mut caller = bench.caller(len).await?;
         let done = Arc::clone(&done);
         let stop = Arc::clone(&stop);
-        tasks.push(tokio::spawn(async move {
+        let work = async move {
             while !stop.load(Ordering::Relaxed) {
                 caller.call().await?;
                 done.fetch_add(1, Ordering::Relaxed);
             }
             Ok::<(), String>(())
-        }));
+        };
+        // Callers run where the system runs (see `latency`).
+        tasks.push(if B::SERVER_ON_RUNTIME {
+            tokio::spawn(work)
+        } else {
+            let task = smol::spawn(work);
+            tokio::spawn(task)
+        });
     }
     tokio::time::sleep(WARMUP).await;
     let before = done.load(Ordering::Relaxed);
