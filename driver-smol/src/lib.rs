@@ -141,6 +141,7 @@ mod runtime;
 pub mod tls;
 
 mod rpc_quic;
+mod signal;
 
 pub mod admin {
     //! The admin service every node with RPC serves (core's, re-exported): its view of the

@@ -44,7 +44,7 @@ pub(crate) struct Shared {
     pub(crate) core: Mutex<cohort_core::Node>,
     /// Wakes the task after a command changed the machine, or to make it stop (a capacity of
     /// one: a wake-up already pending is enough).
-    signal_tx: smol::channel::Sender<()>,
+    pub(crate) signal: crate::signal::Signal,
     /// The latest snapshot; closed once the node is done.
     pub(crate) members: MembersCell,
     /// The events; closed once the node has shut down, so that event streams end.
@@ -79,9 +79,9 @@ impl Shared {
         self.members.publish_from(node);
     }
 
-    /// Wakes the node's task (a full channel means a wake-up is already pending).
+    /// Wakes the node's task (a wake-up already pending is enough).
     pub(crate) fn signal(&self) {
-        let _ = self.signal_tx.try_send(());
+        self.signal.notify();
     }
 }
 
@@ -249,13 +249,12 @@ impl Node {
         };
         let members = MembersCell::new(core.members());
         let events = EventBus::new(settings.event_capacity, members.clone());
-        let (signal_tx, signal_rx) = smol::channel::bounded(1);
         let shared = Arc::new(Shared {
             id,
             listen_addr,
             rpc_addr,
             core: Mutex::new(core),
-            signal_tx,
+            signal: crate::signal::Signal::default(),
             members,
             events,
             clock,
@@ -277,7 +276,7 @@ impl Node {
                 tracing::warn!(%error, "the admin service could not be added");
             }
         }
-        let run = runtime::run(Arc::clone(&shared), socket, signal_rx);
+        let run = runtime::run(Arc::clone(&shared), socket);
         let node = shared.id.clone();
         // A panic in the loop is logged by `shutdown`, not thrown again into it.
         let task = smol::spawn(async move {

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use cohort_core::SharedHlc;
@@ -34,6 +34,7 @@ use rkyv::util::AlignedVec;
 use smol::Timer;
 use smol::lock::Mutex as AsyncMutex;
 
+use crate::signal::Signal;
 use crate::tls::{self, TlsConfig, TlsError};
 
 /// A reply ([`RpcClient::call`]), from the core.
@@ -45,40 +46,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn wall_now() -> WallTime {
     WallTime::saturating_from(std::time::SystemTime::now())
-}
-
-/// A wake-up for a connection's task: set by anyone, taken by the task.
-#[derive(Default)]
-struct Signal {
-    set: AtomicBool,
-    waker: Mutex<Option<Waker>>,
-}
-
-impl Signal {
-    fn notify(&self) {
-        self.set.store(true, Ordering::Release);
-        if let Some(waker) = lock(&self.waker).take() {
-            waker.wake();
-        }
-    }
-
-    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.set.swap(false, Ordering::AcqRel) {
-            return Poll::Ready(());
-        }
-        {
-            let mut waker = lock(&self.waker);
-            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *waker = Some(cx.waker().clone());
-            }
-        }
-        // Set between the check and the registration: not lost.
-        if self.set.swap(false, Ordering::AcqRel) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }
 }
 
 /// What the connection task and the callers share of one connection.

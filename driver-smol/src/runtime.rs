@@ -94,11 +94,7 @@ enum Input {
 
 /// The node's loop. Ends when a stop is requested, once the core says the leave is over
 /// (announced, or its timeout passed); dropping every handle cancels it instead.
-pub(crate) async fn run(
-    shared: Arc<Shared>,
-    socket: Async<UdpSocket>,
-    signals: smol::channel::Receiver<()>,
-) {
+pub(crate) async fn run(shared: Arc<Shared>, socket: Async<UdpSocket>) {
     // One byte more than the largest datagram: a larger one shows as truncated, not valid.
     let mut buf = vec![0u8; MAX_DATAGRAM_SIZE + 1];
     let mut out = Transmits::new();
@@ -124,9 +120,7 @@ pub(crate) async fn run(
             if leaving {
                 std::future::pending::<()>().await;
             }
-            // A closed channel cannot happen while the handles hold the sender; treat it as a
-            // wake-up.
-            let _ = signals.recv().await;
+            shared.signal.wait().await;
             Input::Signal
         };
         let timed = async {
