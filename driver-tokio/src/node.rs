@@ -188,6 +188,54 @@ pub(crate) async fn lookup_seed(host: String) -> Option<Vec<SocketAddr>> {
     }
 }
 
+/// How many times a node asked to listen on any free port tries again when the gossip port
+/// it got is taken for TCP (RPC binds the same port number by default).
+const BIND_ATTEMPTS: usize = 16;
+
+/// Binds the gossip socket (on `network`, or UDP) and, outside a memory network, the RPC
+/// listener: TCP at the listen IP and the port of `rpc_addr`, or the gossip port's number when
+/// none is set. Asked for any free port (port 0) with RPC on the same number, a port free for
+/// UDP may be taken for TCP: then both are bound again, a bounded number of times.
+async fn bind(
+    listen: SocketAddr,
+    network: Option<&crate::MemoryNetwork>,
+    rpc_addr: Option<SocketAddr>,
+) -> Result<(GossipSocket, Option<tokio::net::TcpListener>), ConnectError> {
+    let gossip_error = |source| ConnectError::Bind {
+        addr: listen,
+        source,
+    };
+    if let Some(network) = network {
+        let socket = network.bind(listen).map_err(gossip_error)?;
+        return Ok((GossipSocket::Memory(socket), None));
+    }
+    let attempts = if listen.port() == 0 && rpc_addr.is_none() {
+        BIND_ATTEMPTS
+    } else {
+        1
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let socket = UdpSocket::bind(listen).await.map_err(gossip_error)?;
+        let gossip_port = socket.local_addr().map_err(gossip_error)?.port();
+        let port = rpc_addr.map_or(gossip_port, |a| a.port());
+        let rpc_listen = SocketAddr::new(listen.ip(), port);
+        match tokio::net::TcpListener::bind(rpc_listen).await {
+            Ok(listener) => return Ok((GossipSocket::Udp(socket), Some(listener))),
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && attempt < attempts => {
+                tracing::debug!(%rpc_listen, "the gossip port is taken for TCP; binding both again");
+            }
+            Err(source) => {
+                return Err(ConnectError::Bind {
+                    addr: rpc_listen,
+                    source,
+                });
+            }
+        }
+    }
+}
+
 impl Node {
     pub(crate) async fn start(builder: NodeBuilder) -> Result<Self, ConnectError> {
         let NodeBuilder {
@@ -198,18 +246,19 @@ impl Node {
             rpc_drain_timeout,
         } = builder;
         let listen = settings.connection.listen;
-        let bound = match &memory_network {
-            Some(network) => network.bind(listen).map(GossipSocket::Memory),
-            None => UdpSocket::bind(listen).await.map(GossipSocket::Udp),
-        };
-        let socket = bound.map_err(|source| ConnectError::Bind {
-            addr: listen,
-            source,
-        })?;
+        let (socket, rpc_listener) =
+            bind(listen, memory_network.as_ref(), settings.rpc_addr).await?;
         let listen_addr = socket.local_addr().map_err(|source| ConnectError::Bind {
             addr: listen,
             source,
         })?;
+        if let (Some(listener), Some(asked)) = (&rpc_listener, settings.rpc_addr) {
+            if asked.port() == 0 {
+                // An RPC port picked by the system: the one published is the one bound.
+                let port = listener.local_addr().map_or(0, |a| a.port());
+                settings.rpc_addr = Some(SocketAddr::new(asked.ip(), port));
+            }
+        }
         let mut seeds = SeedSet::parse(&settings.connection.seeds);
         let resolved = seeds.resolve(lookup_seed).await;
         let wall = wall_now();
@@ -225,22 +274,24 @@ impl Node {
         let first = core.members();
         // RPC on TCP, at the listen IP and the RPC address's port (the gossip port by
         // default). Nodes on a memory network have no RPC.
-        let rpc = if memory_network.is_some() {
-            None
-        } else {
-            let rpc_listen = SocketAddr::new(listen_addr.ip(), rpc_addr.port());
-            let rpc = Rpc::start(
-                rpc_listen,
-                Arc::clone(core.clock()),
-                rpc_connection,
-                Duration::from_secs(5),
-            )
-            .await
-            .map_err(|source| ConnectError::Bind {
-                addr: rpc_listen,
-                source,
-            })?;
-            Some(rpc)
+        let rpc = match rpc_listener {
+            None => None,
+            Some(listener) => {
+                let rpc_listen = listener
+                    .local_addr()
+                    .unwrap_or_else(|_| SocketAddr::new(listen_addr.ip(), rpc_addr.port()));
+                let rpc = Rpc::start(
+                    listener,
+                    Arc::clone(core.clock()),
+                    rpc_connection,
+                    Duration::from_secs(5),
+                )
+                .map_err(|source| ConnectError::Bind {
+                    addr: rpc_listen,
+                    source,
+                })?;
+                Some(rpc)
+            }
         };
 
         let members = MembersCell::new(first);

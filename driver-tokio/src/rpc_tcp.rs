@@ -224,14 +224,13 @@ pub(crate) struct Rpc {
 }
 
 impl Rpc {
-    /// Binds the RPC listener on `listen` and starts accepting.
-    pub(crate) async fn start(
-        listen: SocketAddr,
+    /// Starts accepting on `listener` (bound by the node with its gossip socket).
+    pub(crate) fn start(
+        listener: TcpListener,
         clock: Arc<SharedHlc>,
         config: RpcConnectionConfig,
         connect_timeout: Duration,
     ) -> io::Result<Arc<Self>> {
-        let listener = TcpListener::bind(listen).await?;
         let local_addr = listener.local_addr()?;
         let rpc = Arc::new(Self {
             registry: Registry::new(),
