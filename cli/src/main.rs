@@ -14,7 +14,8 @@
 //! event
 //! `joined <id>`, `recovered <id>`, `unready <id>`, `failed <id>`, `left <id>`,
 //! `removed <id>`, `key <id> <key>=<value>` (`<key>` alone when deleted), `lagged missed=<n>`,
-//! `skew <addr>`, `suspect` or `bad-cluster <addr>`, each followed by
+//! `skew <addr>`, `suspect` or `bad-cluster <addr>` (skew and bad-cluster at most once a second
+//! per sender, then with ` suppressed=<n>`, how many more were held back), each followed by
 //! `members live=<n> known=<n>`; `stopped` once the node has left. Ids print as
 //! `name/generation@address`. With `--json` each line is one object whose `"event"` names it
 //! (`ready`, `joined`, ..., `key`, `members`, `stopped`; `ready` has `id`, `listen` and `rpc`,

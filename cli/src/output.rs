@@ -53,6 +53,8 @@ pub(crate) enum Line<'a> {
         from: SocketAddr,
         /// The timestamp it sent.
         remote: &'a Timestamp,
+        /// How many more from it were held back since its last report.
+        suppressed: u64,
     },
     /// The local node suspects itself.
     Suspect,
@@ -60,6 +62,8 @@ pub(crate) enum Line<'a> {
     BadCluster {
         /// Its address.
         from: SocketAddr,
+        /// How many more from it were held back since its last report.
+        suppressed: u64,
     },
     /// An event this command does not know (a newer driver's), in its debug form.
     Unknown(String),
@@ -72,6 +76,15 @@ pub(crate) enum Line<'a> {
     },
     /// The node has left the cluster and stopped.
     Stopped,
+}
+
+/// ` suppressed=<n>` when a diagnostic event stands for more than itself, nothing otherwise.
+fn held_back(suppressed: u64) -> String {
+    if suppressed == 0 {
+        String::new()
+    } else {
+        format!(" suppressed={suppressed}")
+    }
 }
 
 impl<'a> Line<'a> {
@@ -100,12 +113,21 @@ impl<'a> Line<'a> {
                 value: value.as_deref(),
             },
             Event::Lagged { missed, .. } => Self::Lagged { missed: *missed },
-            Event::ClockSkew { from, remote, .. } => Self::Skew {
+            Event::ClockSkew {
+                from,
+                remote,
+                suppressed,
+                ..
+            } => Self::Skew {
                 from: *from,
                 remote,
+                suppressed: *suppressed,
             },
             Event::SelfSuspected => Self::Suspect,
-            Event::BadCluster { from } => Self::BadCluster { from: *from },
+            Event::BadCluster { from, suppressed } => Self::BadCluster {
+                from: *from,
+                suppressed: *suppressed,
+            },
             other => Self::Unknown(format!("{other:?}")),
         }
     }
@@ -140,9 +162,13 @@ impl<'a> Line<'a> {
                 ..
             } => format!("key {} {key}", member.id),
             Self::Lagged { missed } => format!("lagged missed={missed}"),
-            Self::Skew { from, .. } => format!("skew {from}"),
+            Self::Skew {
+                from, suppressed, ..
+            } => format!("skew {from}{}", held_back(*suppressed)),
             Self::Suspect => "suspect".to_owned(),
-            Self::BadCluster { from } => format!("bad-cluster {from}"),
+            Self::BadCluster { from, suppressed } => {
+                format!("bad-cluster {from}{}", held_back(*suppressed))
+            }
             Self::Unknown(debug) => format!("event {debug}"),
             Self::Members { live, known } => format!("members live={live} known={known}"),
             Self::Stopped => "stopped".to_owned(),
@@ -173,13 +199,22 @@ impl<'a> Line<'a> {
                 "value": value,
             }),
             Self::Lagged { missed } => json!({"event": "lagged", "missed": missed}),
-            Self::Skew { from, remote } => json!({
+            Self::Skew {
+                from,
+                remote,
+                suppressed,
+            } => json!({
                 "event": "skew",
                 "from": from.to_string(),
                 "remote": remote.to_string(),
+                "suppressed": suppressed,
             }),
             Self::Suspect => json!({"event": "suspect"}),
-            Self::BadCluster { from } => json!({"event": "bad-cluster", "from": from.to_string()}),
+            Self::BadCluster { from, suppressed } => json!({
+                "event": "bad-cluster",
+                "from": from.to_string(),
+                "suppressed": suppressed,
+            }),
             Self::Unknown(debug) => json!({"event": "unknown", "debug": debug}),
             Self::Members { live, known } => {
                 json!({"event": "members", "live": live, "known": known})
@@ -392,9 +427,21 @@ mod tests {
             ("suspect", json!({"event": "suspect"}))
         );
 
-        let (text, json) = both(&Event::BadCluster { from });
+        let (text, json) = both(&Event::BadCluster {
+            from,
+            suppressed: 0,
+        });
         assert_eq!(text, "bad-cluster 127.0.0.1:9");
-        assert_eq!(json, json!({"event": "bad-cluster", "from": "127.0.0.1:9"}));
+        assert_eq!(
+            json,
+            json!({"event": "bad-cluster", "from": "127.0.0.1:9", "suppressed": 0})
+        );
+        let (text, json) = both(&Event::BadCluster {
+            from,
+            suppressed: 41,
+        });
+        assert_eq!(text, "bad-cluster 127.0.0.1:9 suppressed=41");
+        assert_eq!(json["suppressed"], 41);
 
         let line = Line::Members { live: 2, known: 3 };
         assert_eq!(line.text(), "members live=2 known=3");

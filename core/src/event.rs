@@ -59,11 +59,20 @@ pub enum Event {
         remote: Timestamp,
         /// Why the clock refused it.
         error: ClockError,
+        /// How many more refused timestamps from this sender were held back (not reported)
+        /// since its last `ClockSkew` (at most one a sender per
+        /// [`NodeConfig::diagnostic_interval`](crate::NodeConfig::diagnostic_interval)).
+        suppressed: u64,
     },
-    /// A node of another cluster contacted us, or answered us.
+    /// A node of another cluster contacted us, or answered us. Reported at most once per
+    /// sender in a diagnostic interval: a flood costs one event a second, not one a datagram.
     BadCluster {
         /// Its address.
         from: SocketAddr,
+        /// How many more messages of another cluster from this sender were held back (not
+        /// reported) since its last `BadCluster` (at most one a sender per
+        /// [`NodeConfig::diagnostic_interval`](crate::NodeConfig::diagnostic_interval)).
+        suppressed: u64,
     },
     /// This node stopped declaring deaths for a while: it heard nothing while many peers went
     /// silent at once, or it was starved (a round ran late), so it suspects itself.

@@ -19,7 +19,10 @@ pub use self::config::{
 };
 use crate::clock::{HlcConfig, NodeTag, SharedHlc, WallTime};
 use crate::members::Members;
-use crate::membership::{KeyError, Member, MemberStatus, Membership, NodeState, Transmits};
+use crate::membership::diagnostics::DiagnosticKind;
+use crate::membership::{
+    Diagnostics, KeyError, Member, MemberStatus, Membership, NodeState, Transmits,
+};
 use crate::wire::{self, DecodeError};
 use crate::{Event, NodeId};
 
@@ -260,16 +263,31 @@ impl Node {
         let datagram = wire::decode_datagram(bytes)?;
         if let Some(envelope) = datagram.envelope {
             if let Err(error) = self.clock.observe(envelope.timestamp, wall) {
-                self.membership.push_event(Event::ClockSkew {
+                let remote = envelope.timestamp;
+                self.membership.report_diagnostic(
+                    now,
                     from,
-                    remote: envelope.timestamp,
-                    error,
-                });
+                    DiagnosticKind::ClockSkew,
+                    |suppressed| Event::ClockSkew {
+                        from,
+                        remote,
+                        error,
+                        suppressed,
+                    },
+                );
             }
         }
         self.membership
             .handle_message(now, from, datagram.version, datagram.message);
         Ok(())
+    }
+
+    /// Counts of bad input received since the start: messages of other clusters, refused
+    /// timestamps, and how many of those were held back rather than reported as events (see
+    /// [`NodeConfig::diagnostic_interval`]).
+    #[must_use]
+    pub fn diagnostics(&self) -> Diagnostics {
+        self.membership.diagnostics()
     }
 
     /// Runs what is due at `now`: a gossip round, a liveness check, the end of a leave.

@@ -624,7 +624,8 @@ impl Node {
             .rpc
             .as_ref()
             .map_or(0, |rpc| rpc.send_buffer_peak.load(Ordering::Relaxed));
-        self.shared.counters.statistics(rpc_peak)
+        let diagnostics = self.shared.lock_core().diagnostics();
+        self.shared.counters.statistics(rpc_peak, diagnostics)
     }
 
     /// Leaves the cluster gracefully and stops: runs the shutdown hooks, announces the

@@ -172,7 +172,7 @@ impl TraceHash {
                 self.bytes(&[8]);
                 self.u64(*missed);
             }
-            Event::BadCluster { from } => {
+            Event::BadCluster { from, .. } => {
                 self.bytes(&[9]);
                 self.addr(*from);
             }

@@ -26,6 +26,13 @@ pub struct Statistics {
     /// [`max_buffered`](crate::rpc::ConnectionConfig::max_buffered), so this stays near it
     /// however the peer behaves. 0 on a node without RPC.
     pub rpc_send_buffer_peak: u64,
+    /// Messages from nodes of another cluster.
+    pub bad_cluster: u64,
+    /// Timestamps the clock refused (too far ahead).
+    pub clock_skew: u64,
+    /// Occurrences of bad input held back rather than reported as an event of their own (see
+    /// [`NodeConfig::diagnostic_interval`](crate::NodeConfig::diagnostic_interval)).
+    pub diagnostics_suppressed: u64,
 }
 
 /// The counters a node's task keeps, readable from any thread without a lock.
@@ -76,9 +83,14 @@ impl Counters {
         add(&self.decode_errors, 1);
     }
 
-    /// The counters now, with the RPC send buffer peak the driver measured.
+    /// The counters now, with the RPC send buffer peak the driver measured and the node's
+    /// counts of bad input ([`Node::diagnostics`](crate::Node::diagnostics)).
     #[must_use]
-    pub fn statistics(&self, rpc_send_buffer_peak: u64) -> Statistics {
+    pub fn statistics(
+        &self,
+        rpc_send_buffer_peak: u64,
+        diagnostics: crate::membership::Diagnostics,
+    ) -> Statistics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Statistics {
             datagrams_sent: get(&self.datagrams_sent),
@@ -88,6 +100,9 @@ impl Counters {
             decode_errors: get(&self.decode_errors),
             send_errors: get(&self.send_errors),
             rpc_send_buffer_peak,
+            bad_cluster: diagnostics.bad_cluster,
+            clock_skew: diagnostics.clock_skew,
+            diagnostics_suppressed: diagnostics.suppressed,
         }
     }
 }

@@ -63,6 +63,11 @@ pub struct MembershipConfig {
     /// The most events kept for the reader; past this the oldest are dropped and the reader
     /// is told it lagged. Default 1,024.
     pub max_pending_events: usize,
+    /// Bad input (another cluster's messages, refused timestamps) is reported at most once
+    /// per sender and kind in this interval, with the count held back since; every occurrence
+    /// is counted ([`Membership::diagnostics`](crate::membership::Membership::diagnostics)).
+    /// Default 1 s.
+    pub diagnostic_interval: Duration,
     /// The most datagrams kept for the driver; past this new ones are dropped (and counted).
     /// Default 1,024.
     pub max_pending_transmits: usize,
@@ -100,6 +105,7 @@ impl MembershipConfig {
             transmit_headroom: 0,
             removed_nodes_remembered: 5_000,
             max_pending_events: 1_024,
+            diagnostic_interval: Duration::from_secs(1),
             max_pending_transmits: 1_024,
             late_round_factor: 3,
             self_suspicion_hold: Duration::from_secs(10),
@@ -130,6 +136,7 @@ impl fmt::Debug for MembershipConfig {
             .field("transmit_headroom", &self.transmit_headroom)
             .field("removed_nodes_remembered", &self.removed_nodes_remembered)
             .field("max_pending_events", &self.max_pending_events)
+            .field("diagnostic_interval", &self.diagnostic_interval)
             .field("max_pending_transmits", &self.max_pending_transmits)
             .field("late_round_factor", &self.late_round_factor)
             .field("self_suspicion_hold", &self.self_suspicion_hold)

@@ -21,6 +21,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use self::leave::Leaving;
 use self::removed::Removed;
+use super::diagnostics::{DiagnosticKind, DiagnosticLimiter, Diagnostics};
 use super::transmit::TransmitQueue;
 use super::{
     ClusterState, KeyError, LEAVING_KEY, Member, MemberStatus, MembershipConfig, NodeDetector,
@@ -134,6 +135,8 @@ pub struct Membership {
     transmits: TransmitQueue,
     events: VecDeque<Event>,
     missed_events: u64,
+    /// Bad input, reported at a bounded rate.
+    diagnostics: DiagnosticLimiter,
     /// Grows by one with every change of what a [`Members`] snapshot holds.
     members_version: u64,
     leaving: Option<Leaving>,
@@ -168,6 +171,7 @@ impl Membership {
             transmits: TransmitQueue::default(),
             events: VecDeque::new(),
             missed_events: 0,
+            diagnostics: DiagnosticLimiter::new(config.diagnostic_interval),
             members_version: 1,
             leaving: None,
             config,
@@ -440,6 +444,27 @@ impl Membership {
 
     /// Queues `event` for the reader (dropping the oldest, and counting it, when the queue is
     /// full).
+    /// Counts bad input of `kind` from `from`, and reports it as the event `make` builds
+    /// (given how many of the same were held back since the last report) unless one was
+    /// reported for that sender and kind within the diagnostic interval.
+    pub(crate) fn report_diagnostic(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        kind: DiagnosticKind,
+        make: impl FnOnce(u64) -> Event,
+    ) {
+        if let Some(suppressed) = self.diagnostics.admit(now, from, kind) {
+            self.push_event(make(suppressed));
+        }
+    }
+
+    /// Counts of bad input since the start (every occurrence, reported or held back).
+    #[must_use]
+    pub fn diagnostics(&self) -> Diagnostics {
+        self.diagnostics.counts()
+    }
+
     pub(crate) fn push_event(&mut self, event: Event) {
         if event.changes_members() {
             self.members_version += 1;
@@ -532,7 +557,9 @@ impl Membership {
                     let mut out = self.payload_buffer(wire::HEADER_LEN);
                     wire::encode_header(version, MessageType::BadCluster, &mut out);
                     self.push_transmit(from, out);
-                    self.push_event(Event::BadCluster { from });
+                    self.report_diagnostic(now, from, DiagnosticKind::BadCluster, |suppressed| {
+                        Event::BadCluster { from, suppressed }
+                    });
                     return;
                 }
                 self.report_heartbeats(&digest, now);
@@ -559,7 +586,11 @@ impl Membership {
                 self.note_leave_answer(from, now);
             }
             MessageView::Ack { delta } => self.apply_delta(delta, now),
-            MessageView::BadCluster => self.push_event(Event::BadCluster { from }),
+            MessageView::BadCluster => {
+                self.report_diagnostic(now, from, DiagnosticKind::BadCluster, |suppressed| {
+                    Event::BadCluster { from, suppressed }
+                });
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 //! and events are returned.
 
 mod config;
+pub(crate) mod diagnostics;
 pub mod failure_detector;
 mod machine;
 mod member;
@@ -15,6 +16,7 @@ pub mod state;
 mod transmit;
 
 pub use config::{LivenessPredicate, MembershipConfig};
+pub use diagnostics::Diagnostics;
 pub use failure_detector::{FailureDetector, FailureDetectorConfig, Liveness, NodeDetector};
 pub use machine::Membership;
 pub use member::{

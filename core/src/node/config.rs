@@ -147,6 +147,11 @@ pub struct NodeConfig {
     /// The most events kept for the reader before the oldest are dropped and it is told it
     /// lagged. Default 1,024.
     pub max_pending_events: usize,
+    /// Bad input is reported at most once per sender and kind in this interval
+    /// ([`Event::BadCluster`](crate::Event::BadCluster), [`Event::ClockSkew`](crate::Event::ClockSkew),
+    /// each with the count held back since); every occurrence is counted
+    /// ([`Node::diagnostics`](crate::Node::diagnostics)). Default 1 s.
+    pub diagnostic_interval: Duration,
     /// The most datagrams kept for the driver; past this new ones are dropped (and counted).
     /// Default 1,024.
     pub max_pending_transmits: usize,
@@ -185,6 +190,7 @@ impl NodeConfig {
             marked_for_deletion_grace_period: machine.marked_for_deletion_grace_period,
             removed_nodes_remembered: machine.removed_nodes_remembered,
             max_pending_events: machine.max_pending_events,
+            diagnostic_interval: machine.diagnostic_interval,
             max_pending_transmits: machine.max_pending_transmits,
             late_round_factor: machine.late_round_factor,
             self_suspicion_hold: machine.self_suspicion_hold,
@@ -308,6 +314,7 @@ impl NodeConfig {
         m.transmit_headroom = headroom;
         m.removed_nodes_remembered = self.removed_nodes_remembered;
         m.max_pending_events = self.max_pending_events;
+        m.diagnostic_interval = self.diagnostic_interval;
         m.max_pending_transmits = self.max_pending_transmits;
         m.late_round_factor = self.late_round_factor;
         m.self_suspicion_hold = self.self_suspicion_hold;

@@ -397,7 +397,12 @@ fn extensions_ttl_keys_key_changes_and_the_local_member() {
 #[test]
 fn garbage_datagrams_are_counted_and_ignored() {
     run(async {
-        let a = node("a", &[]).await;
+        // One report per sender for the whole test, however slow the machine.
+        let a = builder("a", &[])
+            .configure(|config| config.diagnostic_interval = Duration::from_secs(3_600))
+            .connect()
+            .await
+            .unwrap();
         let b = node("b", &[a.public_addr()]).await;
         all_live(&[&a, &b], 2).await;
         let sender = UdpSocket::bind(loopback()).unwrap();
@@ -420,6 +425,37 @@ fn garbage_datagrams_are_counted_and_ignored() {
         .unwrap();
         let stats = a.statistics();
         assert!(stats.datagrams_received > 3 && stats.datagrams_sent > 0);
+
+        // A flood of another cluster's messages from one sender: every one counted, one event.
+        let mut events = a.membership_events();
+        let mut bad = Vec::new();
+        cohort_core::wire::encode_chitchat(
+            cohort_core::wire::ProtocolVersion::V0,
+            &cohort_core::wire::Message::BadCluster,
+            &mut bad,
+        );
+        for _ in 0..200 {
+            sender.send_to(&bad, a.public_addr()).unwrap();
+        }
+        within("the flood to be counted", async {
+            while a.statistics().bad_cluster < 200 {
+                Timer::after(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        let stats = a.statistics();
+        assert_eq!(stats.bad_cluster, 200);
+        assert_eq!(
+            stats.diagnostics_suppressed, 199,
+            "one event for the sender within the interval, the rest held back"
+        );
+        let from = sender.local_addr().unwrap();
+        let reported = next_matching(&mut events, |event| match event {
+            Event::BadCluster { from: f, suppressed } if f == from => Some(suppressed),
+            _ => None,
+        })
+        .await;
+        assert_eq!(reported, 0);
         a.shutdown().await;
         b.shutdown().await;
     });

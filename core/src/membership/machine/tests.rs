@@ -380,8 +380,9 @@ fn queues_are_bounded_and_a_slow_reader_is_told_it_lagged() {
         m.gossip_to(SocketAddr::from(([127, 0, 0, 2], port)));
     }
     assert_eq!(m.dropped_transmits(), 3);
-    let from = SocketAddr::from(([127, 0, 0, 3], 1));
-    for _ in 0..5 {
+    // Five senders (one sender's reports are limited to one an interval).
+    for port in 1..=5 {
+        let from = SocketAddr::from(([127, 0, 0, 3], port));
         let mut bad = Vec::new();
         wire::encode_chitchat(ProtocolVersion::V0, &wire::Message::BadCluster, &mut bad);
         m.handle_datagram(now, from, &bad).unwrap();
@@ -393,6 +394,50 @@ fn queues_are_bounded_and_a_slow_reader_is_told_it_lagged() {
     assert!(matches!(m.poll_event(), Some(Event::BadCluster { .. })));
     assert!(matches!(m.poll_event(), Some(Event::BadCluster { .. })));
     assert_eq!(m.poll_event(), None);
+}
+
+/// A flood from another cluster costs one event per sender and interval, each saying how many
+/// it stands for, and every message is counted.
+#[test]
+fn bad_input_is_reported_at_a_bounded_rate_and_counted() {
+    let c = config(&id("a", 1, 7950), None);
+    let interval = c.diagnostic_interval;
+    let now = Instant::now();
+    let mut m = Membership::new(c, now);
+    let mut bad = Vec::new();
+    wire::encode_chitchat(ProtocolVersion::V0, &wire::Message::BadCluster, &mut bad);
+    let flooder = SocketAddr::from(([127, 0, 0, 4], 1));
+    let other = SocketAddr::from(([127, 0, 0, 4], 2));
+    for i in 0..1_000u32 {
+        let at = now + Duration::from_micros(u64::from(i));
+        m.handle_datagram(at, flooder, &bad).unwrap();
+    }
+    m.handle_datagram(now, other, &bad).unwrap();
+    let events: Vec<Event> = std::iter::from_fn(|| m.poll_event()).collect();
+    assert_eq!(
+        events,
+        [
+            Event::BadCluster {
+                from: flooder,
+                suppressed: 0
+            },
+            Event::BadCluster {
+                from: other,
+                suppressed: 0
+            }
+        ]
+    );
+    let counts = m.diagnostics();
+    assert_eq!((counts.bad_cluster, counts.suppressed), (1_001, 999));
+    // The interval over, the next one is reported with the 999 it stands for.
+    m.handle_datagram(now + interval, flooder, &bad).unwrap();
+    assert_eq!(
+        m.poll_event(),
+        Some(Event::BadCluster {
+            from: flooder,
+            suppressed: 999
+        })
+    );
 }
 
 #[test]
