@@ -173,6 +173,13 @@ pub(crate) struct AgentArgs {
     #[arg(long)]
     pub(crate) json: bool,
 
+    /// Authenticate gossip with the cluster key in FILE (64 hexadecimal digits; every node of
+    /// the cluster needs the same). The key can also come from the environment variable
+    /// COHORT_CLUSTER_KEY, never from an argument (arguments are visible to every user of the
+    /// machine). Not with --chitchat-compatible.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cluster_key_file: Option<PathBuf>,
+
     /// Do not watch standard input (by default, its closing or a `stop` line makes the node
     /// leave): for running under a service manager or with no input attached. Ctrl-C and
     /// SIGTERM still make it leave gracefully.

@@ -96,8 +96,34 @@ macro_rules! builder {
         for (key, value) in &args.meta {
             builder = builder.metadata(key.clone(), value.clone());
         }
+        if let Some(key) = $crate::drivers::cluster_key(args)? {
+            builder = builder.keyring($driver::Keyring::new(key));
+        }
         builder
     }};
 }
 
 pub(crate) use builder;
+
+/// The environment variable a cluster key may come from (64 hexadecimal digits).
+pub(crate) const CLUSTER_KEY_ENV: &str = "COHORT_CLUSTER_KEY";
+
+/// The cluster key of `--cluster-key-file`, or of [`CLUSTER_KEY_ENV`], or none.
+pub(crate) fn cluster_key(
+    args: &crate::args::AgentArgs,
+) -> Result<Option<cohort_tokio::ClusterKey>, String> {
+    let (text, origin) = match &args.cluster_key_file {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the cluster key file {}: {e}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => match std::env::var(CLUSTER_KEY_ENV) {
+            Ok(text) => (text, CLUSTER_KEY_ENV.to_owned()),
+            Err(_) => return Ok(None),
+        },
+    };
+    cohort_tokio::ClusterKey::from_hex(&text)
+        .map(Some)
+        .map_err(|e| format!("the cluster key in {origin}: {e}"))
+}

@@ -27,6 +27,11 @@
 //! QUIC with mutual TLS. `cohort certs --dir DIR --nodes a,b,c` writes such files (a cluster CA
 //! and node certificates, PEM) for trying it by hand.
 //!
+//! With `--cluster-key-file FILE` (or the environment variable `COHORT_CLUSTER_KEY`, never an
+//! argument) the agent authenticates its gossip with that key (64 hexadecimal digits; every
+//! node of the cluster needs it): datagrams without a valid tag are dropped, and reported as
+//! `unauthenticated <addr>` lines at most once a second per sender.
+//!
 //! `cohort members --node ADDR` asks a running node for its view of the membership over RPC (its
 //! admin service) and prints a table (`--json` for one object); `--driver smol` and the three TLS
 //! flags ask a smol node over QUIC.

@@ -65,6 +65,13 @@ pub(crate) enum Line<'a> {
         /// How many more from it were held back since its last report.
         suppressed: u64,
     },
+    /// A datagram without a valid authentication tag was dropped.
+    Unauthenticated {
+        /// Its sender (as it claims).
+        from: SocketAddr,
+        /// How many more from it were held back since its last report.
+        suppressed: u64,
+    },
     /// An event this command does not know (a newer driver's), in its debug form.
     Unknown(String),
     /// The membership after an event.
@@ -128,6 +135,10 @@ impl<'a> Line<'a> {
                 from: *from,
                 suppressed: *suppressed,
             },
+            Event::Unauthenticated { from, suppressed } => Self::Unauthenticated {
+                from: *from,
+                suppressed: *suppressed,
+            },
             other => Self::Unknown(format!("{other:?}")),
         }
     }
@@ -168,6 +179,9 @@ impl<'a> Line<'a> {
             Self::Suspect => "suspect".to_owned(),
             Self::BadCluster { from, suppressed } => {
                 format!("bad-cluster {from}{}", held_back(*suppressed))
+            }
+            Self::Unauthenticated { from, suppressed } => {
+                format!("unauthenticated {from}{}", held_back(*suppressed))
             }
             Self::Unknown(debug) => format!("event {debug}"),
             Self::Members { live, known } => format!("members live={live} known={known}"),
@@ -212,6 +226,11 @@ impl<'a> Line<'a> {
             Self::Suspect => json!({"event": "suspect"}),
             Self::BadCluster { from, suppressed } => json!({
                 "event": "bad-cluster",
+                "from": from.to_string(),
+                "suppressed": suppressed,
+            }),
+            Self::Unauthenticated { from, suppressed } => json!({
+                "event": "unauthenticated",
                 "from": from.to_string(),
                 "suppressed": suppressed,
             }),
@@ -442,6 +461,12 @@ mod tests {
         });
         assert_eq!(text, "bad-cluster 127.0.0.1:9 suppressed=41");
         assert_eq!(json["suppressed"], 41);
+        let (text, json) = both(&Event::Unauthenticated {
+            from,
+            suppressed: 2,
+        });
+        assert_eq!(text, "unauthenticated 127.0.0.1:9 suppressed=2");
+        assert_eq!(json["event"], "unauthenticated");
 
         let line = Line::Members { live: 2, known: 3 };
         assert_eq!(line.text(), "members live=2 known=3");

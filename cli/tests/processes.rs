@@ -937,3 +937,61 @@ fn tls_flags_out_of_place_and_bad_files_fail_clearly() {
         }
     }
 }
+
+/// Agents sharing a cluster key (from a file) form a cluster; one with another key never
+/// joins it; a key that is not 64 hexadecimal digits is a clear error.
+#[test]
+fn agents_with_a_cluster_key_keep_a_stranger_out() {
+    let dir = TempDir::new("keys");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let ours = dir.0.join("ours.key");
+    let theirs = dir.0.join("theirs.key");
+    std::fs::write(&ours, format!("{}\n", "1f".repeat(32))).unwrap();
+    std::fs::write(&theirs, "2e".repeat(32)).unwrap();
+    let key_args = |path: &std::path::Path| {
+        vec![
+            "--cluster-key-file".to_owned(),
+            path.to_str().expect("a UTF-8 path").to_owned(),
+        ]
+    };
+    let ours_args = key_args(&ours);
+    let ours_refs: Vec<&str> = ours_args.iter().map(String::as_str).collect();
+    let mut cluster = Cluster(vec![Proc::start_with("a", loopback(), &[], &ours_refs)]);
+    let seed = cluster.0[0].listen;
+    cluster
+        .0
+        .push(Proc::start_with("b", loopback(), &[seed], &ours_refs));
+    let theirs_args = key_args(&theirs);
+    let theirs_refs: Vec<&str> = theirs_args.iter().map(String::as_str).collect();
+    cluster
+        .0
+        .push(Proc::start_with("x", loopback(), &[seed], &theirs_refs));
+    cluster.0[0].wait_members(2);
+    cluster.0[1].wait_members(2);
+    // a saw b join; x, which gossips to a every round, never appears.
+    let x_id = cluster.0[2].id.clone();
+    cluster.0[2].child.kill().unwrap();
+    cluster.0[0].drain();
+    assert!(
+        !cluster.0[0].seen.iter().any(|line| line.contains(&x_id)),
+        "x never appears at a: {:?}",
+        cluster.0[0].seen
+    );
+
+    let bad = dir.0.join("bad.key");
+    std::fs::write(&bad, "not a key").unwrap();
+    let (status, _, err) = run_to_end(&[
+        "agent",
+        "--name",
+        "y",
+        "--listen",
+        "127.0.0.1:0",
+        "--cluster-key-file",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cluster key") && err.contains("bad.key"),
+        "{err}"
+    );
+}

@@ -74,6 +74,15 @@ pub enum Event {
         /// [`NodeConfig::diagnostic_interval`](crate::NodeConfig::diagnostic_interval)).
         suppressed: u64,
     },
+    /// A datagram was dropped because its authentication tag was missing or wrong (a node
+    /// with a keyring: [`NodeConfig::keyring`](crate::NodeConfig::keyring)). Reported at most
+    /// once per sender in a diagnostic interval.
+    Unauthenticated {
+        /// The sender's address (as the datagram says: it may be forged).
+        from: SocketAddr,
+        /// How many more from this sender were held back since its last report.
+        suppressed: u64,
+    },
     /// This node stopped declaring deaths for a while: it heard nothing while many peers went
     /// silent at once, or it was starved (a round ran late), so it suspects itself.
     SelfSuspected,
@@ -115,7 +124,7 @@ impl Event {
 
     /// The event's name in lower case, for logs and command-line output: `joined`,
     /// `recovered`, `unready`, `failed`, `left`, `removed`, `key`, `reset`, `skew`,
-    /// `bad-cluster`, `suspect` or `lagged`.
+    /// `bad-cluster`, `unauthenticated`, `suspect` or `lagged`.
     #[must_use]
     pub const fn kind(&self) -> &'static str {
         match self {
@@ -129,6 +138,7 @@ impl Event {
             Self::Reset(_) => "reset",
             Self::ClockSkew { .. } => "skew",
             Self::BadCluster { .. } => "bad-cluster",
+            Self::Unauthenticated { .. } => "unauthenticated",
             Self::SelfSuspected => "suspect",
             Self::Lagged { .. } => "lagged",
         }
@@ -140,7 +150,10 @@ impl Event {
     pub fn changes_members(&self) -> bool {
         !matches!(
             self,
-            Self::BadCluster { .. } | Self::SelfSuspected | Self::ClockSkew { .. }
+            Self::BadCluster { .. }
+                | Self::SelfSuspected
+                | Self::ClockSkew { .. }
+                | Self::Unauthenticated { .. }
         )
     }
 }

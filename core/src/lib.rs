@@ -110,6 +110,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod auth;
 pub mod clock;
 mod event;
 pub mod handle;

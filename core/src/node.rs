@@ -17,6 +17,7 @@ pub use self::config::{
     ConfigError, DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LEAVE_TIMEOUT,
     MAX_DURATION_SETTING, NodeConfig, generation_at,
 };
+use crate::auth::{AUTH_TAG_LEN, ClusterKey, Keyring, KeyringError};
 use crate::clock::{HlcConfig, NodeTag, SharedHlc, WallTime};
 use crate::members::Members;
 use crate::membership::diagnostics::DiagnosticKind;
@@ -74,6 +75,8 @@ pub struct Node {
     membership: Membership,
     clock: Arc<SharedHlc>,
     compatible: bool,
+    /// Signs outgoing datagrams and checks incoming ones, when gossip is authenticated.
+    keyring: Option<Keyring>,
     leave_timeout: Duration,
     leave_deadline: Option<Instant>,
     left: Option<LeaveOutcome>,
@@ -95,6 +98,7 @@ impl Node {
             membership: Membership::new(membership, now),
             clock: Arc::new(clock),
             compatible: config.chitchat_compatible,
+            keyring: config.keyring,
             leave_timeout: config.leave_timeout,
             leave_deadline: None,
             left: None,
@@ -261,6 +265,24 @@ impl Node {
         bytes: &[u8],
     ) -> Result<(), DecodeError> {
         let datagram = wire::decode_datagram(bytes)?;
+        if let Some(keyring) = &self.keyring {
+            // The tag covers the envelope up to its length byte, then the chitchat datagram.
+            let signed = bytes.get(..wire::ENVELOPE_OVERHEAD + 1).unwrap_or_default();
+            let verified = datagram
+                .envelope
+                .as_ref()
+                .and_then(|e| e.auth_tag)
+                .is_some_and(|tag| keyring.verifies(signed, datagram.chitchat, tag));
+            if !verified {
+                self.membership.report_diagnostic(
+                    now,
+                    from,
+                    DiagnosticKind::Unauthenticated,
+                    |suppressed| Event::Unauthenticated { from, suppressed },
+                );
+                return Err(DecodeError::Unauthenticated);
+            }
+        }
         if let Some(envelope) = datagram.envelope {
             if let Err(error) = self.clock.observe(envelope.timestamp, wall) {
                 let remote = envelope.timestamp;
@@ -288,6 +310,49 @@ impl Node {
     #[must_use]
     pub fn diagnostics(&self) -> Diagnostics {
         self.membership.diagnostics()
+    }
+
+    /// The cluster's keys, when gossip is authenticated ([`NodeConfig::keyring`]).
+    #[must_use]
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.keyring.as_ref()
+    }
+
+    /// Accepts datagrams signed with `key` too (the first step of a rotation; see
+    /// [`crate::auth`]). Returns whether it was new.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyringError::NotKeyed`] on a node started without a keyring (authentication is
+    /// chosen at start, for every node of a cluster at once).
+    pub fn install_key(&mut self, key: ClusterKey) -> Result<bool, KeyringError> {
+        let keyring = self.keyring.as_mut().ok_or(KeyringError::NotKeyed)?;
+        Ok(keyring.install(key))
+    }
+
+    /// Signs with `key` from now on (installed before; see [`crate::auth`]).
+    ///
+    /// # Errors
+    ///
+    /// [`KeyringError::NotInstalled`], or [`KeyringError::NotKeyed`]; nothing changed.
+    pub fn use_key(&mut self, key: &ClusterKey) -> Result<(), KeyringError> {
+        self.keyring
+            .as_mut()
+            .ok_or(KeyringError::NotKeyed)?
+            .use_key(key)
+    }
+
+    /// Stops accepting `key` (the last step of a rotation). Returns whether it was installed.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyringError::InUse`] for the key in use, or [`KeyringError::NotKeyed`]; nothing
+    /// changed.
+    pub fn remove_key(&mut self, key: &ClusterKey) -> Result<bool, KeyringError> {
+        self.keyring
+            .as_mut()
+            .ok_or(KeyringError::NotKeyed)?
+            .remove(key)
     }
 
     /// Runs what is due at `now`: a gossip round, a liveness check, the end of a leave.
@@ -323,10 +388,31 @@ impl Node {
         // at the end of its range cannot stamp: send the datagram bare rather than drop it (it
         // is still valid gossip).
         let stamped = self.clock.now(wall).ok().map(wire::envelope_bytes);
-        match (stamped, out.get_mut(..wire::ENVELOPE_OVERHEAD)) {
-            (Some(envelope), Some(front)) => front.copy_from_slice(&envelope),
+        let Some(keyring) = &self.keyring else {
+            match (stamped, out.get_mut(..wire::ENVELOPE_OVERHEAD)) {
+                (Some(envelope), Some(front)) => front.copy_from_slice(&envelope),
+                _ => {
+                    out.drain(..wire::ENVELOPE_OVERHEAD.min(out.len()));
+                }
+            }
+            return Some(destination);
+        };
+        // Authenticated: the membership left room for the envelope with its tag.
+        let tag_at = wire::ENVELOPE_OVERHEAD + 1;
+        let body_at = tag_at + AUTH_TAG_LEN;
+        match stamped {
+            Some(mut envelope) if out.len() >= body_at => {
+                envelope[3] = wire::ENVELOPE_FLAG_AUTH_TAG;
+                out[..wire::ENVELOPE_OVERHEAD].copy_from_slice(&envelope);
+                out[wire::ENVELOPE_OVERHEAD] = AUTH_TAG_LEN as u8;
+                let (signed, rest) = out.split_at_mut(tag_at);
+                let (tag, chitchat) = rest.split_at_mut(AUTH_TAG_LEN);
+                tag.copy_from_slice(&keyring.primary().tag(signed, chitchat));
+            }
+            // A clock at the end of its range cannot stamp: the datagram goes bare, and peers
+            // drop it as unauthenticated (nothing else can be sent for it).
             _ => {
-                out.drain(..wire::ENVELOPE_OVERHEAD.min(out.len()));
+                out.drain(..body_at.min(out.len()));
             }
         }
         Some(destination)

@@ -173,6 +173,8 @@ pub use tls::{
     NodeCertificate, PemInput, PemOrigin, TlsConfig, TlsError,
 };
 
+/// Authenticated gossip: a cluster's keys ([`NodeBuilder::keyring`]).
+pub use cohort_core::auth::{ClusterKey, Keyring, KeyringError};
 pub use cohort_core::members::{DATA_CENTER_KEY, DEFAULT_DATA_CENTER, RPC_ADDR_KEY};
 pub use cohort_core::membership::{
     FailureDetectorConfig, LivenessPredicate, MembershipConfig, NodeState, RESERVED_KEY_PREFIX,

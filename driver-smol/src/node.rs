@@ -488,6 +488,39 @@ impl Node {
         Ok(out)
     }
 
+    /// Accepts gossip signed with `key` too: the first step of a key rotation (then
+    /// [`use_cluster_key`](Self::use_cluster_key) on every node, then
+    /// [`remove_cluster_key`](Self::remove_cluster_key) of the old key). Returns whether the key
+    /// was new.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyringError::NotKeyed`](crate::KeyringError::NotKeyed) for a node started without a
+    /// [`keyring`](crate::NodeBuilder::keyring).
+    pub fn install_cluster_key(&self, key: crate::ClusterKey) -> Result<bool, crate::KeyringError> {
+        self.shared.lock_core().install_key(key)
+    }
+
+    /// Signs gossip with `key` (installed before) from now on.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyringError::NotInstalled`](crate::KeyringError::NotInstalled) or
+    /// [`NotKeyed`](crate::KeyringError::NotKeyed); nothing changed.
+    pub fn use_cluster_key(&self, key: &crate::ClusterKey) -> Result<(), crate::KeyringError> {
+        self.shared.lock_core().use_key(key)
+    }
+
+    /// Stops accepting gossip signed with `key`. Returns whether it was installed.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyringError::InUse`](crate::KeyringError::InUse) for the key in use, or
+    /// [`NotKeyed`](crate::KeyringError::NotKeyed); nothing changed.
+    pub fn remove_cluster_key(&self, key: &crate::ClusterKey) -> Result<bool, crate::KeyringError> {
+        self.shared.lock_core().remove_key(key)
+    }
+
     /// Starts `extension` on this node and returns what it gives back.
     ///
     /// # Errors

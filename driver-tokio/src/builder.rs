@@ -196,6 +196,16 @@ impl NodeBuilder {
         self
     }
 
+    /// Authenticates gossip with `keyring`: every datagram is signed with its primary key and
+    /// only datagrams a key of the ring verifies are applied (others are dropped and counted,
+    /// [`Event::Unauthenticated`](crate::Event::Unauthenticated)). Every node of the cluster needs
+    /// a key in common; rotate with the node's `install_cluster_key`, `use_cluster_key` and
+    /// `remove_cluster_key`. Not with [`chitchat_compatible`](Self::chitchat_compatible).
+    pub fn keyring(mut self, keyring: crate::Keyring) -> Self {
+        self.settings.keyring = Some(keyring);
+        self
+    }
+
     /// How far ahead of the local wall clock a peer's timestamp may be. Default 500 ms.
     pub fn max_clock_drift(mut self, drift: Duration) -> Self {
         self.settings.max_clock_drift = drift;

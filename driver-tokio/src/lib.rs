@@ -138,6 +138,8 @@ pub use rpc_tcp::{Response, RpcClient};
 pub use tokio_stream::StreamExt;
 pub use transport::MemoryNetwork;
 
+/// Authenticated gossip: a cluster's keys ([`NodeBuilder::keyring`]).
+pub use cohort_core::auth::{ClusterKey, Keyring, KeyringError};
 pub use cohort_core::members::{DATA_CENTER_KEY, DEFAULT_DATA_CENTER, RPC_ADDR_KEY};
 pub use cohort_core::membership::{
     FailureDetectorConfig, LivenessPredicate, MembershipConfig, NodeState, RESERVED_KEY_PREFIX,

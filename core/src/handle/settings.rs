@@ -104,6 +104,8 @@ pub struct NodeSettings {
     pub leave_timeout: Duration,
     /// Default [`DEFAULT_MAX_DRIFT`].
     pub max_clock_drift: Duration,
+    /// Default `None`: gossip is not authenticated ([`NodeConfig::keyring`]).
+    pub keyring: Option<crate::auth::Keyring>,
     /// Default `None`.
     pub liveness_predicate: Option<LivenessPredicate>,
     /// Default `None`: drawn from the operating system by the driver.
@@ -147,6 +149,7 @@ impl NodeSettings {
             event_capacity: 1_024,
             leave_timeout: DEFAULT_LEAVE_TIMEOUT,
             max_clock_drift: DEFAULT_MAX_DRIFT,
+            keyring: None,
             liveness_predicate: None,
             rng_seed: None,
             tune: None,
@@ -188,6 +191,7 @@ impl NodeSettings {
         config.protocol_version = self.protocol_version;
         config.chitchat_compatible = self.chitchat_compatible;
         config.max_clock_drift = self.max_clock_drift;
+        config.keyring.clone_from(&self.keyring);
         config
             .liveness_predicate
             .clone_from(&self.liveness_predicate);

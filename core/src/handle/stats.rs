@@ -30,6 +30,9 @@ pub struct Statistics {
     pub bad_cluster: u64,
     /// Timestamps the clock refused (too far ahead).
     pub clock_skew: u64,
+    /// Datagrams dropped for a missing or wrong authentication tag (also counted in
+    /// `decode_errors`).
+    pub unauthenticated: u64,
     /// Occurrences of bad input held back rather than reported as an event of their own (see
     /// [`NodeConfig::diagnostic_interval`](crate::NodeConfig::diagnostic_interval)).
     pub diagnostics_suppressed: u64,
@@ -102,6 +105,7 @@ impl Counters {
             rpc_send_buffer_peak,
             bad_cluster: diagnostics.bad_cluster,
             clock_skew: diagnostics.clock_skew,
+            unauthenticated: diagnostics.unauthenticated,
             diagnostics_suppressed: diagnostics.suppressed,
         }
     }

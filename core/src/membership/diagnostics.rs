@@ -18,6 +18,9 @@ pub struct Diagnostics {
     pub bad_cluster: u64,
     /// Timestamps the clock refused (too far ahead).
     pub clock_skew: u64,
+    /// Datagrams dropped because their authentication tag was missing or wrong (a node with a
+    /// keyring).
+    pub unauthenticated: u64,
     /// Occurrences not reported as an event of their own (counted in the next event of the
     /// same sender and kind instead, or lost with its bucket).
     pub suppressed: u64,
@@ -28,6 +31,7 @@ pub struct Diagnostics {
 pub(crate) enum DiagnosticKind {
     BadCluster,
     ClockSkew,
+    Unauthenticated,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -90,6 +94,7 @@ impl DiagnosticLimiter {
         match kind {
             DiagnosticKind::BadCluster => self.counts.bad_cluster += 1,
             DiagnosticKind::ClockSkew => self.counts.clock_skew += 1,
+            DiagnosticKind::Unauthenticated => self.counts.unauthenticated += 1,
         }
         let interval = self.interval;
         let admitted = if let Some(bucket) = self.buckets.get_mut(&(from, kind)) {

@@ -66,6 +66,10 @@ pub enum ConfigError {
         /// The setting that gives it its value.
         setting: &'static str,
     },
+    /// A keyring with compatible mode: bare chitchat datagrams have no envelope to carry a
+    /// tag, so they cannot be authenticated.
+    #[error("gossip cannot be authenticated in chitchat-compatible mode (no envelope)")]
+    AuthenticatedCompatible,
 }
 
 /// The settings of a [`Node`](crate::Node): what its user chooses. The core turns them into
@@ -147,6 +151,11 @@ pub struct NodeConfig {
     /// The most events kept for the reader before the oldest are dropped and it is told it
     /// lagged. Default 1,024.
     pub max_pending_events: usize,
+    /// The cluster's keys: with a keyring, every datagram is signed with its primary key
+    /// (HMAC-SHA-256-128 in the envelope's tag) and only datagrams a key of the ring verifies
+    /// are applied; the others are dropped and counted ([`crate::auth`]). `None` (the
+    /// default): gossip is not authenticated. Not with `chitchat_compatible`.
+    pub keyring: Option<crate::auth::Keyring>,
     /// Bad input is reported at most once per sender and kind in this interval
     /// ([`Event::BadCluster`](crate::Event::BadCluster), [`Event::ClockSkew`](crate::Event::ClockSkew),
     /// each with the count held back since); every occurrence is counted
@@ -191,6 +200,7 @@ impl NodeConfig {
             removed_nodes_remembered: machine.removed_nodes_remembered,
             max_pending_events: machine.max_pending_events,
             diagnostic_interval: machine.diagnostic_interval,
+            keyring: None,
             max_pending_transmits: machine.max_pending_transmits,
             late_round_factor: machine.late_round_factor,
             self_suspicion_hold: machine.self_suspicion_hold,
@@ -212,6 +222,9 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.id.name().is_empty() {
             return Err(ConfigError::EmptyName);
+        }
+        if self.keyring.is_some() && self.chitchat_compatible {
+            return Err(ConfigError::AuthenticatedCompatible);
         }
         if self.gossip_interval.is_zero() {
             return Err(ConfigError::ZeroGossipInterval);
@@ -307,6 +320,8 @@ impl NodeConfig {
         m.initial_key_values.extend(self.metadata.iter().cloned());
         let headroom = if self.chitchat_compatible {
             0
+        } else if self.keyring.is_some() {
+            wire::envelope_len(crate::auth::AUTH_TAG_LEN)
         } else {
             wire::ENVELOPE_OVERHEAD
         };

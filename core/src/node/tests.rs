@@ -536,3 +536,242 @@ fn a_member_first_seen_changes_the_members() {
     assert!(drained.members_changed);
     assert!(after.version() > before.version());
 }
+
+// ------------------------------------------------------------------- authenticated gossip
+
+fn key(byte: u8) -> ClusterKey {
+    ClusterKey::from_bytes(&[byte; 32]).unwrap()
+}
+
+fn keyed(me: &NodeId, seeds: &[&NodeId], k: u8) -> NodeConfig {
+    let mut c = config(me, seeds);
+    c.keyring = Some(Keyring::new(key(k)));
+    c
+}
+
+/// Delivers pending datagrams like [`exchange`], but keeps going past refused ones and counts
+/// them (a node with another key, or none).
+fn exchange_counting(nodes: &mut [Node], now: Instant, wall: WallTime) -> usize {
+    let mut refused = 0;
+    loop {
+        let mut moved = false;
+        for i in 0..nodes.len() {
+            let mut buf = Vec::new();
+            while let Some(destination) = nodes[i].poll_transmit(wall, &mut buf) {
+                moved = true;
+                let from = nodes[i].id().gossip_addr();
+                if let Some(j) = nodes
+                    .iter()
+                    .position(|n| n.id().gossip_addr() == destination)
+                {
+                    match nodes[j].handle_datagram(now, wall, from, &buf) {
+                        Ok(()) => {}
+                        Err(DecodeError::Unauthenticated) => refused += 1,
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+            }
+        }
+        if !moved {
+            return refused;
+        }
+    }
+}
+
+fn rounds(nodes: &mut [Node], start: Instant, from: u32, to: u32) -> usize {
+    let wall = WallTime::from_unix_millis(WALL0).unwrap();
+    let mut refused = 0;
+    for r in from..to {
+        let now = start + Duration::from_millis(100) * r;
+        for n in nodes.iter_mut() {
+            n.handle_timeout(now);
+        }
+        refused += exchange_counting(nodes, now, wall);
+    }
+    refused
+}
+
+#[test]
+fn nodes_sharing_a_key_converge_and_sign_every_datagram() {
+    let start = Instant::now();
+    let (a, b, c) = (id("a", 7101), id("b", 7102), id("c", 7103));
+    let mut nodes = vec![
+        node(keyed(&a, &[], 1), start),
+        node(keyed(&b, &[&a], 1), start),
+        node(keyed(&c, &[&a], 1), start),
+    ];
+    assert_eq!(rounds(&mut nodes, start, 0, 10), 0, "nothing refused");
+    for n in &nodes {
+        assert_eq!(n.members().live_count(), 3);
+    }
+    // Every datagram carries a 16-byte tag in its envelope.
+    let mut buf = Vec::new();
+    nodes[0].handle_timeout(start + Duration::from_secs(2));
+    let wall = WallTime::from_unix_millis(WALL0).unwrap();
+    assert!(nodes[0].poll_transmit(wall, &mut buf).is_some());
+    let datagram = wire::decode_datagram(&buf).unwrap();
+    assert_eq!(
+        datagram.envelope.and_then(|e| e.auth_tag).map(<[u8]>::len),
+        Some(AUTH_TAG_LEN)
+    );
+}
+
+#[test]
+fn forged_unsigned_and_tampered_datagrams_are_dropped_counted_and_never_applied() {
+    let start = Instant::now();
+    let wall = WallTime::from_unix_millis(WALL0).unwrap();
+    let (a, b, x) = (id("a", 7111), id("b", 7112), id("x", 7113));
+    // x has another key; it seeds from a.
+    let mut nodes = vec![
+        node(keyed(&a, &[], 1), start),
+        node(keyed(&b, &[&a], 1), start),
+        node(keyed(&x, &[&a], 9), start),
+    ];
+    let refused = rounds(&mut nodes, start, 0, 20);
+    assert!(
+        refused > 0,
+        "x's datagrams are refused, and it refuses theirs"
+    );
+    for n in &nodes[..2] {
+        assert_eq!(n.members().all().len(), 2, "x never appears at {}", n.id());
+    }
+    assert!(
+        nodes[0].diagnostics().unauthenticated > 0,
+        "a, x's seed, counted them"
+    );
+    assert_eq!(
+        nodes[2].members().all().len(),
+        1,
+        "and x learned nothing of a's"
+    );
+    // One Unauthenticated event for x at a, however many it sent (within the interval).
+    let mut events = Vec::new();
+    let mut out = Transmits::new();
+    let _ = nodes[0].drain(wall, &mut out, &mut events);
+    let reports = events
+        .iter()
+        .filter(|e| matches!(e, Event::Unauthenticated { from, .. } if *from == x.gossip_addr()))
+        .count();
+    assert!(
+        (1..=3).contains(&reports),
+        "{reports} reports of x in 2 s of rounds (one a second)"
+    );
+
+    // A bare chitchat datagram and an envelope without a tag are refused too.
+    let mut bare = Vec::new();
+    wire::encode_chitchat(
+        wire::ProtocolVersion::V0,
+        &wire::Message::BadCluster,
+        &mut bare,
+    );
+    let stranger = SocketAddr::from(([127, 0, 0, 9], 1));
+    assert_eq!(
+        nodes[0].handle_datagram(start, wall, stranger, &bare),
+        Err(DecodeError::Unauthenticated)
+    );
+    let mut untagged = Vec::new();
+    wire::encode_envelope(nodes[2].clock().now(wall).unwrap(), None, &mut untagged).unwrap();
+    untagged.extend_from_slice(&bare);
+    assert_eq!(
+        nodes[0].handle_datagram(start, wall, stranger, &untagged),
+        Err(DecodeError::Unauthenticated)
+    );
+    // A datagram of b's, signed, then one byte changed: refused; the original: accepted.
+    nodes[1].handle_timeout(start + Duration::from_secs(3));
+    let mut signed = Vec::new();
+    let to = nodes[1].poll_transmit(wall, &mut signed).expect("a Syn");
+    assert_eq!(to, a.gossip_addr());
+    let mut tampered = signed.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert_eq!(
+        nodes[0].handle_datagram(start, wall, b.gossip_addr(), &tampered),
+        Err(DecodeError::Unauthenticated)
+    );
+    assert_eq!(
+        nodes[0].handle_datagram(start, wall, b.gossip_addr(), &signed),
+        Ok(())
+    );
+}
+
+/// Install, use, remove: a key rotation across a running cluster loses no member.
+#[test]
+fn a_key_rotation_across_a_running_cluster_loses_no_member() {
+    let start = Instant::now();
+    let (a, b, c) = (id("a", 7121), id("b", 7122), id("c", 7123));
+    let mut nodes = vec![
+        node(keyed(&a, &[], 1), start),
+        node(keyed(&b, &[&a], 1), start),
+        node(keyed(&c, &[&a], 1), start),
+    ];
+    let mut refused = rounds(&mut nodes, start, 0, 10);
+    let all_live = |nodes: &[Node]| nodes.iter().all(|n| n.members().live_count() == 3);
+    assert!(all_live(&nodes));
+    // Step by step, with gossip rounds between the steps (and between nodes within a step).
+    for n in nodes.iter_mut() {
+        assert_eq!(n.install_key(key(2)), Ok(true));
+    }
+    refused += rounds(&mut nodes, start, 10, 15);
+    for i in 0..nodes.len() {
+        nodes[i].use_key(&key(2)).unwrap();
+        refused += rounds(&mut nodes, start, 15 + 3 * i as u32, 18 + 3 * i as u32);
+        assert!(all_live(&nodes), "after node {i} switched");
+    }
+    for n in nodes.iter_mut() {
+        assert_eq!(n.remove_key(&key(2)), Err(KeyringError::InUse));
+        assert_eq!(n.remove_key(&key(1)), Ok(true));
+    }
+    refused += rounds(&mut nodes, start, 30, 40);
+    assert_eq!(refused, 0, "no datagram was refused during the rotation");
+    assert!(all_live(&nodes));
+    for n in &nodes {
+        assert_eq!(n.keyring().map(Keyring::len), Some(1));
+    }
+}
+
+#[test]
+fn authentication_is_refused_in_compatible_mode_and_without_a_keyring() {
+    let a = id("a", 7131);
+    let mut c = keyed(&a, &[], 1);
+    c.chitchat_compatible = true;
+    assert_eq!(
+        Node::new(c, Instant::now()).err(),
+        Some(ConfigError::AuthenticatedCompatible)
+    );
+    let mut plain = node(config(&a, &[]), Instant::now());
+    assert_eq!(plain.install_key(key(1)), Err(KeyringError::NotKeyed));
+}
+
+/// Test vector E-3 of `docs/cohort-envelope.md` (1.3): the tag of E-1's datagram under the key
+/// of 32 bytes `07`, checked both ways (the node accepts it, and a key makes this tag).
+#[test]
+fn the_authenticated_envelope_vector() {
+    let vector: Vec<u8> = [
+        "47c0010101 8bcfe568000005 0123456789abcdef 10",
+        "d309c5ebad5a43369f1718112a9760ee",
+        "53b0000200",
+    ]
+    .concat()
+    .split_whitespace()
+    .collect::<String>()
+    .as_bytes()
+    .chunks(2)
+    .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+    .collect();
+    assert_eq!(vector.len(), 42);
+    assert_eq!(
+        key(7).tag(&vector[..21], &vector[37..]),
+        vector[21..37],
+        "the tag is HMAC-SHA-256 of the envelope up to its length byte, then the datagram"
+    );
+    let start = Instant::now();
+    let mut n = node(keyed(&id("a", 7141), &[], 7), start);
+    let wall = WallTime::from_unix_millis(WALL0).unwrap();
+    let from = SocketAddr::from(([127, 0, 0, 1], 7142));
+    assert_eq!(n.handle_datagram(start, wall, from, &vector), Ok(()));
+    let mut other = node(keyed(&id("b", 7143), &[], 8), start);
+    assert_eq!(
+        other.handle_datagram(start, wall, from, &vector),
+        Err(DecodeError::Unauthenticated)
+    );
+}

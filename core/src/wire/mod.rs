@@ -335,6 +335,10 @@ pub enum DecodeError {
     /// SetMaxVersion; a SetMaxVersion below its node's key-values).
     #[error("malformed delta: {0}")]
     MalformedDelta(&'static str),
+    /// The node authenticates gossip and the datagram's tag is missing or no key of its ring
+    /// verifies it ([`crate::auth`]). Nothing of it was applied.
+    #[error("unauthenticated: no valid tag for this cluster's keys")]
+    Unauthenticated,
     /// A partial digest entry at the end of a V1 digest.
     #[error("malformed digest: {0}")]
     MalformedDigest(&'static str),

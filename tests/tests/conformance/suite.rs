@@ -1033,3 +1033,51 @@ fn calls_reach_a_peer_restarted_on_the_same_address() {
         restarted.shutdown().await;
     });
 }
+
+/// Authenticated gossip: nodes sharing a key form a cluster; a node with another key never
+/// appears anywhere, and what it sends is counted; a key rotation loses no member.
+#[test]
+fn a_cluster_key_keeps_strangers_out_and_rotates_without_losing_members() {
+    run(async {
+        let key = |b: u8| driver::ClusterKey::from_bytes(&[b; 32]).unwrap();
+        let keyed = |name: &str, seeds: &[SocketAddr], k: u8| {
+            builder(name, seeds).keyring(driver::Keyring::new(key(k)))
+        };
+        let a = keyed("a", &[], 1).connect().await.unwrap();
+        let b = keyed("b", &[a.public_addr()], 1).connect().await.unwrap();
+        let x = keyed("x", &[a.public_addr()], 9).connect().await.unwrap();
+        all_live(&[&a, &b], 2).await;
+        within("x's datagrams to be refused", async {
+            while a.statistics().unauthenticated == 0 {
+                Timer::after(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        for node in [&a, &b] {
+            assert!(node.members().get(x.id()).is_none(), "x is not a member");
+        }
+        assert_eq!(x.members().all().len(), 1, "x learned nothing");
+        // Rotation: install everywhere, use everywhere, remove the old key everywhere.
+        for node in [&a, &b] {
+            assert_eq!(node.install_cluster_key(key(2)), Ok(true));
+        }
+        for node in [&a, &b] {
+            node.use_cluster_key(&key(2)).unwrap();
+        }
+        for node in [&a, &b] {
+            assert_eq!(node.remove_cluster_key(&key(1)), Ok(true));
+        }
+        // Still one cluster: a key set now reaches the other side.
+        b.set_metadata("rotated", "yes").unwrap();
+        a.wait_for_members(
+            |m| m.get(b.id()).and_then(|m| m.get("rotated")) == Some("yes"),
+            WAIT,
+        )
+        .await
+        .expect("gossip flows after the rotation");
+        assert_eq!(a.members().live_count(), 2);
+        for node in [&a, &b, &x] {
+            node.shutdown().await;
+        }
+    });
+}
