@@ -995,3 +995,49 @@ fn agents_with_a_cluster_key_keep_a_stranger_out() {
         "{err}"
     );
 }
+
+/// A process stopped (SIGSTOP) for longer than the detection time is marked failed by the
+/// others, then recovered once it runs again (SIGCONT); nobody sees a running peer fail or
+/// leave, the paused one included.
+#[test]
+fn a_paused_process_is_failed_then_recovered_and_nobody_else_moves() {
+    let mut cluster = Cluster(vec![Proc::start("s0", loopback(), &[])]);
+    let seed = cluster.0[0].listen;
+    for i in 1..3 {
+        cluster
+            .0
+            .push(Proc::start(&format!("s{i}"), loopback(), &[seed]));
+    }
+    for p in &mut cluster.0 {
+        p.wait_members(3);
+    }
+    for p in &mut cluster.0 {
+        p.drain();
+        p.seen.clear();
+    }
+    let paused = cluster.0[2].id.clone();
+    cluster.0[2].signal("STOP");
+    for p in &mut cluster.0[..2] {
+        p.wait_line(|l| l == format!("failed {paused}"));
+    }
+    cluster.0[2].signal("CONT");
+    for p in &mut cluster.0[..2] {
+        p.wait_line(|l| l == format!("recovered {paused}"));
+    }
+    // The paused one sees the others live again, whatever it thought meanwhile.
+    cluster.0[2].wait_members(3);
+    let others = [cluster.0[0].id.clone(), cluster.0[1].id.clone()];
+    // Nor does the paused one declare them dead: it was starved, not they (the self-suspicion
+    // guard).
+    for p in &mut cluster.0 {
+        p.drain();
+        for line in &p.seen {
+            let about_other = others.iter().any(|id| line.ends_with(id.as_str()));
+            assert!(
+                !(about_other && (line.starts_with("failed") || line.starts_with("left"))),
+                "{}: a spurious event about a running peer: {line}",
+                p.name
+            );
+        }
+    }
+}
