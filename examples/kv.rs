@@ -110,6 +110,11 @@ async fn demo() -> Result<Vec<(String, String)>, Box<dyn std::error::Error>> {
             .await?;
     }
     let first = stores[0].put("color", "red").await?;
+    // kv-c reads before it writes (read, then write): the reply's frame carries a clock that
+    // has seen kv-a's write, so kv-c's write is stamped after it whichever replicas the
+    // selector picked. Without that, two writes in the same millisecond from nodes that never
+    // heard of each other's would be ordered by their node tags, not by when they were made.
+    let _ = stores[2].get("color").await?;
     let second = stores[2].put("color", "blue").await?;
     println!("kv-a wrote red at {first}; kv-c wrote blue at {second} (later: it wins)");
     let mut reads = Vec::new();
