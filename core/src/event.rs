@@ -144,6 +144,17 @@ impl Event {
         }
     }
 
+    /// The RPC address a member that left or failed published (a driver drops its connection
+    /// to it; a new one is made if the member comes back and is called), for `Left` and
+    /// `Failed`.
+    #[must_use]
+    pub fn departed_rpc_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Left(member) | Self::Failed(member) => Some(crate::members::rpc_addr(member)),
+            _ => None,
+        }
+    }
+
     /// Whether the event changes what a [`Members`] snapshot holds (so a snapshot taken
     /// before it is stale).
     #[must_use]

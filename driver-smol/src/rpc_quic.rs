@@ -25,15 +25,15 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use cohort_core::SharedHlc;
-use cohort_core::clock::WallTime;
 use cohort_core::rpc::{
-    CallId, Connection, ConnectionConfig as RpcConnectionConfig, Frame, Handler, Message, Registry,
-    Replies, Reply, RpcService, Serving, Status, StatusCode, method_id,
+    Backoff, CallId, Connection, ConnectionConfig as RpcConnectionConfig, Frame, Handler, Message,
+    Registry, Replies, Reply, RpcService, Serving, Status, StatusCode, method_id,
 };
 use rkyv::util::AlignedVec;
 use smol::Timer;
 use smol::lock::Mutex as AsyncMutex;
 
+use crate::clock::wall_now;
 use crate::signal::Signal;
 use crate::tls::{self, TlsConfig, TlsError};
 
@@ -42,10 +42,6 @@ pub use cohort_core::rpc::Response;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn wall_now() -> WallTime {
-    WallTime::saturating_from(std::time::SystemTime::now())
 }
 
 /// What the connection task and the callers share of one connection.
@@ -246,17 +242,9 @@ fn answer(conn: &Conn, request_id: u64, reply: Result<&dyn Reply, Status>, frame
 /// A peer's client connection, or why there is none for now.
 enum Peer {
     Connected(Arc<Conn>),
-    /// Connecting failed: no new attempt before `retry_at`.
-    Backoff {
-        retry_at: Instant,
-        delay: Duration,
-        why: String,
-    },
+    /// Connecting failed: no new attempt before the back-off allows it.
+    Backoff(Backoff),
 }
-
-/// The first delay before connecting again to a peer that failed; it doubles to the maximum.
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Why the RPC endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -370,22 +358,13 @@ impl Rpc {
                 .or_insert_with(|| Arc::new(AsyncMutex::new(None))),
         );
         let mut peer = slot.lock().await;
-        let backoff = match &*peer {
+        let previous = match &*peer {
             Some(Peer::Connected(conn)) if !conn.is_closed() => return Ok(Arc::clone(conn)),
-            Some(Peer::Backoff {
-                retry_at,
-                delay,
-                why,
-            }) => {
-                if Instant::now() < *retry_at {
-                    return Err(Status::new(
-                        StatusCode::Unavailable,
-                        format!("{addr} failed recently ({why}); retrying later"),
-                    ));
-                }
-                *delay
+            Some(Peer::Backoff(backoff)) => {
+                backoff.check(addr, Instant::now())?;
+                Some(backoff.clone())
             }
-            _ => Duration::ZERO,
+            _ => None,
         };
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(Status::new(
@@ -434,12 +413,11 @@ impl Rpc {
                 Ok(conn)
             }
             Err(why) => {
-                let delay = (backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
-                *peer = Some(Peer::Backoff {
-                    retry_at: Instant::now() + delay,
-                    delay,
-                    why: why.clone(),
-                });
+                *peer = Some(Peer::Backoff(Backoff::after(
+                    previous.as_ref(),
+                    Instant::now(),
+                    why.clone(),
+                )));
                 Err(Status::new(StatusCode::Unavailable, why))
             }
         }

@@ -20,8 +20,8 @@ use cohort_core::SharedHlc;
 /// A reply ([`RpcClient::call`]), from the core.
 pub use cohort_core::rpc::Response;
 use cohort_core::rpc::{
-    CallId, Connection, ConnectionConfig as RpcConnectionConfig, Frame, Handler, Message, Registry,
-    Replies, RpcService, Serving, Status, StatusCode, method_id,
+    Backoff, CallId, Connection, ConnectionConfig as RpcConnectionConfig, Frame, Handler, Message,
+    Registry, Replies, RpcService, Serving, Status, StatusCode, method_id,
 };
 use rkyv::util::AlignedVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -195,16 +195,9 @@ fn dispatch_events(state: &mut ConnState, serving: &mut Serving, registry: &Regi
 /// A peer's client connection, or why there is none for now.
 enum Peer {
     Connected(Arc<Conn>),
-    /// Connecting failed: no new attempt before `retry_at`.
-    Backoff {
-        retry_at: Instant,
-        delay: Duration,
-    },
+    /// Connecting failed: no new attempt before the back-off allows it.
+    Backoff(Backoff),
 }
-
-/// The first delay before connecting again to a peer that refused; it doubles to the maximum.
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The node's RPC: its registry, server and client connections.
 pub(crate) struct Rpc {
@@ -291,18 +284,13 @@ impl Rpc {
                 .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(None))),
         );
         let mut peer = slot.lock().await;
-        let backoff = match &*peer {
+        let previous = match &*peer {
             Some(Peer::Connected(conn)) if !conn.is_closed() => return Ok(Arc::clone(conn)),
-            Some(Peer::Backoff { retry_at, delay }) => {
-                if Instant::now() < *retry_at {
-                    return Err(Status::new(
-                        StatusCode::Unavailable,
-                        format!("{addr} refused recently; retrying later"),
-                    ));
-                }
-                *delay
+            Some(Peer::Backoff(backoff)) => {
+                backoff.check(addr, Instant::now())?;
+                Some(backoff.clone())
             }
-            _ => Duration::ZERO,
+            _ => None,
         };
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(Status::new(
@@ -328,15 +316,15 @@ impl Rpc {
                 Ok(conn)
             }
             failed => {
-                let delay = (backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
-                *peer = Some(Peer::Backoff {
-                    retry_at: Instant::now() + delay,
-                    delay,
-                });
                 let why = match failed {
                     Ok(Err(error)) => error.to_string(),
                     _ => "connect timed out".to_owned(),
                 };
+                *peer = Some(Peer::Backoff(Backoff::after(
+                    previous.as_ref(),
+                    Instant::now(),
+                    why.clone(),
+                )));
                 Err(Status::new(
                     StatusCode::Unavailable,
                     format!("cannot connect to {addr}: {why}"),

@@ -42,12 +42,10 @@ fn turn(
     }
     drop(locked);
     if let Some(rpc) = &shared.rpc {
-        for event in pending.iter() {
-            // A member that left or failed: its RPC connection goes (a new one is made if it
-            // comes back and is called).
-            if let Event::Left(member) | Event::Failed(member) = event {
-                rpc.forget_peer(cohort_core::members::rpc_addr(member));
-            }
+        // A member that left or failed: its RPC connection goes (a new one is made if it
+        // comes back and is called).
+        for addr in pending.iter().filter_map(Event::departed_rpc_addr) {
+            rpc.forget_peer(addr);
         }
     }
     shared.events.publish_all(pending.drain(..));

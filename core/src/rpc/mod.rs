@@ -35,6 +35,7 @@
 //! # Ok::<(), cohort_core::rpc::FrameError>(())
 //! ```
 
+mod backoff;
 mod connection;
 mod dispatch;
 pub mod frame;
@@ -43,6 +44,7 @@ mod service;
 mod serving;
 mod status;
 
+pub use backoff::Backoff;
 pub use connection::{
     CallError, CallId, CloseReason, Connection, ConnectionConfig, ConnectionEvent,
 };
