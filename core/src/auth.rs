@@ -231,3 +231,45 @@ impl fmt::Debug for Keyring {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_keys_and_bad_ring_changes_are_typed_errors_that_change_nothing() {
+        assert_eq!(
+            ClusterKey::from_bytes(&[1; 31]),
+            Err(KeyringError::KeyLength(31))
+        );
+        assert_eq!(ClusterKey::from_hex("abc"), Err(KeyringError::NotHex));
+        assert_eq!(
+            ClusterKey::from_hex(&"zz".repeat(32)),
+            Err(KeyringError::NotHex)
+        );
+        assert_eq!(
+            ClusterKey::from_hex(&format!(" {}\n", "0a".repeat(32))),
+            ClusterKey::from_bytes(&[10; 32])
+        );
+        let (a, b) = (
+            ClusterKey::from_bytes(&[1; 32]).unwrap(),
+            ClusterKey::from_bytes(&[2; 32]).unwrap(),
+        );
+        let mut ring = Keyring::new(a.clone());
+        let before = ring.clone();
+        assert_eq!(ring.use_key(&b), Err(KeyringError::NotInstalled));
+        assert_eq!(ring.remove(&a), Err(KeyringError::InUse));
+        assert_eq!(ring, before, "nothing changed");
+        assert!(ring.install(b.clone()));
+        assert!(!ring.install(b.clone()), "once");
+        assert_eq!(ring.remove(&b), Ok(true));
+        assert_eq!(ring.remove(&b), Ok(false));
+        // Keys never show in Debug output.
+        let shown = format!("{ring:?} {a:?}");
+        assert!(!shown.contains("[1, 1"), "{shown}");
+        assert!(
+            shown.contains(&format!("{:08x}", a.fingerprint())),
+            "{shown}"
+        );
+    }
+}
