@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 // The event type of both drivers (core's, re-exported by each). The only name of it in this
 // crate: a rename is a change here.
 use cohort_tokio::Event;
-use cohort_tokio::{Member, Members, NodeId, Timestamp};
+use cohort_tokio::{Limit, Member, Members, NodeId, Timestamp};
 use serde_json::{Map, Value, json};
 
 /// One line of output, before it is formatted.
@@ -69,6 +69,15 @@ pub(crate) enum Line<'a> {
     Unauthenticated {
         /// Its sender (as it claims).
         from: SocketAddr,
+        /// How many more from it were held back since its last report.
+        suppressed: u64,
+    },
+    /// What a peer sent broke a bound of the node's state limits and was not stored.
+    OverLimit {
+        /// The sender.
+        from: SocketAddr,
+        /// The bound.
+        limit: Limit,
         /// How many more from it were held back since its last report.
         suppressed: u64,
     },
@@ -139,6 +148,15 @@ impl<'a> Line<'a> {
                 from: *from,
                 suppressed: *suppressed,
             },
+            Event::OverLimit {
+                from,
+                limit,
+                suppressed,
+            } => Self::OverLimit {
+                from: *from,
+                limit: *limit,
+                suppressed: *suppressed,
+            },
             other => Self::Unknown(format!("{other:?}")),
         }
     }
@@ -183,6 +201,11 @@ impl<'a> Line<'a> {
             Self::Unauthenticated { from, suppressed } => {
                 format!("unauthenticated {from}{}", held_back(*suppressed))
             }
+            Self::OverLimit {
+                from,
+                limit,
+                suppressed,
+            } => format!("over-limit {from} {limit}{}", held_back(*suppressed)),
             Self::Unknown(debug) => format!("event {debug}"),
             Self::Members { live, known } => format!("members live={live} known={known}"),
             Self::Stopped => "stopped".to_owned(),
@@ -232,6 +255,16 @@ impl<'a> Line<'a> {
             Self::Unauthenticated { from, suppressed } => json!({
                 "event": "unauthenticated",
                 "from": from.to_string(),
+                "suppressed": suppressed,
+            }),
+            Self::OverLimit {
+                from,
+                limit,
+                suppressed,
+            } => json!({
+                "event": "over-limit",
+                "from": from.to_string(),
+                "limit": limit.name(),
                 "suppressed": suppressed,
             }),
             Self::Unknown(debug) => json!({"event": "unknown", "debug": debug}),
@@ -467,6 +500,16 @@ mod tests {
         });
         assert_eq!(text, "unauthenticated 127.0.0.1:9 suppressed=2");
         assert_eq!(json["event"], "unauthenticated");
+        let (text, json) = both(&Event::OverLimit {
+            from,
+            limit: Limit::Members,
+            suppressed: 0,
+        });
+        assert_eq!(text, "over-limit 127.0.0.1:9 members");
+        assert_eq!(
+            json,
+            json!({"event": "over-limit", "from": "127.0.0.1:9", "limit": "members", "suppressed": 0})
+        );
 
         let line = Line::Members { live: 2, known: 3 };
         assert_eq!(line.text(), "members live=2 known=3");

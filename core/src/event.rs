@@ -83,6 +83,18 @@ pub enum Event {
         /// How many more from this sender were held back since its last report.
         suppressed: u64,
     },
+    /// A peer sent state past a bound of [`StateLimits`](crate::membership::StateLimits)
+    /// (members beyond the member bounds, or a member's delta beyond its size bounds): that
+    /// part was not stored, the rest of the message was. Reported at most once per sender in a
+    /// diagnostic interval.
+    OverLimit {
+        /// The sender's address.
+        from: SocketAddr,
+        /// The first bound broken since the last report.
+        limit: crate::membership::Limit,
+        /// How many more from this sender were held back since its last report.
+        suppressed: u64,
+    },
     /// This node stopped declaring deaths for a while: it heard nothing while many peers went
     /// silent at once, or it was starved (a round ran late), so it suspects itself.
     SelfSuspected,
@@ -124,7 +136,7 @@ impl Event {
 
     /// The event's name in lower case, for logs and command-line output: `joined`,
     /// `recovered`, `unready`, `failed`, `left`, `removed`, `key`, `reset`, `skew`,
-    /// `bad-cluster`, `unauthenticated`, `suspect` or `lagged`.
+    /// `bad-cluster`, `unauthenticated`, `over-limit`, `suspect` or `lagged`.
     #[must_use]
     pub const fn kind(&self) -> &'static str {
         match self {
@@ -139,6 +151,7 @@ impl Event {
             Self::ClockSkew { .. } => "skew",
             Self::BadCluster { .. } => "bad-cluster",
             Self::Unauthenticated { .. } => "unauthenticated",
+            Self::OverLimit { .. } => "over-limit",
             Self::SelfSuspected => "suspect",
             Self::Lagged { .. } => "lagged",
         }
@@ -165,6 +178,7 @@ impl Event {
                 | Self::SelfSuspected
                 | Self::ClockSkew { .. }
                 | Self::Unauthenticated { .. }
+                | Self::OverLimit { .. }
         )
     }
 }

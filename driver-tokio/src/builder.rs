@@ -206,6 +206,16 @@ impl NodeBuilder {
         self
     }
 
+    /// Bounds on the gossiped state the node keeps: members (in all, and believed on one
+    /// peer's word), keys and bytes per member, the whole state's bytes, key and value
+    /// lengths. What a peer sends past them is not stored, and is counted and reported
+    /// ([`Event::OverLimit`](crate::Event::OverLimit)); the node's own writes past them are
+    /// refused ([`KeyError`](crate::KeyError)). Default [`StateLimits::default`](crate::StateLimits::default).
+    pub fn limits(mut self, limits: crate::StateLimits) -> Self {
+        self.settings.limits = limits;
+        self
+    }
+
     /// How far ahead of the local wall clock a peer's timestamp may be. Default 500 ms.
     pub fn max_clock_drift(mut self, drift: Duration) -> Self {
         self.settings.max_clock_drift = drift;

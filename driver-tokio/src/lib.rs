@@ -142,8 +142,8 @@ pub use transport::MemoryNetwork;
 pub use cohort_core::auth::{ClusterKey, Keyring, KeyringError};
 pub use cohort_core::members::{DATA_CENTER_KEY, DEFAULT_DATA_CENTER, RPC_ADDR_KEY};
 pub use cohort_core::membership::{
-    FailureDetectorConfig, LivenessPredicate, MembershipConfig, NodeState, RESERVED_KEY_PREFIX,
-    VersionedValue,
+    ENTRY_OVERHEAD, FailureDetectorConfig, Limit, LivenessPredicate, MembershipConfig, NodeState,
+    RESERVED_KEY_PREFIX, StateLimits, VersionedValue,
 };
 pub use cohort_core::node::{
     DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LEAVE_TIMEOUT, LeaveOutcome,

@@ -106,6 +106,9 @@ pub struct NodeSettings {
     pub max_clock_drift: Duration,
     /// Default `None`: gossip is not authenticated ([`NodeConfig::keyring`]).
     pub keyring: Option<crate::auth::Keyring>,
+    /// Default [`StateLimits::default`](crate::membership::StateLimits::default)
+    /// ([`NodeConfig::limits`]).
+    pub limits: crate::membership::StateLimits,
     /// Default `None`.
     pub liveness_predicate: Option<LivenessPredicate>,
     /// Default `None`: drawn from the operating system by the driver.
@@ -150,6 +153,7 @@ impl NodeSettings {
             leave_timeout: DEFAULT_LEAVE_TIMEOUT,
             max_clock_drift: DEFAULT_MAX_DRIFT,
             keyring: None,
+            limits: crate::membership::StateLimits::default(),
             liveness_predicate: None,
             rng_seed: None,
             tune: None,
@@ -192,6 +196,7 @@ impl NodeSettings {
         config.chitchat_compatible = self.chitchat_compatible;
         config.max_clock_drift = self.max_clock_drift;
         config.keyring.clone_from(&self.keyring);
+        config.limits = self.limits;
         config
             .liveness_predicate
             .clone_from(&self.liveness_predicate);

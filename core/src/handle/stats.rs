@@ -33,6 +33,9 @@ pub struct Statistics {
     /// Datagrams dropped for a missing or wrong authentication tag (also counted in
     /// `decode_errors`).
     pub unauthenticated: u64,
+    /// Messages part of which was not stored because it broke a bound of
+    /// [`NodeConfig::limits`](crate::NodeConfig::limits).
+    pub over_limit: u64,
     /// Occurrences of bad input held back rather than reported as an event of their own (see
     /// [`NodeConfig::diagnostic_interval`](crate::NodeConfig::diagnostic_interval)).
     pub diagnostics_suppressed: u64,
@@ -106,6 +109,7 @@ impl Counters {
             bad_cluster: diagnostics.bad_cluster,
             clock_skew: diagnostics.clock_skew,
             unauthenticated: diagnostics.unauthenticated,
+            over_limit: diagnostics.over_limit,
             diagnostics_suppressed: diagnostics.suppressed,
         }
     }

@@ -13,6 +13,135 @@ use crate::wire::{Compression, ProtocolVersion};
 /// for the member to count as live (for example "has the key `ready`").
 pub type LivenessPredicate = Arc<dyn Fn(&NodeState) -> bool + Send + Sync>;
 
+/// A bound on what a node keeps of the cluster's state ([`StateLimits`]), named in the
+/// [`Event::OverLimit`](crate::Event::OverLimit) reports and the errors of local writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limit {
+    /// [`StateLimits::max_members`].
+    Members,
+    /// [`StateLimits::max_unconfirmed_per_sender`].
+    UnconfirmedPerSender,
+    /// [`StateLimits::max_keys_per_member`].
+    KeysPerMember,
+    /// [`StateLimits::max_bytes_per_member`].
+    BytesPerMember,
+    /// [`StateLimits::max_state_bytes`].
+    StateBytes,
+    /// [`StateLimits::max_key_len`].
+    KeyLength,
+    /// [`StateLimits::max_value_len`].
+    ValueLength,
+}
+
+impl Limit {
+    /// The limit's name in lower case, for logs: `members`, `unconfirmed-per-sender`,
+    /// `keys-per-member`, `bytes-per-member`, `state-bytes`, `key-length` or `value-length`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Members => "members",
+            Self::UnconfirmedPerSender => "unconfirmed-per-sender",
+            Self::KeysPerMember => "keys-per-member",
+            Self::BytesPerMember => "bytes-per-member",
+            Self::StateBytes => "state-bytes",
+            Self::KeyLength => "key-length",
+            Self::ValueLength => "value-length",
+        }
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Bounds on the memory a node gives the cluster's gossiped state, so that no peer (a buggy
+/// one, or a forger where gossip is not authenticated) can make it grow without end.
+///
+/// What goes past a bound is refused as a whole and counted: a member first heard of when the
+/// table is full (or from a sender that already introduced too many members that never
+/// contacted this node themselves) is not added, and a member's delta that would take it past
+/// its bounds is not applied (its state stays as it was). Each refusal is reported at a bounded
+/// rate as [`Event::OverLimit`](crate::Event::OverLimit) and counted in
+/// [`Diagnostics::over_limit`](super::Diagnostics::over_limit). The local node's own writes
+/// are held to the same bounds ([`KeyError::TooLong`](super::KeyError::TooLong),
+/// [`KeyError::StateFull`](super::KeyError::StateFull)), so that it never publishes what
+/// peers with the same settings refuse.
+///
+/// Sizes count the bytes of keys and values plus [`ENTRY_OVERHEAD`] per stored entry
+/// (tombstones included). Every member's heap use is within a small factor of that, plus its
+/// failure detector's window; the whole state stays within about `max_state_bytes` plus
+/// `max_members` times a member's fixed cost.
+///
+/// ```
+/// use cohort_core::membership::StateLimits;
+///
+/// let mut limits = StateLimits::default();
+/// limits.max_members = 50_000; // a very large cluster
+/// limits.max_value_len = 4_096;
+/// assert!(limits.max_value_len < limits.max_bytes_per_member);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StateLimits {
+    /// The most members known at once (this node, live, joining, failed and left ones, until
+    /// collected). Default 16,384.
+    pub max_members: usize,
+    /// The most members one sender may have introduced that have not yet contacted this node
+    /// themselves (a member is confirmed by any datagram from its own gossip address; it
+    /// stops counting then, or when it is collected). A peer that introduces more is not
+    /// believed beyond this: the others are learned from other peers, or once it has been
+    /// confirmed. Default 1,024.
+    pub max_unconfirmed_per_sender: usize,
+    /// The most entries (tombstones included) one member's state may hold. Default 4,096.
+    pub max_keys_per_member: usize,
+    /// The most bytes one member's state may hold (keys, values, [`ENTRY_OVERHEAD`] per
+    /// entry). Default 1 MiB.
+    pub max_bytes_per_member: usize,
+    /// The most bytes all members' states together may hold. Default 64 MiB.
+    pub max_state_bytes: usize,
+    /// The longest key, in bytes. Default 1,024.
+    pub max_key_len: usize,
+    /// The longest value, in bytes. Default 32 KiB (a value must fit in a datagram with its
+    /// member's other changes; chitchat's largest datagram is 65,507 bytes).
+    pub max_value_len: usize,
+}
+
+/// The bytes each stored entry counts for beside its key and value in [`StateLimits`].
+pub const ENTRY_OVERHEAD: usize = 64;
+
+impl Default for StateLimits {
+    fn default() -> Self {
+        Self {
+            max_members: 16_384,
+            max_unconfirmed_per_sender: 1_024,
+            max_keys_per_member: 4_096,
+            max_bytes_per_member: 1 << 20,
+            max_state_bytes: 64 << 20,
+            max_key_len: 1_024,
+            max_value_len: 32 << 10,
+        }
+    }
+}
+
+impl StateLimits {
+    /// No bound at all (for tests of the bare protocol, and benchmarks).
+    #[must_use]
+    pub const fn unlimited() -> Self {
+        Self {
+            max_members: usize::MAX,
+            max_unconfirmed_per_sender: usize::MAX,
+            max_keys_per_member: usize::MAX,
+            max_bytes_per_member: usize::MAX,
+            max_state_bytes: usize::MAX,
+            max_key_len: usize::MAX,
+            max_value_len: usize::MAX,
+        }
+    }
+}
+
 /// Settings of a [`Membership`](super::Membership) machine. Every limit has a default.
 ///
 /// ```
@@ -82,6 +211,8 @@ pub struct MembershipConfig {
     pub leave_fanout: usize,
     /// Beside the failure detector, a member counts as live only if this holds.
     pub liveness_predicate: Option<LivenessPredicate>,
+    /// Bounds on the gossiped state this node keeps. Default [`StateLimits::default`].
+    pub limits: StateLimits,
     /// Seed of the machine's random number generator (peer choice, tie shuffles). Drivers
     /// seed from the OS; tests from a fixed number.
     pub rng_seed: u64,
@@ -111,6 +242,7 @@ impl MembershipConfig {
             self_suspicion_hold: Duration::from_secs(10),
             leave_fanout: 8,
             liveness_predicate: None,
+            limits: StateLimits::default(),
             rng_seed: 0,
         }
     }
@@ -145,6 +277,7 @@ impl fmt::Debug for MembershipConfig {
                 "liveness_predicate",
                 &self.liveness_predicate.as_ref().map(|_| "<fn>"),
             )
+            .field("limits", &self.limits)
             .field("rng_seed", &self.rng_seed)
             .finish()
     }

@@ -21,6 +21,10 @@ pub struct Diagnostics {
     /// Datagrams dropped because their authentication tag was missing or wrong (a node with a
     /// keyring).
     pub unauthenticated: u64,
+    /// Messages part of which was not stored because it broke a bound of
+    /// [`StateLimits`](super::StateLimits) (new members past the member bounds, a member's
+    /// delta past its size bounds); each message counts once.
+    pub over_limit: u64,
     /// Occurrences not reported as an event of their own (counted in the next event of the
     /// same sender and kind instead, or lost with its bucket).
     pub suppressed: u64,
@@ -32,6 +36,7 @@ pub(crate) enum DiagnosticKind {
     BadCluster,
     ClockSkew,
     Unauthenticated,
+    OverLimit,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -95,6 +100,7 @@ impl DiagnosticLimiter {
             DiagnosticKind::BadCluster => self.counts.bad_cluster += 1,
             DiagnosticKind::ClockSkew => self.counts.clock_skew += 1,
             DiagnosticKind::Unauthenticated => self.counts.unauthenticated += 1,
+            DiagnosticKind::OverLimit => self.counts.over_limit += 1,
         }
         let interval = self.interval;
         let admitted = if let Some(bucket) = self.buckets.get_mut(&(from, kind)) {

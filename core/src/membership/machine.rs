@@ -6,6 +6,7 @@
 //! ([`targets`]), the delta order ([`delta`]) and liveness with the self-suspicion guard
 //! ([`liveness`]) each live in a module of their own. Nothing here does I/O.
 
+mod admission;
 mod delta;
 mod leave;
 mod liveness;
@@ -19,13 +20,14 @@ use std::time::{Duration, Instant};
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+use self::admission::Admission;
 use self::leave::Leaving;
 use self::removed::Removed;
 use super::diagnostics::{DiagnosticKind, DiagnosticLimiter, Diagnostics};
 use super::transmit::TransmitQueue;
 use super::{
-    ClusterState, KeyError, LEAVING_KEY, Member, MemberStatus, MembershipConfig, NodeDetector,
-    NodeState, is_reserved_key,
+    ClusterState, KeyError, LEAVING_KEY, Limit, Member, MemberStatus, MembershipConfig,
+    NodeDetector, NodeState, Refused, is_reserved_key,
 };
 use crate::members::Members;
 use crate::wire::{
@@ -118,6 +120,8 @@ pub struct Membership {
     state: ClusterState<Peer>,
     rng: Xoshiro256PlusPlus,
     removed: Removed,
+    /// Members believed on a sender's word that have not contacted this node yet.
+    admission: Admission,
     /// The peer's digest entries aligned with `state`, reused from message to message.
     aligned: Vec<Option<NodeDigest>>,
     next_round: Instant,
@@ -161,6 +165,7 @@ impl Membership {
             rng: Xoshiro256PlusPlus::seed_from_u64(config.rng_seed),
             state,
             removed: Removed::default(),
+            admission: Admission::default(),
             aligned: Vec::new(),
             next_round: now,
             next_liveness_check: None,
@@ -298,6 +303,33 @@ impl Membership {
         Ok(())
     }
 
+    /// Whether storing `value` under the local node's `key` keeps the state within the limits.
+    fn check_write(&self, key: &str, value: &str) -> Result<(), KeyError> {
+        let Some(own) = self.state.node(&self.config.node_id) else {
+            return Ok(());
+        };
+        let others = self.state_bytes() - own.bytes();
+        own.check_write(key, value, &self.config.limits, others)
+            .map_err(|(limit, max)| match limit {
+                Limit::KeyLength => KeyError::TooLong {
+                    limit,
+                    len: key.len(),
+                    max,
+                },
+                Limit::ValueLength => KeyError::TooLong {
+                    limit,
+                    len: value.len(),
+                    max,
+                },
+                _ => KeyError::StateFull { limit, max },
+            })
+    }
+
+    /// The bytes all members' states hold, as [`StateLimits`](super::StateLimits) counts them.
+    fn state_bytes(&self) -> usize {
+        self.state.iter().map(|(_, state)| state.bytes()).sum()
+    }
+
     /// Reports a change of the local node's key `key` from `old` (the visible value before),
     /// if its visible value changed; passes `changed` (whether anything was stored) on.
     fn own_key_changed(&mut self, key: &str, old: Option<String>, changed: bool) -> bool {
@@ -336,6 +368,7 @@ impl Membership {
     pub fn set(&mut self, now: Instant, key: &str, value: &str) -> Result<(), KeyError> {
         let _ = now;
         self.check_key(key)?;
+        self.check_write(key, value)?;
         let old = self.own_value(key);
         let changed = self.own_state().set(key, value);
         self.own_key_changed(key, old, changed);
@@ -352,6 +385,7 @@ impl Membership {
     /// As [`set`](Self::set).
     pub fn set_with_ttl(&mut self, now: Instant, key: &str, value: &str) -> Result<(), KeyError> {
         self.check_key(key)?;
+        self.check_write(key, value)?;
         let old = self.own_value(key);
         let changed = self.own_state().set_with_ttl(key, value, now);
         self.own_key_changed(key, old, changed);
@@ -550,6 +584,8 @@ impl Membership {
         if from_our_cluster {
             self.last_received = Some(now);
             self.silent_hold_since = None;
+            // A member at this address has now spoken for itself.
+            self.admission.confirm(from);
         }
         match message {
             MessageView::Syn { digest, cluster_id } => {
@@ -562,7 +598,7 @@ impl Membership {
                     });
                     return;
                 }
-                self.report_heartbeats(&digest, now);
+                self.report_heartbeats(&digest, now, from);
                 let mut out = self.payload_buffer(64 + self.state.len() * 64);
                 wire::encode_header(version, MessageType::SynAck, &mut out);
                 let digest_len = wire::encode_digest_keyed(
@@ -576,8 +612,8 @@ impl Membership {
                 self.push_transmit(from, out);
             }
             MessageView::SynAck { digest, delta } => {
-                self.report_heartbeats(&digest, now);
-                self.apply_delta(delta, now);
+                self.report_heartbeats(&digest, now, from);
+                self.apply_delta(delta, now, from);
                 let mut out = self.payload_buffer(1_024);
                 wire::encode_header(version, MessageType::Ack, &mut out);
                 let budget = wire::delta_budget(self.config.reserved_bytes);
@@ -585,7 +621,7 @@ impl Membership {
                 self.push_transmit(from, out);
                 self.note_leave_answer(from, now);
             }
-            MessageView::Ack { delta } => self.apply_delta(delta, now),
+            MessageView::Ack { delta } => self.apply_delta(delta, now, from),
             MessageView::BadCluster => {
                 self.report_diagnostic(now, from, DiagnosticKind::BadCluster, |suppressed| {
                     Event::BadCluster { from, suppressed }
@@ -675,11 +711,18 @@ impl Membership {
     /// generation of a name we know a newer generation of is ignored), and leaves the peer's
     /// digest entries in `self.aligned`, aligned with our state's order (for
     /// [`Self::write_delta`]).
-    fn report_heartbeats(&mut self, digest: &DigestView<'_>, now: Instant) {
+    ///
+    /// Members heard of for the first time are added within the limits: the members known,
+    /// and those `from` introduced without their having contacted us
+    /// ([`StateLimits`](super::StateLimits)); the others are ignored and reported.
+    fn report_heartbeats(&mut self, digest: &DigestView<'_>, now: Instant, from: SocketAddr) {
         let mut aligned = std::mem::take(&mut self.aligned);
         aligned.clear();
         aligned.resize(self.state.len(), None);
         let mut new: Vec<(NodeId, u64)> = Vec::new();
+        let limits = self.config.limits;
+        let mut introduced = self.admission.introduced_by(from);
+        let mut refused: Option<Limit> = None;
         // Digests list ids in ascending order, as our state does: walk both together.
         let mut hint = 0;
         for (raw, entry) in digest.iter_raw() {
@@ -722,6 +765,17 @@ impl Membership {
             if self.superseded(&id) {
                 continue;
             }
+            if self.state.len() + new.len() >= limits.max_members {
+                refused.get_or_insert(Limit::Members);
+                continue;
+            }
+            if id.gossip_addr() != from {
+                if introduced >= limits.max_unconfirmed_per_sender {
+                    refused.get_or_insert(Limit::UnconfirmedPerSender);
+                    continue;
+                }
+                introduced += 1;
+            }
             new.push((id, entry.heartbeat));
         }
         if !new.is_empty() {
@@ -737,6 +791,7 @@ impl Membership {
             }
             for (id, _) in &new {
                 if self.state.node(id).is_some() {
+                    self.admission.introduce(id.clone(), from);
                     self.retire_older_generations(id, now);
                 }
             }
@@ -752,6 +807,20 @@ impl Membership {
             }
         }
         self.aligned = aligned;
+        if let Some(limit) = refused {
+            self.report_over_limit(now, from, limit);
+        }
+    }
+
+    /// Reports (at a bounded rate) that what `from` sent broke `limit` and was not stored.
+    fn report_over_limit(&mut self, now: Instant, from: SocketAddr, limit: Limit) {
+        self.report_diagnostic(now, from, DiagnosticKind::OverLimit, |suppressed| {
+            Event::OverLimit {
+                from,
+                limit,
+                suppressed,
+            }
+        });
     }
 
     /// Whether a newer generation of `id`'s name is known.
@@ -776,6 +845,7 @@ impl Membership {
     }
 
     pub(super) fn remove_node(&mut self, id: &NodeId) {
+        self.admission.forget(id);
         if let Some(state) = self.state.remove(id) {
             self.removed.insert(
                 id.clone(),
@@ -786,7 +856,15 @@ impl Membership {
         self.push_event(Event::Removed(id.clone()));
     }
 
-    fn apply_delta(&mut self, delta: Delta, now: Instant) {
+    fn apply_delta(&mut self, delta: Delta, now: Instant, from: SocketAddr) {
+        let limits = self.config.limits;
+        // The whole state's bytes, kept up to date as node deltas apply (only when bounded).
+        let mut total = if limits.max_state_bytes == usize::MAX {
+            0
+        } else {
+            self.state_bytes()
+        };
+        let mut refused: Option<Limit> = None;
         for node_delta in delta.nodes {
             if node_delta.node == self.config.node_id {
                 continue;
@@ -794,9 +872,17 @@ impl Membership {
             let Some((state, peer)) = self.state.entry_mut(&node_delta.node) else {
                 continue;
             };
-            let Ok(applied) = state.apply_delta(&node_delta, now) else {
-                continue;
+            let before = state.bytes();
+            let others = total.saturating_sub(before);
+            let applied = match state.apply_delta_within(&node_delta, now, &limits, others) {
+                Ok(applied) => applied,
+                Err(Refused::OverLimit(limit)) => {
+                    refused.get_or_insert(limit);
+                    continue;
+                }
+                Err(_) => continue,
             };
+            total = others + state.bytes();
             let id = node_delta.node;
             let newly_left = state.get(LEAVING_KEY).is_some() && peer.status != MemberStatus::Left;
             if newly_left {
@@ -832,6 +918,9 @@ impl Membership {
                 }
             }
         }
+        if let Some(limit) = refused {
+            self.report_over_limit(now, from, limit);
+        }
     }
 }
 
@@ -854,5 +943,7 @@ impl std::fmt::Debug for Membership {
     }
 }
 
+#[cfg(test)]
+mod limit_tests;
 #[cfg(test)]
 mod tests;

@@ -31,6 +31,28 @@ pub enum KeyError {
     /// The node is leaving the cluster (or shutting down): its state is frozen.
     #[error("the node is leaving the cluster")]
     Leaving,
+    /// The key or the value is longer than [`StateLimits`](super::StateLimits) allows
+    /// (`limit` is [`Limit::KeyLength`](super::Limit::KeyLength) or
+    /// [`Limit::ValueLength`](super::Limit::ValueLength)).
+    #[error("the {what} is {len} bytes long, more than the {max} the `{limit}` limit allows", what = if matches!(limit, super::Limit::KeyLength) { "key" } else { "value" })]
+    TooLong {
+        /// Which length.
+        limit: super::Limit,
+        /// Its length in bytes.
+        len: usize,
+        /// The most allowed.
+        max: usize,
+    },
+    /// The write would take this node's state past a bound of
+    /// [`StateLimits`](super::StateLimits) (its keys or bytes, or the whole state's bytes).
+    /// Delete keys (their tombstones count until collected) or raise the limit.
+    #[error("the node's state is full: the `{limit}` limit ({max}) would be exceeded")]
+    StateFull {
+        /// The bound.
+        limit: super::Limit,
+        /// Its value.
+        max: usize,
+    },
 }
 
 /// What the local node believes of a member.

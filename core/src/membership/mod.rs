@@ -15,7 +15,7 @@ mod member;
 pub mod state;
 mod transmit;
 
-pub use config::{LivenessPredicate, MembershipConfig};
+pub use config::{ENTRY_OVERHEAD, Limit, LivenessPredicate, MembershipConfig, StateLimits};
 pub use diagnostics::Diagnostics;
 pub use failure_detector::{FailureDetector, FailureDetectorConfig, Liveness, NodeDetector};
 pub use machine::Membership;

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use super::config::{ENTRY_OVERHEAD, Limit, StateLimits};
 use crate::hash::{MapHasher, map_hasher};
 use crate::node_id::NodeKey;
 use crate::wire::{DeletionStatus, NodeDelta, NodeDigest, RawNodeId, WireId};
@@ -49,6 +50,15 @@ pub struct NodeState {
     /// A lower bound on the deletion times of the stored entries (`None`: no deletion), so
     /// that garbage collection skips the scan while nothing can have expired.
     earliest_deletion: Option<Instant>,
+    /// The bytes of the stored entries as [`StateLimits`] counts them.
+    bytes: usize,
+}
+
+/// What one entry counts for in [`StateLimits`].
+fn entry_size(key: &str, value: &str) -> usize {
+    key.len()
+        .saturating_add(value.len())
+        .saturating_add(ENTRY_OVERHEAD)
 }
 
 impl Default for NodeState {
@@ -67,7 +77,87 @@ impl NodeState {
             max_version: 0,
             last_gc_version: 0,
             earliest_deletion: None,
+            bytes: 0,
         }
+    }
+
+    /// The bytes this state counts for in [`StateLimits`]: its keys and values, plus
+    /// [`ENTRY_OVERHEAD`] per entry (tombstones included).
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Stores `entry` under `key`, keeping the byte count.
+    fn store(&mut self, key: &str, entry: VersionedValue) {
+        let added = entry_size(key, &entry.value);
+        match self.key_values.get_mut(key) {
+            Some(existing) => {
+                self.bytes = self.bytes - entry_size(key, &existing.value) + added;
+                *existing = entry;
+            }
+            None => {
+                self.bytes += added;
+                self.key_values.insert(key.to_owned(), entry);
+            }
+        }
+    }
+
+    /// Whether storing `value` under `key` (a local write) keeps this state within `limits`,
+    /// given the bytes all other members' states hold.
+    pub(crate) fn check_write(
+        &self,
+        key: &str,
+        value: &str,
+        limits: &StateLimits,
+        others: usize,
+    ) -> Result<(), (Limit, usize)> {
+        if key.len() > limits.max_key_len {
+            return Err((Limit::KeyLength, limits.max_key_len));
+        }
+        if value.len() > limits.max_value_len {
+            return Err((Limit::ValueLength, limits.max_value_len));
+        }
+        let (keys, bytes) = match self.key_values.get(key) {
+            Some(old) => (
+                self.key_values.len(),
+                self.bytes - old.value.len() + value.len(),
+            ),
+            None => (
+                self.key_values.len() + 1,
+                self.bytes + entry_size(key, value),
+            ),
+        };
+        Self::within(
+            (self.key_values.len(), self.bytes),
+            (keys, bytes),
+            limits,
+            others,
+        )
+        .map_err(|limit| (limit, limit_value(limit, limits)))
+    }
+
+    /// Whether a state going from `before` to `after` (entries, bytes) stays within `limits`.
+    /// Only growth is refused: a state already past a bound (the limits were lowered) may
+    /// still shrink.
+    fn within(
+        before: (usize, usize),
+        after: (usize, usize),
+        limits: &StateLimits,
+        others: usize,
+    ) -> Result<(), Limit> {
+        if after.0 > before.0 && after.0 > limits.max_keys_per_member {
+            return Err(Limit::KeysPerMember);
+        }
+        if after.1 > before.1 {
+            if after.1 > limits.max_bytes_per_member {
+                return Err(Limit::BytesPerMember);
+            }
+            if others.saturating_add(after.1) > limits.max_state_bytes {
+                return Err(Limit::StateBytes);
+            }
+        }
+        Ok(())
     }
 
     fn note_deletion(&mut self, at: Instant) {
@@ -171,8 +261,8 @@ impl NodeState {
             }
         }
         let version = self.next_version();
-        self.key_values.insert(
-            key.to_owned(),
+        self.store(
+            key,
             VersionedValue {
                 value: value.to_owned(),
                 version,
@@ -196,8 +286,8 @@ impl NodeState {
         }
         let version = self.next_version();
         self.note_deletion(now);
-        self.key_values.insert(
-            key.to_owned(),
+        self.store(
+            key,
             VersionedValue {
                 value: value.to_owned(),
                 version,
@@ -221,6 +311,7 @@ impl NodeState {
         let version = self.next_version();
         self.note_deletion(now);
         if let Some(v) = self.key_values.get_mut(key) {
+            self.bytes -= v.value.len();
             v.value.clear();
             v.version = version;
             v.status = DeletionStatus::Deleted;
@@ -264,12 +355,14 @@ impl NodeState {
         }
         let mut highest = self.last_gc_version;
         let mut earliest: Option<Instant> = None;
+        let mut freed = 0;
         self.key_values.retain(|key, v| {
             let Some(at) = v.deleted_at else {
                 return true;
             };
             if now.saturating_duration_since(at) >= grace {
                 highest = highest.max(v.version);
+                freed += entry_size(key, &v.value);
                 removed.push((
                     key.clone(),
                     v.is_visible().then(|| std::mem::take(&mut v.value)),
@@ -282,14 +375,37 @@ impl NodeState {
         });
         self.earliest_deletion = earliest;
         self.last_gc_version = highest;
+        self.bytes -= freed;
         removed
     }
 
-    /// Applies a received delta for this node, by chitchat's rules, at local time `now`.
+    /// Applies a received delta for this node, by chitchat's rules, at local time `now`, with
+    /// no bound on the state's size ([`apply_delta_within`](Self::apply_delta_within) with
+    /// [`StateLimits::unlimited`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`apply_delta_within`](Self::apply_delta_within).
+    pub fn apply_delta(&mut self, delta: &NodeDelta, now: Instant) -> Result<Applied, Refused> {
+        self.apply_delta_within(delta, now, &StateLimits::unlimited(), 0)
+    }
+
+    /// Applies a received delta for this node, by chitchat's rules, at local time `now`,
+    /// within `limits` (`others`: the bytes all other members' states hold).
+    ///
+    /// # Errors
     ///
     /// Refused (state unchanged) when the delta starts beyond what we hold, when it needs a
-    /// reset but is not a full state, or when it brings nothing newer.
-    pub fn apply_delta(&mut self, delta: &NodeDelta, now: Instant) -> Result<Applied, Refused> {
+    /// reset but is not a full state, when it brings nothing newer, or when what it would
+    /// store breaks a bound ([`Refused::OverLimit`]: a key or value too long, or the state
+    /// growing past its entries or bytes, or the whole state's bytes).
+    pub fn apply_delta_within(
+        &mut self,
+        delta: &NodeDelta,
+        now: Instant,
+        limits: &StateLimits,
+        others: usize,
+    ) -> Result<Applied, Refused> {
         // A node delta cut right after its Node op (max version 0) carries nothing; it must not
         // trigger a reset either.
         if delta.max_version == 0 {
@@ -317,12 +433,14 @@ impl NodeState {
         } else if delta.max_version <= self.max_version {
             return Err(Refused::NothingNew);
         }
+        self.check_delta(delta, reset, limits, others)?;
         // Each changed key with its visible value before the delta.
         let mut changed: Vec<(String, Option<String>)> = Vec::new();
         let visible = |v: &VersionedValue| v.is_visible().then(|| v.value.clone());
         if reset {
             changed.extend(self.key_values.iter().map(|(k, v)| (k.clone(), visible(v))));
             self.key_values.clear();
+            self.bytes = 0;
             self.max_version = 0;
             self.last_gc_version = delta.last_gc_version;
             self.earliest_deletion = None;
@@ -344,8 +462,8 @@ impl NodeState {
             if deleted_at.is_some() {
                 self.note_deletion(now);
             }
-            self.key_values.insert(
-                kv.key.clone(),
+            self.store(
+                &kv.key,
                 VersionedValue {
                     value: kv.value.clone(),
                     version: kv.version,
@@ -368,6 +486,56 @@ impl NodeState {
             changed_keys,
             old_values,
         })
+    }
+
+    /// Whether applying `delta` (after a reset, if `reset`) keeps this state within `limits`.
+    /// Counts what the apply loop would store, without storing it; a key the delta carries
+    /// twice is counted twice (an over-estimate only a forged delta reaches).
+    fn check_delta(
+        &self,
+        delta: &NodeDelta,
+        reset: bool,
+        limits: &StateLimits,
+        others: usize,
+    ) -> Result<(), Refused> {
+        let (floor, gc) = if reset {
+            (0, delta.last_gc_version)
+        } else {
+            (self.max_version, self.last_gc_version)
+        };
+        let (mut keys, mut bytes) = if reset {
+            (0, 0)
+        } else {
+            (self.key_values.len(), self.bytes)
+        };
+        for kv in &delta.key_values {
+            if kv.version <= floor || (kv.status != DeletionStatus::Set && kv.version <= gc) {
+                continue;
+            }
+            if kv.key.len() > limits.max_key_len {
+                return Err(Refused::OverLimit(Limit::KeyLength));
+            }
+            if kv.value.len() > limits.max_value_len {
+                return Err(Refused::OverLimit(Limit::ValueLength));
+            }
+            match (!reset).then(|| self.key_values.get(&kv.key)).flatten() {
+                Some(existing) if existing.version >= kv.version => {}
+                Some(existing) => {
+                    bytes = bytes - existing.value.len() + kv.value.len();
+                }
+                None => {
+                    keys += 1;
+                    bytes = bytes.saturating_add(entry_size(&kv.key, &kv.value));
+                }
+            }
+        }
+        Self::within(
+            (self.key_values.len(), self.bytes),
+            (keys, bytes),
+            limits,
+            others,
+        )
+        .map_err(Refused::OverLimit)
     }
 
     /// What a peer whose digest entry for this node is `peer` (or `(0, 0)` if it did not list
@@ -432,6 +600,22 @@ pub enum Refused {
     /// still lack versions below that collection's watermark.
     #[error("the delta predates a garbage collection already applied")]
     PredatesCollection,
+    /// Applying the delta would break a bound of [`StateLimits`].
+    #[error("the delta would break the `{0}` limit")]
+    OverLimit(Limit),
+}
+
+/// The value of `limit` in `limits`.
+pub(crate) fn limit_value(limit: Limit, limits: &StateLimits) -> usize {
+    match limit {
+        Limit::Members => limits.max_members,
+        Limit::UnconfirmedPerSender => limits.max_unconfirmed_per_sender,
+        Limit::KeysPerMember => limits.max_keys_per_member,
+        Limit::BytesPerMember => limits.max_bytes_per_member,
+        Limit::StateBytes => limits.max_state_bytes,
+        Limit::KeyLength => limits.max_key_len,
+        Limit::ValueLength => limits.max_value_len,
+    }
 }
 
 /// Every known node's state, ordered by node id, with a value of type `M` beside each (the

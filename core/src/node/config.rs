@@ -11,7 +11,8 @@ use crate::clock::{DEFAULT_MAX_DRIFT, WallTime};
 use crate::hash::{Fnv1a64, splitmix64};
 use crate::members::{DATA_CENTER_KEY, DEFAULT_DATA_CENTER, RPC_ADDR_KEY};
 use crate::membership::{
-    FailureDetectorConfig, KeyError, LivenessPredicate, MembershipConfig, is_reserved_key,
+    FailureDetectorConfig, KeyError, Limit, LivenessPredicate, MembershipConfig, NodeState,
+    StateLimits, is_reserved_key,
 };
 use crate::wire::{self, Compression, ProtocolVersion};
 
@@ -170,6 +171,10 @@ pub struct NodeConfig {
     /// How long deaths wait at most when this node suspects it is the one cut off. Default
     /// 10 s.
     pub self_suspicion_hold: Duration,
+    /// Bounds on the gossiped state this node keeps (members, keys and bytes per member, the
+    /// whole state's bytes, key and value lengths). Default [`StateLimits::default`]. The
+    /// node's own metadata must fit them ([`ConfigError::Key`]).
+    pub limits: StateLimits,
 }
 
 impl NodeConfig {
@@ -204,6 +209,7 @@ impl NodeConfig {
             max_pending_transmits: machine.max_pending_transmits,
             late_round_factor: machine.late_round_factor,
             self_suspicion_hold: machine.self_suspicion_hold,
+            limits: machine.limits,
         }
     }
 
@@ -256,6 +262,33 @@ impl NodeConfig {
         }
         for (key, _) in &self.metadata {
             Self::check_metadata_key(key)?;
+        }
+        // The node's first state must fit its own limits, as its later writes must.
+        let mut state = NodeState::new();
+        let rpc_addr = self.published_rpc_addr().to_string();
+        let initial = [
+            (DATA_CENTER_KEY, self.data_center.as_str()),
+            (RPC_ADDR_KEY, &rpc_addr),
+        ]
+        .into_iter()
+        .chain(self.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        for (key, value) in initial {
+            if let Err((limit, max)) = state.check_write(key, value, &self.limits, 0) {
+                let error = match limit {
+                    Limit::KeyLength | Limit::ValueLength => KeyError::TooLong {
+                        limit,
+                        len: if limit == Limit::KeyLength {
+                            key.len()
+                        } else {
+                            value.len()
+                        },
+                        max,
+                    },
+                    _ => KeyError::StateFull { limit, max },
+                };
+                return Err(error.into());
+            }
+            state.set(key, value);
         }
         Ok(())
     }
@@ -335,6 +368,7 @@ impl NodeConfig {
         m.self_suspicion_hold = self.self_suspicion_hold;
         m.leave_fanout = self.leave_fanout;
         m.liveness_predicate.clone_from(&self.liveness_predicate);
+        m.limits = self.limits;
         m.rng_seed = self.rng_seed;
         Ok(m)
     }
@@ -358,6 +392,7 @@ impl fmt::Debug for NodeConfig {
             .field("cluster_id", &self.cluster_id)
             .field("data_center", &self.data_center)
             .field("rpc_addr", &self.rpc_addr)
+            .field("limits", &self.limits)
             .field("seeds", &self.seeds)
             .field("gossip_interval", &self.gossip_interval)
             .field("metadata", &self.metadata)

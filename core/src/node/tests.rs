@@ -413,6 +413,27 @@ fn unusable_configs_are_refused() {
             ..
         })
     ));
+    // The node's first state must fit its own limits.
+    c.metadata = vec![("role".into(), "x".repeat(c.limits.max_value_len + 1))];
+    assert_eq!(
+        Node::new(c.clone(), start).err(),
+        Some(ConfigError::Key(KeyError::TooLong {
+            limit: crate::membership::Limit::ValueLength,
+            len: c.limits.max_value_len + 1,
+            max: c.limits.max_value_len,
+        }))
+    );
+    c.limits.max_keys_per_member = 3;
+    c.metadata = vec![("x".into(), "1".into()), ("y".into(), "1".into())];
+    assert_eq!(
+        Node::new(c.clone(), start).err(),
+        Some(ConfigError::Key(KeyError::StateFull {
+            limit: crate::membership::Limit::KeysPerMember,
+            max: 3,
+        })),
+        "the data center and RPC address count"
+    );
+    c.limits = crate::membership::StateLimits::default();
     c.metadata.clear();
     c.leave_timeout = Duration::MAX;
     assert_eq!(

@@ -32,6 +32,12 @@ impl Removed {
         self.heartbeats.get(id).copied()
     }
 
+    /// How many removed nodes are remembered.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.order.len()
+    }
+
     pub(super) fn remove(&mut self, id: &NodeId) {
         if self.heartbeats.remove(id).is_some() {
             self.order.retain(|x| x != id);
