@@ -284,6 +284,16 @@ impl NodeBuilder {
         self
     }
 
+    /// The RPC the node serves at once, over all its connections: connections from peers
+    /// past [`max_connections`](cohort_core::rpc::ServerLimits::max_connections) are closed at
+    /// once, calls past [`max_calls_in_flight`](cohort_core::rpc::ServerLimits::max_calls_in_flight)
+    /// are answered `Unavailable` without running. Default: core's
+    /// [`ServerLimits::default`](cohort_core::rpc::ServerLimits::default).
+    pub fn rpc_server_limits(mut self, limits: cohort_core::rpc::ServerLimits) -> Self {
+        self.settings.rpc_limits = limits;
+        self
+    }
+
     /// How long [`Node::shutdown`] lets the calls being served finish before closing the RPC
     /// connections. Default 5 s.
     pub fn rpc_drain_timeout(mut self, timeout: Duration) -> Self {

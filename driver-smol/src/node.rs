@@ -233,6 +233,7 @@ impl Node {
                     rpc_socket,
                     Arc::clone(core.clock()),
                     rpc_settings.connection.clone(),
+                    settings.rpc_limits,
                     tls,
                     Duration::from_secs(5),
                 )

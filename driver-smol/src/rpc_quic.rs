@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use cohort_core::SharedHlc;
 use cohort_core::rpc::{
     Backoff, CallId, Connection, ConnectionConfig as RpcConnectionConfig, Frame, Handler, Message,
-    Registry, Replies, Reply, RpcService, Serving, Status, StatusCode, method_id,
+    Registry, Replies, Reply, RpcService, ServerLimits, Serving, Status, StatusCode, method_id,
 };
 use rkyv::util::AlignedVec;
 use smol::Timer;
@@ -262,6 +262,7 @@ pub(crate) struct Rpc {
     pub(crate) registry: Registry,
     clock: Arc<SharedHlc>,
     config: RpcConnectionConfig,
+    limits: ServerLimits,
     connect_timeout: Duration,
     /// Taken at shutdown: the endpoint (and its UDP socket) goes once its last handle does.
     endpoint: Mutex<Option<quinn::Endpoint>>,
@@ -282,6 +283,7 @@ impl Rpc {
         socket: std::net::UdpSocket,
         clock: Arc<SharedHlc>,
         config: RpcConnectionConfig,
+        limits: ServerLimits,
         tls: &TlsConfig,
         connect_timeout: Duration,
     ) -> Result<Arc<Self>, StartError> {
@@ -293,10 +295,13 @@ impl Rpc {
         )?;
         endpoint.set_default_client_config(tls.quinn_client_config()?);
         let local_addr = endpoint.local_addr()?;
+        let registry = Registry::new();
+        registry.set_max_in_flight(limits.max_calls_in_flight);
         let rpc = Arc::new(Self {
-            registry: Registry::new(),
+            registry,
             clock,
             config,
+            limits,
             connect_timeout,
             endpoint: Mutex::new(Some(endpoint.clone())),
             peers: Mutex::new(HashMap::new()),
@@ -314,6 +319,16 @@ impl Rpc {
                     return;
                 };
                 let from = incoming.remote_address();
+                let mut server = lock(&rpc.server);
+                server.retain(|(c, t)| !c.is_closed() && !t.is_finished());
+                if server.len() >= rpc.limits.max_connections {
+                    // Refused before the handshake: the peer's call fails and it tries again
+                    // later.
+                    tracing::debug!(%from, max = rpc.limits.max_connections, "RPC connection refused: too many connections");
+                    incoming.refuse();
+                    continue;
+                }
+                drop(server);
                 let conn = Conn::new(Arc::clone(&rpc.clock), rpc.config.clone());
                 let registry = rpc.registry.clone();
                 let max_buffered = rpc.config.max_buffered;

@@ -284,6 +284,7 @@ impl Node {
                     listener,
                     Arc::clone(core.clock()),
                     rpc_connection,
+                    settings.rpc_limits,
                     Duration::from_secs(5),
                 )
                 .map_err(|source| ConnectError::Bind {

@@ -21,7 +21,7 @@ use cohort_core::SharedHlc;
 pub use cohort_core::rpc::Response;
 use cohort_core::rpc::{
     Backoff, CallId, Connection, ConnectionConfig as RpcConnectionConfig, Frame, Handler, Message,
-    Registry, Replies, RpcService, Serving, Status, StatusCode, method_id,
+    Registry, Replies, RpcService, ServerLimits, Serving, Status, StatusCode, method_id,
 };
 use rkyv::util::AlignedVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -204,6 +204,7 @@ pub(crate) struct Rpc {
     pub(crate) registry: Registry,
     clock: Arc<SharedHlc>,
     config: RpcConnectionConfig,
+    limits: ServerLimits,
     connect_timeout: Duration,
     peers: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Option<Peer>>>>>,
     server: Mutex<Vec<(Arc<Conn>, JoinHandle<()>)>>,
@@ -222,13 +223,17 @@ impl Rpc {
         listener: TcpListener,
         clock: Arc<SharedHlc>,
         config: RpcConnectionConfig,
+        limits: ServerLimits,
         connect_timeout: Duration,
     ) -> io::Result<Arc<Self>> {
         let local_addr = listener.local_addr()?;
+        let registry = Registry::new();
+        registry.set_max_in_flight(limits.max_calls_in_flight);
         let rpc = Arc::new(Self {
-            registry: Registry::new(),
+            registry,
             clock,
             config,
+            limits,
             connect_timeout,
             peers: Mutex::new(HashMap::new()),
             server: Mutex::new(Vec::new()),
@@ -253,6 +258,14 @@ impl Rpc {
                 let Some(rpc) = accepting.upgrade() else {
                     return;
                 };
+                let mut server = lock(&rpc.server);
+                server.retain(|(c, _)| !c.is_closed());
+                if server.len() >= rpc.limits.max_connections {
+                    // Closed at once: the peer's call fails and it tries again later.
+                    tracing::debug!(%from, max = rpc.limits.max_connections, "RPC connection refused: too many connections");
+                    drop(stream);
+                    continue;
+                }
                 tracing::debug!(%from, "RPC connection accepted");
                 let conn = Conn::new(Arc::clone(&rpc.clock), rpc.config.clone());
                 let task = tokio::spawn(run_connection(
@@ -262,8 +275,6 @@ impl Rpc {
                     rpc.config.max_buffered,
                     Arc::clone(&rpc.send_buffer_peak),
                 ));
-                let mut server = lock(&rpc.server);
-                server.retain(|(c, _)| !c.is_closed());
                 server.push((conn, task));
             }
         });

@@ -109,6 +109,9 @@ pub struct NodeSettings {
     /// Default [`StateLimits::default`](crate::membership::StateLimits::default)
     /// ([`NodeConfig::limits`]).
     pub limits: crate::membership::StateLimits,
+    /// Default [`ServerLimits::default`](crate::rpc::ServerLimits::default): the RPC
+    /// connections and calls the node serves at once.
+    pub rpc_limits: crate::rpc::ServerLimits,
     /// Default `None`.
     pub liveness_predicate: Option<LivenessPredicate>,
     /// Default `None`: drawn from the operating system by the driver.
@@ -154,6 +157,7 @@ impl NodeSettings {
             max_clock_drift: DEFAULT_MAX_DRIFT,
             keyring: None,
             limits: crate::membership::StateLimits::default(),
+            rpc_limits: crate::rpc::ServerLimits::default(),
             liveness_predicate: None,
             rng_seed: None,
             tune: None,

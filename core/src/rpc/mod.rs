@@ -39,6 +39,7 @@ mod backoff;
 mod connection;
 mod dispatch;
 pub mod frame;
+mod limits;
 mod replies;
 mod service;
 mod serving;
@@ -52,6 +53,7 @@ pub use frame::{
     DEFAULT_MAX_FRAME_SIZE, FRAME_MAGIC, FRAME_VERSION, Frame, FrameDecoder, FrameError,
     FrameHeader, FrameKind, HEADER_LEN, MethodId, NO_DEADLINE, write_frame,
 };
+pub use limits::ServerLimits;
 pub use replies::{Replies, Response};
 pub use service::{
     FrameSerializer, Handler, Message, Registry, RegistryError, Reply, Request, RpcService,

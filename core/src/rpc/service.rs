@@ -9,6 +9,7 @@ use std::fmt;
 use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -338,6 +339,47 @@ where
 /// [`poll_reply`](Self::poll_reply); dropping it stops the handler (the call is cancelled).
 pub struct ServedCall {
     state: CallState,
+    /// Counts the call in its node's calls in flight while it lives.
+    _permit: Option<Permit>,
+}
+
+/// The calls a node serves at once, across its connections, and the most it may.
+#[derive(Debug)]
+struct InFlight {
+    count: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl InFlight {
+    /// A permit for one more call, unless the node serves its most already.
+    fn acquire(self: &Arc<Self>) -> Option<Permit> {
+        let max = self.max.load(Ordering::Relaxed);
+        let mut count = self.count.load(Ordering::Relaxed);
+        loop {
+            if count >= max {
+                return None;
+            }
+            match self.count.compare_exchange_weak(
+                count,
+                count + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(Permit(Arc::clone(self))),
+                Err(now) => count = now,
+            }
+        }
+    }
+}
+
+/// One call counted in [`InFlight`]; dropping it releases the count.
+#[derive(Debug)]
+struct Permit(Arc<InFlight>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 enum CallState {
@@ -348,6 +390,11 @@ enum CallState {
     NotFound {
         method: MethodId,
         frame: Frame,
+    },
+    /// The node serves its most calls already.
+    Busy {
+        frame: Frame,
+        max: usize,
     },
     Done,
 }
@@ -381,6 +428,18 @@ impl ServedCall {
                     let status = Status::new(
                         StatusCode::NotFound,
                         format!("no method {:#018x}", method.0),
+                    );
+                    once(Err(status), Some(frame));
+                }
+                Poll::Ready(())
+            }
+            CallState::Busy { .. } => {
+                if let CallState::Busy { frame, max } =
+                    std::mem::replace(&mut self.state, CallState::Done)
+                {
+                    let status = Status::new(
+                        StatusCode::Unavailable,
+                        format!("the node serves its most calls at once ({max})"),
                     );
                     once(Err(status), Some(frame));
                 }
@@ -436,6 +495,7 @@ impl fmt::Debug for ServedCall {
         let state = match self.state {
             CallState::Running { .. } => "running",
             CallState::NotFound { .. } => "not found",
+            CallState::Busy { .. } => "busy",
             CallState::Done => "done",
         };
         f.debug_struct("ServedCall").field("state", &state).finish()
@@ -501,15 +561,29 @@ struct Entry {
 /// The services a node serves: added and removed at run time, shared by every connection.
 /// A call already running keeps its handler when its service is removed; later calls get
 /// [`StatusCode::NotFound`].
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Registry {
     methods: Arc<RwLock<HashMap<MethodId, Entry>>>,
+    in_flight: Arc<InFlight>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            methods: Arc::default(),
+            in_flight: Arc::new(InFlight {
+                count: AtomicUsize::new(0),
+                max: AtomicUsize::new(usize::MAX),
+            }),
+        }
+    }
 }
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
             .field("methods", &self.read().len())
+            .field("in_flight", &self.in_flight())
             .finish()
     }
 }
@@ -601,18 +675,47 @@ impl Registry {
     /// Its outcome is the reply, or the status the caller gets: [`StatusCode::NotFound`] for
     /// an unknown or removed method, [`StatusCode::InvalidPayload`] for a body that does not
     /// validate, or the handler's own.
+    ///
+    /// Past [`set_max_in_flight`](Self::set_max_in_flight) calls being served at once (by
+    /// every connection of the node together), the call is answered
+    /// [`StatusCode::Unavailable`] at once, without running its handler.
     #[must_use]
     pub fn start(&self, frame: Frame, deadline: Option<Instant>) -> ServedCall {
         let method = frame.header().method;
         let handler = self.read().get(&method).map(|e| Arc::clone(&e.handler));
-        let state = match handler {
-            Some(handler) => CallState::Running {
+        let Some(handler) = handler else {
+            return ServedCall {
+                state: CallState::NotFound { method, frame },
+                _permit: None,
+            };
+        };
+        let Some(permit) = self.in_flight.acquire() else {
+            let max = self.in_flight.max.load(Ordering::Relaxed);
+            return ServedCall {
+                state: CallState::Busy { frame, max },
+                _permit: None,
+            };
+        };
+        ServedCall {
+            state: CallState::Running {
                 slot: handler.start(frame, deadline),
                 handler,
             },
-            None => CallState::NotFound { method, frame },
-        };
-        ServedCall { state }
+            _permit: Some(permit),
+        }
+    }
+
+    /// Serves at most `max` calls at once, across every connection sharing this registry
+    /// (a node's); more are answered [`StatusCode::Unavailable`]. Default: no bound (a
+    /// driver sets [`ServerLimits::max_calls_in_flight`](super::ServerLimits::max_calls_in_flight)).
+    pub fn set_max_in_flight(&self, max: usize) {
+        self.in_flight.max.store(max.max(1), Ordering::Relaxed);
+    }
+
+    /// The calls being served now (their handlers running).
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.count.load(Ordering::Relaxed)
     }
 }
 

@@ -86,6 +86,7 @@ fn endpoint(ca: &ClusterCa, name: &str, tag: u64) -> Arc<Rpc> {
         std::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap(),
         clock(tag),
         RpcConnectionConfig::default(),
+        ServerLimits::default(),
         &tls,
         Duration::from_secs(5),
     )
@@ -257,6 +258,7 @@ fn shutdown_finishes_calls_then_frees_the_port() {
             std::net::UdpSocket::bind(addr).unwrap(),
             clock(3),
             RpcConnectionConfig::default(),
+            ServerLimits::default(),
             &tls,
             Duration::from_secs(5),
         )

@@ -906,6 +906,75 @@ fn deadlines_and_dropped_calls_stop_the_handler() {
     });
 }
 
+/// The node-wide RPC bounds: past `max_calls_in_flight` a call is answered `Unavailable`
+/// without running; past `max_connections` a peer's connection is refused (its call fails with
+/// a typed error) until a slot frees.
+#[test]
+fn rpc_server_limits_refuse_extra_calls_and_connections_with_typed_errors() {
+    run(async {
+        let mut limits = driver::rpc::ServerLimits::default();
+        limits.max_connections = 1;
+        limits.max_calls_in_flight = 1;
+        let b = builder("b", &[])
+            .rpc_server_limits(limits)
+            .connect()
+            .await
+            .expect("b starts");
+        let a = node("a", &[]).await;
+        let c = node("c", &[]).await;
+        let calculator = Calculator::default();
+        let (entered, dropped) = (
+            Arc::clone(&calculator.entered),
+            Arc::clone(&calculator.dropped),
+        );
+        b.add_rpc_service(calculator).unwrap();
+        let from_a = a.rpc_client::<Calculator>(b.rpc_addr());
+        // One call holds b's only slot; a second one is refused at once, without running.
+        let long = Sleep { millis: 60_000 };
+        let second = from_a.call(&long).or(async {
+            reach(&entered, 1).await;
+            let refused = within("a refused call", from_a.call(&Sleep { millis: 1 }))
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code, StatusCode::Unavailable, "{refused}");
+            Err(Status::new(StatusCode::Cancelled, "dropped by the test"))
+        });
+        assert!(within("the calls", second).await.is_err());
+        assert_eq!(entered.load(Ordering::SeqCst), 1, "the refused call never ran");
+        // The long call was dropped: its slot is free again.
+        reach(&dropped, 1).await;
+        let done = within("a call", from_a.call(&Sleep { millis: 1 }))
+            .await
+            .unwrap();
+        assert_eq!(done.get().to_native(), 1);
+        // a's connection is b's only one: c is refused.
+        let from_c = c.rpc_client::<Calculator>(b.rpc_addr());
+        let refused = within("c's call", from_c.call(&Sleep { millis: 1 }))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused.code,
+                StatusCode::Unavailable | StatusCode::DeadlineExceeded
+            ),
+            "{refused}"
+        );
+        // Once a is gone, c gets through (after its back-off).
+        a.shutdown().await;
+        within("c's call after a left", async {
+            loop {
+                if let Ok(reply) = from_c.call(&Sleep { millis: 1 }).await {
+                    return reply;
+                }
+                Timer::after(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        b.shutdown().await;
+        c.shutdown().await;
+    });
+}
+
 #[test]
 fn shutdown_finishes_calls_in_flight_then_frees_the_rpc_port() {
     run(async {
