@@ -34,6 +34,10 @@ fn grow(by: isize) {
     PEAK.fetch_max(live, Ordering::Relaxed);
 }
 
+fn signed(size: usize) -> isize {
+    isize::try_from(size).unwrap_or(isize::MAX)
+}
+
 fn reset_peak() {
     PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
 }
@@ -46,7 +50,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: the caller's contract is the system allocator's.
         let ptr = unsafe { System.alloc(layout) };
         if !ptr.is_null() {
-            grow(layout.size().cast_signed());
+            grow(signed(layout.size()));
         }
         ptr
     }
@@ -54,14 +58,14 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: as above.
         unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size().cast_signed(), Ordering::Relaxed);
+        LIVE.fetch_sub(signed(layout.size()), Ordering::Relaxed);
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as above.
         let ptr = unsafe { System.alloc_zeroed(layout) };
         if !ptr.is_null() {
-            grow(layout.size().cast_signed());
+            grow(signed(layout.size()));
         }
         ptr
     }
@@ -70,7 +74,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: as above.
         let new = unsafe { System.realloc(ptr, layout, new_size) };
         if !new.is_null() {
-            grow(new_size.cast_signed() - layout.size().cast_signed());
+            grow(signed(new_size) - signed(layout.size()));
         }
         new
     }
