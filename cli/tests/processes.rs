@@ -6,6 +6,9 @@
 //! usage errors. The smol driver: two agents with mutual TLS (files from `cohort certs`) join and
 //! leave with the same lines as tokio agents, `cohort members --driver smol` asks one over QUIC,
 //! a tokio agent and a smol agent gossip together, and TLS flags out of place are usage errors.
+//! Faults: a paused (SIGSTOP) agent is failed then recovered; an agent whose clock is offset
+//! beyond the drift bound (`--dangerous-clock-offset-ms`) is reported by the others and does
+//! not drag their clocks.
 //! Every wait is bounded, and every child is killed when the test ends, even when it fails.
 
 use std::io::{BufRead, BufReader, Read};
@@ -14,7 +17,11 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
-use cohort_tokio::{DEFAULT_CLUSTER_ID, DEFAULT_DATA_CENTER, DEFAULT_GOSSIP_INTERVAL};
+use cohort_tokio::admin::MembersReply;
+use cohort_tokio::{
+    DEFAULT_CLUSTER_ID, DEFAULT_DATA_CENTER, DEFAULT_GOSSIP_INTERVAL, Status, StatusCode,
+    Timestamp, WallTime,
+};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cohort");
@@ -105,7 +112,11 @@ impl Proc {
     /// Waits (at most [`WAIT`]) for a line matching `pred`, among those printed since the last
     /// match; returns it.
     fn wait_line(&mut self, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
+        self.wait_line_until(Instant::now() + WAIT, pred)
+    }
+
+    /// As [`Proc::wait_line`], until `deadline`.
+    fn wait_line_until(&mut self, deadline: Instant, pred: impl Fn(&str) -> bool) -> String {
         if let Some(pos) = self.seen.iter().position(|l| pred(l)) {
             let line = self.seen[pos].clone();
             self.seen.drain(..=pos);
@@ -130,7 +141,7 @@ impl Proc {
                 line
             }
             Err(RecvTimeoutError::Timeout) => panic!(
-                "{}: no matching line within {WAIT:?}; recent lines: {:?}",
+                "{}: no matching line in time; recent lines: {:?}",
                 self.name,
                 self.seen.iter().rev().take(8).collect::<Vec<_>>()
             ),
@@ -440,6 +451,12 @@ fn agent_help_shows_the_library_defaults() {
             "{option} should show the default {default:?}:\n{text}"
         );
     }
+    // The fault-injection option says what it is.
+    let text = option_help(&help, "--dangerous-clock-offset-ms");
+    assert!(
+        text.contains("DANGEROUS") && text.contains("fault testing") && text.contains("skew"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -1040,4 +1057,155 @@ fn a_paused_process_is_failed_then_recovered_and_nobody_else_moves() {
             );
         }
     }
+}
+
+// ------------------------------------------------------------ faults seen from a node in here
+
+/// What the tests below need of a node of either driver running in the test process, to call
+/// the agents' admin service.
+trait Caller: Clone + Send + Sync + 'static {
+    /// Asks `to`'s admin service for its members within `deadline`: the reply, and the
+    /// timestamp its frame carried (the callee's hybrid logical clock when it answered).
+    fn ask(
+        &self,
+        to: SocketAddr,
+        deadline: Duration,
+    ) -> impl Future<Output = Result<(MembersReply, Timestamp), Status>> + Send + 'static;
+    /// Leaves and stops.
+    fn stop(&self) -> impl Future<Output = ()>;
+}
+
+/// Implements [`Caller`] for `$driver::Node` (both drivers have the same names, and the types
+/// involved are core's).
+macro_rules! caller {
+    ($driver:ident) => {
+        impl Caller for $driver::Node {
+            fn ask(
+                &self,
+                to: SocketAddr,
+                deadline: Duration,
+            ) -> impl Future<Output = Result<(MembersReply, Timestamp), Status>> + Send + 'static
+            {
+                let client = self
+                    .rpc_client::<$driver::admin::AdminService>(to)
+                    .with_deadline(Some(deadline));
+                async move {
+                    let response = client.call(&$driver::admin::MembersRequest).await?;
+                    Ok((response.deserialize()?, response.frame().header().timestamp))
+                }
+            }
+
+            fn stop(&self) -> impl Future<Output = ()> {
+                self.shutdown()
+            }
+        }
+    };
+}
+
+caller!(cohort_tokio);
+caller!(cohort_smol);
+
+/// A tokio runtime for the nodes and calls of this process, while the test's own thread waits
+/// on the agents' lines.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+/// The wall clock of this process, as the agents' clocks read it when not offset.
+fn wall_now() -> WallTime {
+    WallTime::saturating_from(std::time::SystemTime::now())
+}
+
+/// An agent whose wall clock is offset far beyond the drift bound
+/// (`--dangerous-clock-offset-ms`) still joins (a live member), is reported by the others
+/// (`skew <its address>` lines, again while gossip goes on), and does not drag their clocks:
+/// the timestamps their RPC replies carry (their hybrid logical clocks, read by a node in this
+/// process) stay within the bound of this process's wall clock, while the skewed agent's own
+/// replies are refused with a clock-skew status.
+#[test]
+fn an_agent_with_a_skewed_clock_is_reported_and_drags_no_one() {
+    const SKEW_MS: u64 = 5_000;
+    const DRIFT_MS: u64 = 500; // the default drift bound, which the agents use
+    let mut cluster = Cluster(vec![Proc::start("k0", loopback(), &[])]);
+    let seed = cluster.0[0].listen;
+    cluster.0.push(Proc::start("k1", loopback(), &[seed]));
+    cluster.0.push(Proc::start_with(
+        "fast",
+        loopback(),
+        &[seed],
+        &["--dangerous-clock-offset-ms", &SKEW_MS.to_string()],
+    ));
+    // Its generation is its (offset) wall clock at start: seconds ahead of ours.
+    let fast_id = cluster.0[2].id.clone();
+    assert!(
+        generation_of(&fast_id) > wall_now().as_unix_millis() + SKEW_MS / 2,
+        "the offset reaches the agent's clock: {fast_id}"
+    );
+    for p in &mut cluster.0 {
+        p.wait_members(3);
+    }
+    let fast_addr = cluster.0[2].listen;
+    for p in &mut cluster.0[..2] {
+        // Reported at once, then again while gossip goes on (at most once a second per
+        // sender, with the count held back meanwhile).
+        p.wait_line(|l| l.starts_with(&format!("skew {fast_addr} suppressed=")));
+        p.drain();
+        for line in [format!("joined {fast_id}"), format!("skew {fast_addr}")] {
+            assert!(p.history.contains(&line), "{}: no {line:?}", p.name);
+        }
+    }
+    // The skewed agent reports no one: the others are behind it.
+    cluster.0[2].drain();
+    assert!(
+        !cluster.0[2].history.iter().any(|l| l.starts_with("skew ")),
+        "{:?}",
+        cluster.0[2].history
+    );
+
+    // Their clocks, as their RPC replies carry them.
+    let rt = runtime();
+    rt.block_on(async {
+        let any = loopback();
+        let probe = cohort_tokio::NodeBuilder::new(
+            "probe",
+            cohort_tokio::ConnectionConfig::new(any, any, Vec::<String>::new()),
+        )
+        .cluster_id("probe-of-skew")
+        .connect()
+        .await
+        .expect("the probe starts");
+        let deadline = Duration::from_secs(5);
+        for p in &cluster.0[..2] {
+            let rpc = p.rpc.expect("a tokio agent serves RPC");
+            let (reply, stamp) = probe
+                .ask(rpc, deadline)
+                .await
+                .unwrap_or_else(|status| panic!("{}: {status}", p.name));
+            let wall = wall_now().as_unix_millis();
+            assert!(
+                stamp.millis() <= wall + DRIFT_MS,
+                "{}: its clock reads {} ms, {} ms ahead of the wall clock: dragged",
+                p.name,
+                stamp.millis(),
+                stamp.millis() - wall
+            );
+            assert_eq!(reply.members.len(), 3, "{reply:?}");
+        }
+        let fast_rpc = cluster.0[2].rpc.expect("a tokio agent serves RPC");
+        let refused = probe.ask(fast_rpc, deadline).await.expect_err("skewed");
+        assert_eq!(refused.code, StatusCode::ClockSkew, "{refused}");
+        probe.stop().await;
+    });
+}
+
+/// The generation of an agent's id (`name/generation@address`).
+fn generation_of(id: &str) -> u64 {
+    id.split_once('/')
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(generation, _)| generation.parse().ok())
+        .unwrap_or_else(|| panic!("not an id: {id}"))
 }
