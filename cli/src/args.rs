@@ -42,7 +42,7 @@ pub(crate) enum Command {
     /// certs/ca.pem --tls-cert certs/a.pem --tls-key certs/a.key ...` runs node a serving RPC
     /// over QUIC (its address is the `rpc=` of the ready line); `cohort members --driver smol`
     /// with the same three flags and `--node <that address>` asks it for its members.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Ask a running node for its view of the membership (over RPC, its admin service) and
     /// print it as a table: id, address, data center, status, generation, key count.
     ///
@@ -179,6 +179,15 @@ pub(crate) struct AgentArgs {
     /// machine). Not with --chitchat-compatible.
     #[arg(long, value_name = "FILE")]
     pub(crate) cluster_key_file: Option<PathBuf>,
+
+    /// DANGEROUS, for fault testing only: run this node's wall clock MS milliseconds ahead of
+    /// the system clock (behind when negative). Its hybrid logical clock, the timestamps its
+    /// gossip and RPC carry and its default generation all follow. Beyond the drift bound
+    /// (500 ms) its peers refuse its timestamps, report it (`skew <addr>` lines) and keep
+    /// their own clocks, and its RPC exchanges fail with a clock-skew status. Never use it in
+    /// production.
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    pub(crate) dangerous_clock_offset_ms: Option<i64>,
 
     /// Do not watch standard input (by default, its closing or a `stop` line makes the node
     /// leave): for running under a service manager or with no input attached. Ctrl-C and
@@ -351,7 +360,7 @@ mod tests {
         let argv = ["cohort", "agent", "--name", "a", "--listen", "127.0.0.1:0"];
         let cli = Cli::try_parse_checked_from(argv.iter().chain(args))?;
         match cli.command {
-            Command::Agent(agent) => Ok(agent),
+            Command::Agent(agent) => Ok(*agent),
             Command::Members(_) | Command::Certs(_) => {
                 unreachable!("the agent subcommand was parsed")
             }
@@ -376,6 +385,22 @@ mod tests {
         assert_eq!(a.generation, None);
         assert!(!a.chitchat_compatible && !a.json);
         assert_eq!(a.seeds().count(), 0);
+        assert_eq!(
+            a.dangerous_clock_offset_ms, None,
+            "the system clock by default"
+        );
+    }
+
+    #[test]
+    fn the_clock_offset_takes_signed_milliseconds() {
+        let a = agent(&["--dangerous-clock-offset-ms", "5000"]).expect("parses");
+        assert_eq!(a.dangerous_clock_offset_ms, Some(5_000));
+        let a = agent(&["--dangerous-clock-offset-ms", "-250"]).expect("a negative offset parses");
+        assert_eq!(a.dangerous_clock_offset_ms, Some(-250));
+        for bad in ["x", "1.5", ""] {
+            let err = agent(&["--dangerous-clock-offset-ms", bad]).expect_err("not a number");
+            assert_eq!(err.exit_code(), 2, "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -96,6 +96,9 @@ macro_rules! builder {
         for (key, value) in &args.meta {
             builder = builder.metadata(key.clone(), value.clone());
         }
+        if let Some(offset) = args.dangerous_clock_offset_ms {
+            builder = builder.wall_clock($driver::WallClock::system_offset_millis(offset));
+        }
         if let Some(key) = $crate::drivers::cluster_key(args)? {
             builder = builder.keyring($driver::Keyring::new(key));
         }

@@ -27,6 +27,11 @@
 //! QUIC with mutual TLS. `cohort certs --dir DIR --nodes a,b,c` writes such files (a cluster CA
 //! and node certificates, PEM) for trying it by hand.
 //!
+//! `--dangerous-clock-offset-ms MS` runs the node's wall clock MS milliseconds ahead of the
+//! system clock (behind when negative), for fault tests only (a warning says so on standard
+//! error): beyond the drift bound its peers print `skew <addr>` lines about it and keep their
+//! own clocks.
+//!
 //! With `--cluster-key-file FILE` (or the environment variable `COHORT_CLUSTER_KEY`, never an
 //! argument) the agent authenticates its gossip with that key (64 hexadecimal digits; every
 //! node of the cluster needs it): datagrams without a valid tag are dropped, and reported as
@@ -62,7 +67,7 @@ fn main() -> ExitCode {
     // Prints usage errors (exit 2), `--help` and `--version` (exit 0) itself.
     let cli = Cli::parse_checked();
     match cli.command {
-        Command::Agent(args) => agent(args),
+        Command::Agent(args) => agent(*args),
         Command::Members(args) => members(args),
         Command::Certs(args) => match certs::certs(&args) {
             Ok(lines) => {
@@ -202,6 +207,13 @@ fn agent(args: AgentArgs) -> ExitCode {
 /// leaves gracefully.
 async fn run(args: AgentArgs) -> Result<(), String> {
     let out = Output { json: args.json };
+    if let Some(offset) = args.dangerous_clock_offset_ms {
+        // On standard error: standard output keeps its documented lines.
+        eprintln!(
+            "cohort: warning: this node's wall clock is offset by {offset:+} ms \
+             (--dangerous-clock-offset-ms), for fault testing only"
+        );
+    }
     let stop = stop_asked(args.ignore_stdin);
     match args.driver.driver {
         Driver::Tokio => {

@@ -6,15 +6,26 @@
 //! usage errors. The smol driver: two agents with mutual TLS (files from `cohort certs`) join and
 //! leave with the same lines as tokio agents, `cohort members --driver smol` asks one over QUIC,
 //! a tokio agent and a smol agent gossip together, and TLS flags out of place are usage errors.
+//! Faults: a paused (SIGSTOP) agent is failed then recovered; an agent whose clock is offset
+//! beyond the drift bound (`--dangerous-clock-offset-ms`) is reported by the others and does
+//! not drag their clocks; and, for each driver, an agent killed with SIGKILL and restarted in
+//! the middle of a stream of RPC calls (made by a node in the test process) leaves no call
+//! hanging past its deadline, and the cluster converges again.
 //! Every wait is bounded, and every child is killed when the test ends, even when it fails.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cohort_tokio::{DEFAULT_CLUSTER_ID, DEFAULT_DATA_CENTER, DEFAULT_GOSSIP_INTERVAL};
+use cohort_tokio::admin::MembersReply;
+use cohort_tokio::{
+    DEFAULT_CLUSTER_ID, DEFAULT_DATA_CENTER, DEFAULT_GOSSIP_INTERVAL, Members, Status, StatusCode,
+    Timestamp, WaitError, WallTime,
+};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cohort");
@@ -105,7 +116,11 @@ impl Proc {
     /// Waits (at most [`WAIT`]) for a line matching `pred`, among those printed since the last
     /// match; returns it.
     fn wait_line(&mut self, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
+        self.wait_line_until(Instant::now() + WAIT, pred)
+    }
+
+    /// As [`Proc::wait_line`], until `deadline`.
+    fn wait_line_until(&mut self, deadline: Instant, pred: impl Fn(&str) -> bool) -> String {
         if let Some(pos) = self.seen.iter().position(|l| pred(l)) {
             let line = self.seen[pos].clone();
             self.seen.drain(..=pos);
@@ -130,7 +145,7 @@ impl Proc {
                 line
             }
             Err(RecvTimeoutError::Timeout) => panic!(
-                "{}: no matching line within {WAIT:?}; recent lines: {:?}",
+                "{}: no matching line in time; recent lines: {:?}",
                 self.name,
                 self.seen.iter().rev().take(8).collect::<Vec<_>>()
             ),
@@ -440,6 +455,12 @@ fn agent_help_shows_the_library_defaults() {
             "{option} should show the default {default:?}:\n{text}"
         );
     }
+    // The fault-injection option says what it is.
+    let text = option_help(&help, "--dangerous-clock-offset-ms");
+    assert!(
+        text.contains("DANGEROUS") && text.contains("fault testing") && text.contains("skew"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -1040,4 +1061,515 @@ fn a_paused_process_is_failed_then_recovered_and_nobody_else_moves() {
             );
         }
     }
+}
+
+// ------------------------------------------------------------ faults seen from a node in here
+
+/// What the tests below need of a node of either driver running in the test process, to call
+/// the agents' admin service and watch the membership.
+trait Caller: Clone + Send + Sync + 'static {
+    /// Asks `to`'s admin service for its members within `deadline`: the reply, and the
+    /// timestamp its frame carried (the callee's hybrid logical clock when it answered).
+    fn ask(
+        &self,
+        to: SocketAddr,
+        deadline: Duration,
+    ) -> impl Future<Output = Result<(MembersReply, Timestamp), Status>> + Send + 'static;
+    /// Waits until `pred` holds for the membership.
+    fn wait_members(
+        &self,
+        pred: impl FnMut(&Members) -> bool,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Members, WaitError>>;
+    /// Leaves and stops.
+    fn stop(&self) -> impl Future<Output = ()>;
+}
+
+/// Implements [`Caller`] for `$driver::Node` (both drivers have the same names, and the types
+/// involved are core's).
+macro_rules! caller {
+    ($driver:ident) => {
+        impl Caller for $driver::Node {
+            fn ask(
+                &self,
+                to: SocketAddr,
+                deadline: Duration,
+            ) -> impl Future<Output = Result<(MembersReply, Timestamp), Status>> + Send + 'static
+            {
+                let client = self
+                    .rpc_client::<$driver::admin::AdminService>(to)
+                    .with_deadline(Some(deadline));
+                async move {
+                    let response = client.call(&$driver::admin::MembersRequest).await?;
+                    Ok((response.deserialize()?, response.frame().header().timestamp))
+                }
+            }
+
+            fn wait_members(
+                &self,
+                pred: impl FnMut(&Members) -> bool,
+                timeout: Duration,
+            ) -> impl Future<Output = Result<Members, WaitError>> {
+                self.wait_for_members(pred, timeout)
+            }
+
+            fn stop(&self) -> impl Future<Output = ()> {
+                self.shutdown()
+            }
+        }
+    };
+}
+
+caller!(cohort_tokio);
+caller!(cohort_smol);
+
+/// A tokio runtime for the nodes and calls of this process, while the test's own thread waits
+/// on the agents' lines.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+/// The wall clock of this process, as the agents' clocks read it when not offset.
+fn wall_now() -> WallTime {
+    WallTime::saturating_from(std::time::SystemTime::now())
+}
+
+/// An agent whose wall clock is offset far beyond the drift bound
+/// (`--dangerous-clock-offset-ms`) still joins (a live member), is reported by the others
+/// (`skew <its address>` lines, again while gossip goes on), and does not drag their clocks:
+/// the timestamps their RPC replies carry (their hybrid logical clocks, read by a node in this
+/// process) stay within the bound of this process's wall clock, while the skewed agent's own
+/// replies are refused with a clock-skew status.
+#[test]
+fn an_agent_with_a_skewed_clock_is_reported_and_drags_no_one() {
+    const SKEW_MS: u64 = 5_000;
+    const DRIFT_MS: u64 = 500; // the default drift bound, which the agents use
+    let mut cluster = Cluster(vec![Proc::start("k0", loopback(), &[])]);
+    let seed = cluster.0[0].listen;
+    cluster.0.push(Proc::start("k1", loopback(), &[seed]));
+    cluster.0.push(Proc::start_with(
+        "fast",
+        loopback(),
+        &[seed],
+        &["--dangerous-clock-offset-ms", &SKEW_MS.to_string()],
+    ));
+    // Its generation is its (offset) wall clock at start: seconds ahead of ours.
+    let fast_id = cluster.0[2].id.clone();
+    assert!(
+        generation_of(&fast_id) > wall_now().as_unix_millis() + SKEW_MS / 2,
+        "the offset reaches the agent's clock: {fast_id}"
+    );
+    for p in &mut cluster.0 {
+        p.wait_members(3);
+    }
+    let fast_addr = cluster.0[2].listen;
+    for p in &mut cluster.0[..2] {
+        // Reported at once, then again while gossip goes on (at most once a second per
+        // sender, with the count held back meanwhile).
+        p.wait_line(|l| l.starts_with(&format!("skew {fast_addr} suppressed=")));
+        p.drain();
+        for line in [format!("joined {fast_id}"), format!("skew {fast_addr}")] {
+            assert!(p.history.contains(&line), "{}: no {line:?}", p.name);
+        }
+    }
+    // The skewed agent reports no one: the others are behind it.
+    cluster.0[2].drain();
+    assert!(
+        !cluster.0[2].history.iter().any(|l| l.starts_with("skew ")),
+        "{:?}",
+        cluster.0[2].history
+    );
+
+    // Their clocks, as their RPC replies carry them.
+    let rt = runtime();
+    rt.block_on(async {
+        let any = loopback();
+        let probe = cohort_tokio::NodeBuilder::new(
+            "probe",
+            cohort_tokio::ConnectionConfig::new(any, any, Vec::<String>::new()),
+        )
+        .cluster_id("probe-of-skew")
+        .connect()
+        .await
+        .expect("the probe starts");
+        let deadline = Duration::from_secs(5);
+        for p in &cluster.0[..2] {
+            let rpc = p.rpc.expect("a tokio agent serves RPC");
+            let (reply, stamp) = probe
+                .ask(rpc, deadline)
+                .await
+                .unwrap_or_else(|status| panic!("{}: {status}", p.name));
+            let wall = wall_now().as_unix_millis();
+            assert!(
+                stamp.millis() <= wall + DRIFT_MS,
+                "{}: its clock reads {} ms, {} ms ahead of the wall clock: dragged",
+                p.name,
+                stamp.millis(),
+                stamp.millis() - wall
+            );
+            assert_eq!(reply.members.len(), 3, "{reply:?}");
+        }
+        let fast_rpc = cluster.0[2].rpc.expect("a tokio agent serves RPC");
+        let refused = probe.ask(fast_rpc, deadline).await.expect_err("skewed");
+        assert_eq!(refused.code, StatusCode::ClockSkew, "{refused}");
+        probe.stop().await;
+    });
+}
+
+/// The generation of an agent's id (`name/generation@address`).
+fn generation_of(id: &str) -> u64 {
+    id.split_once('/')
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(generation, _)| generation.parse().ok())
+        .unwrap_or_else(|| panic!("not an id: {id}"))
+}
+
+/// The deadline of every call of the RPC load.
+const CALL_DEADLINE: Duration = Duration::from_secs(2);
+/// How late past its deadline a call may finish (the machine may be busy): later is a hang.
+const CALL_MARGIN: Duration = Duration::from_secs(1);
+/// The pause between two calls of one caller.
+const CALL_PACE: Duration = Duration::from_millis(10);
+/// Callers per agent.
+const CALLERS: usize = 2;
+/// How long the whole kill-and-restart test may take.
+const LOAD_TEST_BUDGET: Duration = Duration::from_secs(40);
+
+/// How one call of the load ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Answered by the agent of this generation.
+    Answered(u64),
+    /// A typed error.
+    Failed(StatusCode),
+    /// Not finished by its deadline plus [`CALL_MARGIN`] (then abandoned).
+    Hung,
+}
+
+/// One call of the load.
+#[derive(Clone, Copy, Debug)]
+struct Call {
+    /// The agent called (its index).
+    target: usize,
+    started: Instant,
+    took: Duration,
+    outcome: Outcome,
+}
+
+impl Call {
+    fn finished(&self) -> Instant {
+        self.started + self.took
+    }
+}
+
+/// One caller: calls agent `target` (at the address `addrs` holds for it now) again and again
+/// until `stop`, each call with [`CALL_DEADLINE`], and sends each outcome to `calls`.
+async fn call_in_a_loop<C: Caller>(
+    caller: C,
+    target: usize,
+    addrs: Arc<Mutex<Vec<SocketAddr>>>,
+    stop: Arc<AtomicBool>,
+    calls: Sender<Call>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let to = addrs.lock().expect("the addresses")[target];
+        let started = Instant::now();
+        let outcome =
+            match tokio::time::timeout(CALL_DEADLINE + CALL_MARGIN, caller.ask(to, CALL_DEADLINE))
+                .await
+            {
+                Err(_) => Outcome::Hung,
+                Ok(Err(status)) => Outcome::Failed(status.code),
+                Ok(Ok((reply, _))) => Outcome::Answered(
+                    reply
+                        .members
+                        .iter()
+                        .find(|row| row.local)
+                        .map_or(0, |row| row.generation),
+                ),
+            };
+        let call = Call {
+            target,
+            started,
+            took: started.elapsed(),
+            outcome,
+        };
+        if calls.send(call).is_err() {
+            return;
+        }
+        tokio::time::sleep(CALL_PACE).await;
+    }
+}
+
+/// The calls the load made, as they come in.
+struct Load {
+    incoming: Receiver<Call>,
+    calls: Vec<Call>,
+}
+
+impl Load {
+    /// Waits until `deadline` at most for a call matching `pred` (among every call so far).
+    fn wait(&mut self, deadline: Instant, what: &str, pred: impl Fn(&Call) -> bool) -> Call {
+        if let Some(call) = self.calls.iter().find(|c| pred(c)) {
+            return *call;
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.incoming.recv_timeout(left) {
+                Ok(call) => {
+                    self.calls.push(call);
+                    if pred(&call) {
+                        return call;
+                    }
+                }
+                Err(_) => panic!(
+                    "no call {what} in time; the last calls: {:?}",
+                    self.calls.iter().rev().take(8).collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+}
+
+/// Three agents serve a steady stream of RPC calls (their admin service) from a node in this
+/// process that joined their cluster; one agent is killed with SIGKILL in the middle of it and
+/// restarted on the same address with a new generation. Every call ends, answered or with a
+/// typed error, within its deadline plus a margin (a hang fails the test); the two other
+/// agents answer every call all along; calls to the killed agent fail with typed errors while
+/// it is down and are answered by its new generation after the restart (never by the old one);
+/// and the cluster converges again: every agent and the node in here see the new generation
+/// live and the old one gone.
+fn kill_and_restart_under_rpc_load<C, F>(
+    agent_args: impl Fn(&str) -> Vec<String>,
+    caller: impl FnOnce(SocketAddr) -> F,
+) where
+    C: Caller,
+    F: Future<Output = C>,
+{
+    let began = Instant::now();
+    let budget = began + LOAD_TEST_BUDGET;
+    let by = |wait: Duration| (Instant::now() + wait).min(budget);
+    let start = |name: &str, listen: SocketAddr, seeds: &[SocketAddr]| {
+        let args = agent_args(name);
+        Proc::start_with(name, listen, seeds, &strs(&args))
+    };
+    let mut cluster = Cluster(vec![start("p0", loopback(), &[])]);
+    let seed = cluster.0[0].listen;
+    for name in ["p1", "p2"] {
+        cluster.0.push(start(name, loopback(), &[seed]));
+    }
+    let rt = runtime();
+    let caller = rt.block_on(caller(seed));
+    // Three agents and the caller.
+    for p in &mut cluster.0 {
+        p.wait_line_until(by(WAIT), |l| l.starts_with("members live=4 "));
+    }
+    rt.block_on(caller.wait_members(|m| m.live_count() == 4, WAIT))
+        .expect("the caller sees every agent live");
+
+    let addrs: Vec<SocketAddr> = cluster
+        .0
+        .iter()
+        .map(|p| p.rpc.expect("the agents serve RPC"))
+        .collect();
+    let addrs = Arc::new(Mutex::new(addrs));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sender, incoming) = channel();
+    let mut callers = Vec::new();
+    for target in 0..3 {
+        for _ in 0..CALLERS {
+            callers.push(rt.spawn(call_in_a_loop(
+                caller.clone(),
+                target,
+                Arc::clone(&addrs),
+                Arc::clone(&stop),
+                sender.clone(),
+            )));
+        }
+    }
+    drop(sender);
+    let mut load = Load {
+        incoming,
+        calls: Vec::new(),
+    };
+    let old_id = cluster.0[2].id.clone();
+    let old_generation = generation_of(&old_id);
+    for target in 0..3 {
+        load.wait(by(WAIT), "answered before the kill", |c| {
+            c.target == target && matches!(c.outcome, Outcome::Answered(_))
+        });
+    }
+
+    // SIGKILL p2 under load; the others mark it failed.
+    let victim_addr = cluster.0[2].listen;
+    cluster.0[2].child.kill().expect("SIGKILL");
+    let _ = cluster.0[2].child.wait();
+    let killed_at = Instant::now();
+    for p in &mut cluster.0[..2] {
+        p.wait_line_until(by(WAIT), |l| l == format!("failed {old_id}"));
+    }
+    // Calls to it fail meanwhile (at least one, started after the kill, is over).
+    load.wait(by(WAIT), "to the killed agent failing", |c| {
+        c.target == 2 && c.started >= killed_at && matches!(c.outcome, Outcome::Failed(_))
+    });
+
+    // Restart it on the same address: a new generation.
+    let restarted_at = Instant::now();
+    let restarted = start("p2", victim_addr, &[seed]);
+    let new_id = restarted.id.clone();
+    let new_generation = generation_of(&new_id);
+    assert!(new_generation > old_generation, "{new_id} after {old_id}");
+    addrs.lock().expect("the addresses")[2] = restarted.rpc.expect("it serves RPC");
+    cluster.0[2] = restarted;
+
+    // The cluster converges again: the new generation live everywhere, the old one gone.
+    for p in &mut cluster.0[..2] {
+        p.wait_line_until(by(WAIT), |l| l == format!("removed {old_id}"));
+    }
+    for p in &mut cluster.0[..2] {
+        p.wait_line_until(by(WAIT), |l| l == format!("joined {new_id}"));
+    }
+    cluster.0[2].wait_line_until(by(WAIT), |l| l.starts_with("members live=4 "));
+    let seen = rt
+        .block_on(caller.wait_members(
+            |m| {
+                let live = m.live().any(|x| x.id.to_string() == new_id);
+                let old = m.all().iter().any(|x| x.id.to_string() == old_id);
+                live && !old && m.live_count() == 4
+            },
+            budget.saturating_duration_since(Instant::now()),
+        ))
+        .unwrap_or_else(|e| panic!("the caller does not converge: {e}"));
+    assert_eq!(seen.live_count(), 4);
+
+    // Calls to it are answered again, by the new generation; and to everyone after that.
+    let answered = load.wait(by(WAIT), "answered by the restarted agent", |c| {
+        c.target == 2 && c.outcome == Outcome::Answered(new_generation)
+    });
+    let after = answered.finished();
+    for target in 0..3 {
+        load.wait(by(WAIT), "answered after the restart", |c| {
+            c.target == target && c.started >= after && matches!(c.outcome, Outcome::Answered(_))
+        });
+    }
+
+    // Stop the load: every caller ends within one more call.
+    stop.store(true, Ordering::Relaxed);
+    rt.block_on(async {
+        for task in callers {
+            tokio::time::timeout(CALL_DEADLINE + CALL_MARGIN * 2, task)
+                .await
+                .expect("a caller ends after its last call")
+                .expect("a caller does not panic");
+        }
+    });
+    load.calls.extend(load.incoming.try_iter());
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), caller.stop())
+            .await
+            .expect("the caller stops");
+    });
+
+    // Every call ended, in time, answered or with a typed error.
+    let calls = &load.calls;
+    let late: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.outcome == Outcome::Hung || c.took > CALL_DEADLINE + CALL_MARGIN)
+        .collect();
+    assert!(late.is_empty(), "calls past their deadline: {late:?}");
+    // The two others answered every call.
+    let failed_others: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.target != 2 && !matches!(c.outcome, Outcome::Answered(_)))
+        .collect();
+    assert!(
+        failed_others.is_empty(),
+        "calls to running agents failed: {failed_others:?}"
+    );
+    // While it was down, calls to it failed with a typed error saying it is unreachable.
+    let while_down: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.target == 2 && c.started >= killed_at && c.finished() <= restarted_at)
+        .collect();
+    assert!(!while_down.is_empty(), "no call while it was down");
+    for call in &while_down {
+        assert!(
+            matches!(
+                call.outcome,
+                Outcome::Failed(StatusCode::Unavailable | StatusCode::DeadlineExceeded)
+            ),
+            "a call to a dead agent: {call:?}"
+        );
+    }
+    // No answer from the old generation after the kill.
+    let ghosts: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.started >= killed_at && c.outcome == Outcome::Answered(old_generation))
+        .collect();
+    assert!(ghosts.is_empty(), "answered by a killed agent: {ghosts:?}");
+    let slowest = calls.iter().map(|c| c.took).max().unwrap_or_default();
+    eprintln!(
+        "{} calls ({} while p2 was down, every one failed typed); the slowest took {slowest:?}; \
+         the test took {:?}",
+        calls.len(),
+        while_down.len(),
+        began.elapsed()
+    );
+    assert!(began.elapsed() < LOAD_TEST_BUDGET, "{:?}", began.elapsed());
+}
+
+/// [`kill_and_restart_under_rpc_load`] on tokio agents (RPC over TCP, on the gossip port: the
+/// restarted agent serves at the same RPC address), with a tokio node calling.
+#[test]
+fn sigkill_and_restart_under_rpc_load_tokio() {
+    kill_and_restart_under_rpc_load(
+        |_| Vec::new(),
+        |seed| async move {
+            let any = loopback();
+            cohort_tokio::NodeBuilder::new(
+                "load",
+                cohort_tokio::ConnectionConfig::new(any, any, [seed]),
+            )
+            .cluster_id("processes")
+            .gossip_interval(Duration::from_millis(100))
+            .connect()
+            .await
+            .expect("the calling node starts")
+        },
+    );
+}
+
+/// [`kill_and_restart_under_rpc_load`] on smol agents (RPC over QUIC with mutual TLS, on a
+/// port of its own: the restarted agent serves at a new RPC address, which the callers take),
+/// with a smol node calling.
+#[test]
+fn sigkill_and_restart_under_rpc_load_smol() {
+    let dir = TempDir::new("rpc-load-smol");
+    certs(&dir, "p0,p1,p2,load");
+    let tls = cohort_smol::TlsConfig::from_pem_files(
+        dir.0.join("ca.pem"),
+        dir.0.join("load.pem"),
+        dir.0.join("load.key"),
+    )
+    .expect("the calling node's TLS files");
+    kill_and_restart_under_rpc_load(
+        |name| smol_tls(&dir, name),
+        |seed| async move {
+            let any = loopback();
+            cohort_smol::NodeBuilder::new(
+                "load",
+                cohort_smol::ConnectionConfig::new(any, any, [seed]),
+            )
+            .cluster_id("processes")
+            .gossip_interval(Duration::from_millis(100))
+            .tls(tls)
+            .connect()
+            .await
+            .expect("the calling node starts")
+        },
+    );
 }

@@ -124,7 +124,7 @@ pub mod rpc;
 pub mod selector;
 pub mod wire;
 
-pub use clock::{ClockError, Hlc, HlcConfig, NodeTag, SharedHlc, Timestamp, WallTime};
+pub use clock::{ClockError, Hlc, HlcConfig, NodeTag, SharedHlc, Timestamp, WallClock, WallTime};
 pub use event::Event;
 pub use members::{MemberCounts, Members, StatusCounts};
 pub use membership::{KeyError, Member, MemberStatus, Transmit, Transmits};

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use cohort_core::WallTime;
 use cohort_core::handle::{
     Counters, EventBus, KeyChanges, MembersCell, MembershipChanges, MembershipEvents, SeedSet,
     Selection, Statistics, WaitError,
@@ -70,6 +71,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// A reading of the node's wall clock (the builder's
+    /// [`wall_clock`](crate::NodeBuilder::wall_clock)).
+    pub(crate) fn wall(&self) -> WallTime {
+        self.clock.wall()
+    }
+
     pub(crate) fn lock_core(&self) -> MutexGuard<'_, cohort_core::Node> {
         lock(&self.core)
     }
@@ -216,7 +223,7 @@ impl Node {
         };
         let mut seeds = SeedSet::parse(&settings.connection.seeds);
         let resolved = seeds.resolve(lookup_seed).await;
-        let wall = wall_now();
+        let wall = wall_now(&settings.wall_clock);
         // The only input the core cannot make itself: a seed drawn from the operating system.
         let os_seed = RandomState::new().hash_one(wall.as_unix_millis());
         let config = settings.node_config(listen_addr, wall, resolved, os_seed);
@@ -225,13 +232,14 @@ impl Node {
         let core = cohort_core::Node::new(config, Instant::now())?;
         // `configure` may have changed the identity: the core's is the one.
         let id = core.id().clone();
-        let clock = Clock::new(Arc::clone(core.clock()));
+        let clock = Clock::new(Arc::clone(core.clock()), settings.wall_clock.clone());
         let rpc = match (rpc_socket, &rpc_settings.tls) {
             (Some(rpc_socket), Some(tls)) => {
                 let rpc_listen = rpc_socket.local_addr().ok();
                 let rpc = Rpc::start(
                     rpc_socket,
                     Arc::clone(core.clock()),
+                    settings.wall_clock.clone(),
                     rpc_settings.connection.clone(),
                     settings.rpc_limits,
                     tls,

@@ -24,11 +24,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use cohort_core::SharedHlc;
 use cohort_core::rpc::{
     Backoff, CallId, Connection, ConnectionConfig as RpcConnectionConfig, Frame, Handler, Message,
     Registry, Replies, Reply, RpcService, ServerLimits, Serving, Status, StatusCode, method_id,
 };
+use cohort_core::{SharedHlc, WallClock, WallTime};
 use rkyv::util::AlignedVec;
 use smol::Timer;
 use smol::lock::Mutex as AsyncMutex;
@@ -55,10 +55,12 @@ struct ConnState {
 struct Conn {
     state: Mutex<ConnState>,
     wake: Signal,
+    /// The node's wall clock, for the timestamps of this connection's frames.
+    wall: WallClock,
 }
 
 impl Conn {
-    fn new(clock: Arc<SharedHlc>, config: RpcConnectionConfig) -> Arc<Self> {
+    fn new(clock: Arc<SharedHlc>, wall: WallClock, config: RpcConnectionConfig) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(ConnState {
                 conn: Connection::new(config, clock, Instant::now()),
@@ -66,7 +68,13 @@ impl Conn {
                 closing: false,
             }),
             wake: Signal::default(),
+            wall,
         })
+    }
+
+    /// A reading of the node's wall clock.
+    fn wall(&self) -> WallTime {
+        wall_now(&self.wall)
     }
 
     fn is_closed(&self) -> bool {
@@ -183,7 +191,7 @@ async fn run_connection(
                 timer = Timer::never();
                 lock(&conn.state)
                     .conn
-                    .handle_timeout(Instant::now(), wall_now());
+                    .handle_timeout(Instant::now(), conn.wall());
             }
             Step::Wrote(Ok(n)) => written += n,
             Step::Wrote(Err(error)) => {
@@ -196,7 +204,7 @@ async fn run_connection(
                 if let Err(error) =
                     state
                         .conn
-                        .handle_bytes(Instant::now(), wall_now(), &read_buf[..n])
+                        .handle_bytes(Instant::now(), conn.wall(), &read_buf[..n])
                 {
                     tracing::debug!(%error, "RPC peer sent bytes that are not frames");
                 }
@@ -234,7 +242,7 @@ async fn run_connection(
 /// Answers a served call on its connection and gives the request's buffer back.
 fn answer(conn: &Conn, request_id: u64, reply: Result<&dyn Reply, Status>, frame: Option<Frame>) {
     let mut state = lock(&conn.state);
-    if let Err(error) = state.conn.answer(wall_now(), request_id, reply, frame) {
+    if let Err(error) = state.conn.answer(conn.wall(), request_id, reply, frame) {
         tracing::debug!(%error, "an RPC reply did not serialize");
     }
 }
@@ -261,6 +269,7 @@ pub(crate) enum StartError {
 pub(crate) struct Rpc {
     pub(crate) registry: Registry,
     clock: Arc<SharedHlc>,
+    wall: WallClock,
     config: RpcConnectionConfig,
     limits: ServerLimits,
     connect_timeout: Duration,
@@ -282,6 +291,7 @@ impl Rpc {
     pub(crate) fn start(
         socket: std::net::UdpSocket,
         clock: Arc<SharedHlc>,
+        wall: WallClock,
         config: RpcConnectionConfig,
         limits: ServerLimits,
         tls: &TlsConfig,
@@ -300,6 +310,7 @@ impl Rpc {
         let rpc = Arc::new(Self {
             registry,
             clock,
+            wall,
             config,
             limits,
             connect_timeout,
@@ -329,7 +340,7 @@ impl Rpc {
                     continue;
                 }
                 drop(server);
-                let conn = Conn::new(Arc::clone(&rpc.clock), rpc.config.clone());
+                let conn = Conn::new(Arc::clone(&rpc.clock), rpc.wall.clone(), rpc.config.clone());
                 let registry = rpc.registry.clone();
                 let max_buffered = rpc.config.max_buffered;
                 let peak = Arc::clone(&rpc.send_buffer_peak);
@@ -411,7 +422,11 @@ impl Rpc {
         };
         match smol::future::or(connect, timeout).await {
             Ok((quic, send, recv)) => {
-                let conn = Conn::new(Arc::clone(&self.clock), self.config.clone());
+                let conn = Conn::new(
+                    Arc::clone(&self.clock),
+                    self.wall.clone(),
+                    self.config.clone(),
+                );
                 let task = smol::spawn(run_connection(
                     quic,
                     send,
@@ -487,7 +502,7 @@ impl Rpc {
                 .conn
                 .call(
                     Instant::now(),
-                    wall_now(),
+                    conn.wall(),
                     method_id::<S, M>(),
                     message,
                     deadline,
@@ -627,7 +642,7 @@ impl Drop for CancelOnDrop<'_> {
         }
         let mut state = lock(&self.conn.state);
         if state.replies.remove(self.call) {
-            state.conn.cancel(wall_now(), self.call);
+            state.conn.cancel(self.conn.wall(), self.call);
             drop(state);
             self.conn.wake.notify();
         }

@@ -17,7 +17,6 @@ use cohort_core::{Drained, Event, Transmits};
 use smol::future::FutureExt as _;
 use smol::{Async, Timer};
 
-use crate::clock::wall_now;
 use crate::node::{Shared, lookup_seed};
 
 /// At most this many datagrams already received are taken in before a leave starts.
@@ -34,7 +33,7 @@ fn turn(
     input: impl FnOnce(&mut cohort_core::Node, Instant, WallTime),
 ) -> Drained {
     let mut locked = shared.lock_core();
-    let (now, wall) = (Instant::now(), wall_now());
+    let (now, wall) = (Instant::now(), shared.wall());
     input(&mut locked, now, wall);
     let drained = locked.drain(wall, out, pending);
     if drained.members_changed {
@@ -141,7 +140,7 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: Async<UdpSocket>) {
                     match socket.get_ref().recv_from(&mut buf) {
                         Ok((n, from)) => {
                             let mut locked = shared.lock_core();
-                            let (now, wall) = (Instant::now(), wall_now());
+                            let (now, wall) = (Instant::now(), shared.wall());
                             receive(&shared, &mut locked, now, wall, from, &buf[..n]);
                         }
                         Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,

@@ -222,6 +222,28 @@ impl NodeBuilder {
         self
     }
 
+    /// Where the node reads wall-clock time: the physical part of its hybrid logical clock,
+    /// the timestamps its gossip and RPC frames carry, the default
+    /// [`generation`](Self::generation). Default [`WallClock::system`](crate::WallClock::system).
+    ///
+    /// For tests and fault injection: a node whose wall clock runs more than the drift bound
+    /// ([`max_clock_drift`](Self::max_clock_drift)) ahead of its peers' has its timestamps
+    /// refused by them ([`Event::ClockSkew`](crate::Event::ClockSkew)) and cannot drag their
+    /// clocks forward.
+    ///
+    /// ```
+    /// use cohort_tokio::{ConnectionConfig, NodeBuilder, WallClock};
+    ///
+    /// let any = "127.0.0.1:0".parse().unwrap();
+    /// // This node's clock runs two seconds ahead of the system clock.
+    /// let builder = NodeBuilder::new("skewed", ConnectionConfig::new(any, any, Vec::<String>::new()))
+    ///     .wall_clock(WallClock::system_offset_millis(2_000));
+    /// ```
+    pub fn wall_clock(mut self, clock: crate::WallClock) -> Self {
+        self.settings.wall_clock = clock;
+        self
+    }
+
     /// An extra condition for a member to count as live (for example "has published the key
     /// `ready`"). Members the detector hears but that fail it are `Unready`.
     pub fn liveness_predicate(

@@ -1,10 +1,13 @@
 //! The node's clock as applications read it: the core's lock-free hybrid logical clock plus
-//! the system's wall clock.
+//! the node's wall clock (core's [`WallClock`]: the system clock unless the builder set
+//! another), and the one place this driver reads the system clock.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use cohort_core::{ClockError, HlcConfig, NodeId, NodeTag, SharedHlc, Timestamp, WallTime};
+use cohort_core::{
+    ClockError, HlcConfig, NodeId, NodeTag, SharedHlc, Timestamp, WallClock, WallTime,
+};
 
 /// The cluster clock of a node: hybrid logical timestamps, unique across the cluster and
 /// ordered after everything this node has received (gossip carries every sender's clock).
@@ -13,16 +16,18 @@ use cohort_core::{ClockError, HlcConfig, NodeId, NodeTag, SharedHlc, Timestamp, 
 #[derive(Clone, Debug)]
 pub struct Clock {
     hlc: Arc<SharedHlc>,
+    wall: WallClock,
 }
 
-/// The system wall clock as the core takes it ([`WallTime::saturating_from`]).
-pub(crate) fn wall_now() -> WallTime {
-    WallTime::saturating_from(SystemTime::now())
+/// A reading of `clock` (a node's wall clock), the system clock read here when it is the
+/// source: every wall time this driver passes to the core comes from this function.
+pub(crate) fn wall_now(clock: &WallClock) -> WallTime {
+    clock.read_with(SystemTime::now)
 }
 
 impl Clock {
-    pub(crate) fn new(hlc: Arc<SharedHlc>) -> Self {
-        Self { hlc }
+    pub(crate) fn new(hlc: Arc<SharedHlc>, wall: WallClock) -> Self {
+        Self { hlc, wall }
     }
 
     /// A clock of its own for the node `id`, without a running node (tests, tools), tagged as
@@ -43,7 +48,39 @@ impl Clock {
     /// A clock of its own with these settings (node tag, drift bound), without a running node.
     #[must_use]
     pub fn with_config(config: HlcConfig) -> Self {
-        Self::new(Arc::new(SharedHlc::new(config)))
+        Self::new(Arc::new(SharedHlc::new(config)), WallClock::system())
+    }
+
+    /// This clock reading its wall time from `wall` instead (for tests of clocks that are
+    /// skewed or moved by hand; a running node's clock reads the builder's
+    /// [`wall_clock`](crate::NodeBuilder::wall_clock)).
+    ///
+    /// ```
+    /// use cohort_tokio::{Clock, NodeId, WallClock};
+    ///
+    /// let id = NodeId::new("a", 1, "127.0.0.1:7000".parse().unwrap());
+    /// let ahead = Clock::for_node(&id).with_wall_clock(WallClock::system_offset_millis(60_000));
+    /// let system = Clock::for_node(&id);
+    /// assert!(ahead.wall().as_unix_millis() >= system.wall().as_unix_millis() + 59_000);
+    /// ```
+    #[must_use]
+    pub fn with_wall_clock(mut self, wall: WallClock) -> Self {
+        self.wall = wall;
+        self
+    }
+
+    /// A reading of the node's wall clock, the one its timestamps are built from: the
+    /// physical part of [`now`](Self::now) is never below it, and a peer's timestamp more than
+    /// the drift bound ahead of it is refused.
+    #[must_use]
+    pub fn wall(&self) -> WallTime {
+        wall_now(&self.wall)
+    }
+
+    /// Where the node's wall-clock readings come from.
+    #[must_use]
+    pub fn wall_clock(&self) -> &WallClock {
+        &self.wall
     }
 
     /// A new timestamp, greater than every one this clock issued or observed before.
@@ -67,7 +104,7 @@ impl Clock {
     ///
     /// [`ClockError::Exhausted`] at the end of the clock's range.
     pub fn try_now(&self) -> Result<Timestamp, ClockError> {
-        self.hlc.now(wall_now())
+        self.hlc.now(self.wall())
     }
 
     /// Merges a timestamp received from elsewhere (an application message), so that later
@@ -76,9 +113,9 @@ impl Clock {
     /// # Errors
     ///
     /// [`ClockError::DriftExceeded`] (or another [`ClockError`]) when `remote` is further ahead
-    /// of the wall clock than the drift bound; the clock does not move.
+    /// of the node's wall clock than the drift bound; the clock does not move.
     pub fn observe(&self, remote: Timestamp) -> Result<Timestamp, ClockError> {
-        self.hlc.observe(remote, wall_now())
+        self.hlc.observe(remote, self.wall())
     }
 
     /// The core clock itself.

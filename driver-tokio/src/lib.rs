@@ -158,7 +158,8 @@ pub use cohort_core::wire::{Compression, DeletionStatus, ProtocolVersion};
 pub use cohort_core::{
     Candidate, ClockError, ConfigError, Consistency, DataCenter, DcAwareSelector, Event, HlcConfig,
     KeyError, Member, MemberStatus, Members, NodeConfig, NodeId, NodeSelector, NodeTag,
-    RandomSelector, RendezvousSelector, SelectError, SharedHlc, Timestamp, Topology, WallTime,
+    RandomSelector, RendezvousSelector, SelectError, SharedHlc, Timestamp, Topology, WallClock,
+    WallTime,
 };
 /// The `Stream` trait the event and snapshot streams implement.
 pub use futures_core::Stream;

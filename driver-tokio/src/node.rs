@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use cohort_core::WallTime;
 use cohort_core::handle::{
     Counters, EventBus, KeyChanges, MembersCell, MembershipChanges, MembershipEvents, SeedSet,
     Selection, Statistics, WaitError,
@@ -29,8 +30,7 @@ use tracing::Instrument;
 
 use crate::ConnectError;
 use crate::builder::NodeBuilder;
-use crate::clock::Clock;
-use crate::clock::wall_now;
+use crate::clock::{Clock, wall_now};
 use crate::extension::ClusterExtension;
 use crate::rpc_tcp::{Rpc, RpcClient};
 use crate::runtime;
@@ -73,6 +73,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// A reading of the node's wall clock (the builder's
+    /// [`wall_clock`](crate::NodeBuilder::wall_clock)).
+    pub(crate) fn wall(&self) -> WallTime {
+        self.clock.wall()
+    }
+
     pub(crate) fn lock_core(&self) -> MutexGuard<'_, cohort_core::Node> {
         lock(&self.core)
     }
@@ -261,7 +267,7 @@ impl Node {
         }
         let mut seeds = SeedSet::parse(&settings.connection.seeds);
         let resolved = seeds.resolve(lookup_seed).await;
-        let wall = wall_now();
+        let wall = wall_now(&settings.wall_clock);
         // The only input the core cannot make itself: a seed drawn from the operating system.
         let os_seed = RandomState::new().hash_one(wall.as_unix_millis());
         let config = settings.node_config(listen_addr, wall, resolved, os_seed);
@@ -270,7 +276,7 @@ impl Node {
         let core = cohort_core::Node::new(config, Instant::now())?;
         // `configure` may have changed the identity: the core's is the one.
         let id = core.id().clone();
-        let clock = Clock::new(Arc::clone(core.clock()));
+        let clock = Clock::new(Arc::clone(core.clock()), settings.wall_clock.clone());
         let first = core.members();
         // RPC on TCP, at the listen IP and the RPC address's port (the gossip port by
         // default). Nodes on a memory network have no RPC.
@@ -283,6 +289,7 @@ impl Node {
                 let rpc = Rpc::start(
                     listener,
                     Arc::clone(core.clock()),
+                    settings.wall_clock.clone(),
                     rpc_connection,
                     settings.rpc_limits,
                     Duration::from_secs(5),

@@ -16,13 +16,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use cohort_core::SharedHlc;
 /// A reply ([`RpcClient::call`]), from the core.
 pub use cohort_core::rpc::Response;
 use cohort_core::rpc::{
     Backoff, CallId, Connection, ConnectionConfig as RpcConnectionConfig, Frame, Handler, Message,
     Registry, Replies, RpcService, ServerLimits, Serving, Status, StatusCode, method_id,
 };
+use cohort_core::{SharedHlc, WallClock, WallTime};
 use rkyv::util::AlignedVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -47,10 +47,12 @@ struct ConnState {
 struct Conn {
     state: Mutex<ConnState>,
     wake: Notify,
+    /// The node's wall clock, for the timestamps of this connection's frames.
+    wall: WallClock,
 }
 
 impl Conn {
-    fn new(clock: Arc<SharedHlc>, config: RpcConnectionConfig) -> Arc<Self> {
+    fn new(clock: Arc<SharedHlc>, wall: WallClock, config: RpcConnectionConfig) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(ConnState {
                 conn: Connection::new(config, clock, Instant::now()),
@@ -58,7 +60,13 @@ impl Conn {
                 closing: false,
             }),
             wake: Notify::new(),
+            wall,
         })
+    }
+
+    /// A reading of the node's wall clock.
+    fn wall(&self) -> WallTime {
+        wall_now(&self.wall)
     }
 
     fn is_closed(&self) -> bool {
@@ -128,7 +136,7 @@ async fn run_connection(
         tokio::select! {
             biased;
             () = sleep => {
-                lock(&conn.state).conn.handle_timeout(Instant::now(), wall_now());
+                lock(&conn.state).conn.handle_timeout(Instant::now(), conn.wall());
             }
             result = writer.write(&writing[written..]), if written < writing.len() => {
                 match result {
@@ -149,7 +157,7 @@ async fn run_connection(
                 match read {
                     Ok(0) | Err(_) => state.conn.close(),
                     Ok(n) => {
-                        if let Err(error) = state.conn.handle_bytes(Instant::now(), wall_now(), &read_buf[..n]) {
+                        if let Err(error) = state.conn.handle_bytes(Instant::now(), conn.wall(), &read_buf[..n]) {
                             tracing::debug!(%error, "RPC peer sent bytes that are not frames");
                         }
                     }
@@ -180,7 +188,7 @@ fn answer(
     frame: Option<Frame>,
 ) {
     let mut state = lock(&conn.state);
-    if let Err(error) = state.conn.answer(wall_now(), request_id, reply, frame) {
+    if let Err(error) = state.conn.answer(conn.wall(), request_id, reply, frame) {
         tracing::debug!(%error, "an RPC reply did not serialize");
     }
 }
@@ -203,6 +211,7 @@ enum Peer {
 pub(crate) struct Rpc {
     pub(crate) registry: Registry,
     clock: Arc<SharedHlc>,
+    wall: WallClock,
     config: RpcConnectionConfig,
     limits: ServerLimits,
     connect_timeout: Duration,
@@ -222,6 +231,7 @@ impl Rpc {
     pub(crate) fn start(
         listener: TcpListener,
         clock: Arc<SharedHlc>,
+        wall: WallClock,
         config: RpcConnectionConfig,
         limits: ServerLimits,
         connect_timeout: Duration,
@@ -232,6 +242,7 @@ impl Rpc {
         let rpc = Arc::new(Self {
             registry,
             clock,
+            wall,
             config,
             limits,
             connect_timeout,
@@ -267,7 +278,7 @@ impl Rpc {
                     continue;
                 }
                 tracing::debug!(%from, "RPC connection accepted");
-                let conn = Conn::new(Arc::clone(&rpc.clock), rpc.config.clone());
+                let conn = Conn::new(Arc::clone(&rpc.clock), rpc.wall.clone(), rpc.config.clone());
                 let task = tokio::spawn(run_connection(
                     stream,
                     Arc::clone(&conn),
@@ -312,7 +323,11 @@ impl Rpc {
         let connected = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await;
         match connected {
             Ok(Ok(stream)) => {
-                let conn = Conn::new(Arc::clone(&self.clock), self.config.clone());
+                let conn = Conn::new(
+                    Arc::clone(&self.clock),
+                    self.wall.clone(),
+                    self.config.clone(),
+                );
                 let task = tokio::spawn(run_connection(
                     stream,
                     Arc::clone(&conn),
@@ -392,7 +407,7 @@ impl Rpc {
                 .conn
                 .call(
                     Instant::now(),
-                    wall_now(),
+                    conn.wall(),
                     method_id::<S, M>(),
                     message,
                     deadline,
@@ -491,7 +506,7 @@ impl Drop for CancelOnDrop<'_> {
         }
         let mut state = lock(&self.conn.state);
         if state.replies.remove(self.call) {
-            state.conn.cancel(wall_now(), self.call);
+            state.conn.cancel(self.conn.wall(), self.call);
             drop(state);
             self.conn.wake.notify_one();
         }

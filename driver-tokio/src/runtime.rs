@@ -16,7 +16,6 @@ use cohort_core::wire::MAX_DATAGRAM_SIZE;
 use cohort_core::{Drained, Event, Transmits};
 use tokio::sync::mpsc;
 
-use crate::clock::wall_now;
 use crate::node::{Shared, lookup_seed};
 use crate::transport::GossipSocket;
 
@@ -34,7 +33,7 @@ fn turn(
     input: impl FnOnce(&mut cohort_core::Node, Instant, WallTime),
 ) -> Drained {
     let mut locked = shared.lock_core();
-    let (now, wall) = (Instant::now(), wall_now());
+    let (now, wall) = (Instant::now(), shared.wall());
     input(&mut locked, now, wall);
     let drained = locked.drain(wall, out, pending);
     if drained.members_changed {
@@ -129,7 +128,7 @@ pub(crate) async fn run(
                     match socket.try_recv_from(&mut buf) {
                         Ok((n, from)) => {
                             let mut locked = shared.lock_core();
-                            receive(&shared, &mut locked, Instant::now(), wall_now(), from, &buf[..n]);
+                            receive(&shared, &mut locked, Instant::now(), shared.wall(), from, &buf[..n]);
                         }
                         Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(error) => tracing::debug!(%error, "gossip receive failed"),

@@ -1,12 +1,14 @@
 //! The hybrid logical clock.
 //!
-//! Owns [`Timestamp`], [`WallTime`], [`NodeTag`] and the two clocks: [`Hlc`] (`&mut self`, for
+//! Owns [`Timestamp`], [`WallTime`], [`WallClock`] (where a node's wall-clock readings come
+//! from), [`NodeTag`] and the two clocks: [`Hlc`] (`&mut self`, for
 //! state machines that own their clock) and [`SharedHlc`] (`&self`, one atomic word, for
 //! drivers that read the clock from many tasks). Both follow Kulkarni et al.'s hybrid logical
 //! clock: 48 bits of physical milliseconds and a 16-bit logical counter, ordered together,
 //! with a node tag as the final tie-break so timestamps are unique across nodes.
 //!
-//! This module never reads a clock: the wall time is always an argument.
+//! This module never reads a clock: the wall time is always an argument (a [`WallClock`] is
+//! given the system clock's reading function by its caller).
 //!
 //! # Guarantees
 //!
@@ -33,11 +35,13 @@ mod hlc;
 mod shared;
 mod timestamp;
 mod wall;
+mod wall_clock;
 
 pub use hlc::{Hlc, HlcConfig};
 pub use shared::SharedHlc;
 pub use timestamp::{ArchivedNodeTag, ArchivedTimestamp, NodeTag, ParseTimestampError, Timestamp};
 pub use wall::WallTime;
+pub use wall_clock::WallClock;
 
 /// The default bound on how far ahead of the local wall clock a remote timestamp may be.
 pub const DEFAULT_MAX_DRIFT: Duration = Duration::from_millis(500);

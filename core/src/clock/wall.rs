@@ -76,6 +76,26 @@ impl WallTime {
         let millis = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
         Self(self.0.saturating_add(millis).min(MAX_PHYSICAL_MILLIS))
     }
+
+    /// This reading moved by `millis` milliseconds, forward when positive, back when negative
+    /// (saturating at [`WallTime::UNIX_EPOCH`] and [`WallTime::MAX`]).
+    ///
+    /// ```
+    /// use cohort_core::WallTime;
+    /// let w = WallTime::from_unix_millis(1_000)?;
+    /// assert_eq!(w.saturating_offset_millis(500).as_unix_millis(), 1_500);
+    /// assert_eq!(w.saturating_offset_millis(-2_000), WallTime::UNIX_EPOCH);
+    /// # Ok::<(), cohort_core::ClockError>(())
+    /// ```
+    #[must_use]
+    pub const fn saturating_offset_millis(self, millis: i64) -> Self {
+        let moved = self.0.saturating_add_signed(millis);
+        if moved > MAX_PHYSICAL_MILLIS {
+            Self::MAX
+        } else {
+            Self(moved)
+        }
+    }
 }
 
 impl TryFrom<SystemTime> for WallTime {

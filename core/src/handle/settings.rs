@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::{DEFAULT_MAX_DRIFT, WallTime};
+use crate::clock::{DEFAULT_MAX_DRIFT, WallClock, WallTime};
 use crate::members::DEFAULT_DATA_CENTER;
 use crate::membership::{FailureDetectorConfig, LivenessPredicate};
 use crate::node::{
@@ -104,6 +104,9 @@ pub struct NodeSettings {
     pub leave_timeout: Duration,
     /// Default [`DEFAULT_MAX_DRIFT`].
     pub max_clock_drift: Duration,
+    /// Where the node's wall-clock readings come from (the driver reads every wall time
+    /// through it). Default [`WallClock::system`].
+    pub wall_clock: WallClock,
     /// Default `None`: gossip is not authenticated ([`NodeConfig::keyring`]).
     pub keyring: Option<crate::auth::Keyring>,
     /// Default [`StateLimits::default`](crate::membership::StateLimits::default)
@@ -130,6 +133,7 @@ impl std::fmt::Debug for NodeSettings {
             .field("gossip_interval", &self.gossip_interval)
             .field("chitchat_compatible", &self.chitchat_compatible)
             .field("protocol_version", &self.protocol_version)
+            .field("wall_clock", &self.wall_clock)
             .finish_non_exhaustive()
     }
 }
@@ -155,6 +159,7 @@ impl NodeSettings {
             event_capacity: 1_024,
             leave_timeout: DEFAULT_LEAVE_TIMEOUT,
             max_clock_drift: DEFAULT_MAX_DRIFT,
+            wall_clock: WallClock::system(),
             keyring: None,
             limits: crate::membership::StateLimits::default(),
             rpc_limits: crate::rpc::ServerLimits::default(),
@@ -176,7 +181,8 @@ impl NodeSettings {
     }
 
     /// The core node's settings: the identity (the [`public_addr`](Self::public_addr) of
-    /// `bound`, the set generation or [`generation_at`] `wall`), `seeds` (resolved by the
+    /// `bound`, the set generation or [`generation_at`] `wall`, which the driver reads from
+    /// [`wall_clock`](Self::wall_clock)), `seeds` (resolved by the
     /// driver), every setting here, the set RNG seed or `os_seed` (which the driver draws from
     /// the operating system), and finally [`tune`](Self::tune), which this takes.
     pub fn node_config(

@@ -85,6 +85,7 @@ fn endpoint(ca: &ClusterCa, name: &str, tag: u64) -> Arc<Rpc> {
     Rpc::start(
         std::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap(),
         clock(tag),
+        WallClock::system(),
         RpcConnectionConfig::default(),
         ServerLimits::default(),
         &tls,
@@ -257,6 +258,7 @@ fn shutdown_finishes_calls_then_frees_the_port() {
         let again = Rpc::start(
             std::net::UdpSocket::bind(addr).unwrap(),
             clock(3),
+            WallClock::system(),
             RpcConnectionConfig::default(),
             ServerLimits::default(),
             &tls,

@@ -640,6 +640,131 @@ fn the_local_member_and_snapshots_as_they_change() {
     });
 }
 
+// ------------------------------------------------------------------------------------ clock
+
+/// How far ahead of the others the skewed node's wall clock runs: ten times the drift bound.
+const SKEW_MS: i64 = 5_000;
+
+/// Asserts that `node`'s cluster clock is within the drift bound of its own wall clock: the
+/// skewed node's timestamps did not drag it forward.
+fn not_dragged(node: &Node, drift: Duration) {
+    let now = node.clock().now().millis();
+    let wall = node.clock().wall().as_unix_millis();
+    let drift_ms = u64::try_from(drift.as_millis()).unwrap();
+    assert!(
+        now <= wall + drift_ms,
+        "{}: the clock reads {now} ms, {} ms ahead of its wall clock ({wall} ms): dragged by the \
+         skewed node",
+        node.id(),
+        now.saturating_sub(wall)
+    );
+}
+
+/// A node whose wall clock (injected through the builder's clock source) runs far beyond the
+/// drift bound ahead is reported by its peers (`ClockSkew` events carrying the refused
+/// timestamp, the statistics' counter) and does not drag their clocks forward, during gossip
+/// and RPC both; it still gossips (a live member) and its RPC exchanges fail with a typed
+/// clock-skew status. The skewed node itself refuses nothing: the others are behind it.
+#[test]
+fn a_node_whose_clock_is_skewed_beyond_the_drift_bound_is_reported_and_drags_no_one() {
+    run(async {
+        let drift = Duration::from_millis(500);
+        let a = builder("a", &[]).max_clock_drift(drift).connect().await.unwrap();
+        let seeds = [a.public_addr()];
+        let b = builder("b", &seeds).max_clock_drift(drift).connect().await.unwrap();
+        all_live(&[&a, &b], 2).await;
+        let (mut a_events, mut b_events) = (a.membership_events(), b.membership_events());
+        let fast = builder("fast", &seeds)
+            .max_clock_drift(drift)
+            .wall_clock(driver::WallClock::system_offset_millis(SKEW_MS))
+            .connect()
+            .await
+            .unwrap();
+        assert_eq!(
+            fast.clock().wall_clock().offset_millis(),
+            Some(SKEW_MS),
+            "the node reads the clock it was given"
+        );
+        // The injection took: the skewed node's clock is seconds ahead of the others' wall.
+        let fast_ahead = fast.clock().now().millis() - a.clock().wall().as_unix_millis();
+        assert!(fast_ahead >= 4_000, "only {fast_ahead} ms ahead");
+        // Its gossip is still taken in: a member like any other.
+        all_live(&[&a, &b, &fast], 3).await;
+
+        // Both peers report it, twice (the reports are rate limited to one a second per
+        // sender): its timestamps keep being refused while gossip goes on, and all that time
+        // neither peer's clock moves past its own wall clock plus the bound.
+        let fast_addr = fast.public_addr();
+        for (node, events) in [(&a, &mut a_events), (&b, &mut b_events)] {
+            for _ in 0..2 {
+                let (remote, error) = next_matching(events, |event| match event {
+                    Event::ClockSkew {
+                        from,
+                        remote,
+                        error,
+                        ..
+                    } if from == fast_addr => Some((remote, error)),
+                    _ => None,
+                })
+                .await;
+                match error {
+                    driver::ClockError::DriftExceeded {
+                        remote_millis,
+                        wall_millis,
+                        max_drift_millis,
+                    } => {
+                        assert_eq!(remote_millis, remote.millis());
+                        assert_eq!(max_drift_millis, 500);
+                        assert!(
+                            remote_millis >= wall_millis + 4_000,
+                            "{remote_millis} is not seconds ahead of {wall_millis}"
+                        );
+                    }
+                    other => panic!("{}: not a drift error: {other:?}", node.id()),
+                }
+                not_dragged(node, drift);
+            }
+            assert!(node.statistics().clock_skew >= 2, "{:?}", node.statistics());
+        }
+
+        // RPC: the skewed node's reply, and its request, carry timestamps beyond the bound:
+        // typed clock-skew errors, and the peer's clock stays where it was.
+        let status = within(
+            "a call to the skewed node",
+            a.rpc_client::<driver::admin::AdminService>(fast.rpc_addr())
+                .call(&driver::admin::MembersRequest),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(status.code, StatusCode::ClockSkew, "{status:?}");
+        let status = within(
+            "a call from the skewed node",
+            fast.rpc_client::<driver::admin::AdminService>(b.rpc_addr())
+                .call(&driver::admin::MembersRequest),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(status.code, StatusCode::ClockSkew, "{status:?}");
+        // Between the two others, RPC works as ever.
+        let view = within(
+            "a call between the others",
+            a.rpc_client::<driver::admin::AdminService>(b.rpc_addr())
+                .call(&driver::admin::MembersRequest),
+        )
+        .await
+        .unwrap();
+        assert_eq!(view.get().members.len(), 3);
+        for node in [&a, &b] {
+            not_dragged(node, drift);
+        }
+        // The others are behind the skewed node, which accepts their timestamps.
+        assert_eq!(fast.statistics().clock_skew, 0);
+        for node in [&fast, &a, &b] {
+            node.shutdown().await;
+        }
+    });
+}
+
 // -------------------------------------------------------------------------------------- RPC
 
 #[derive(driver::rkyv::Archive, driver::rkyv::Serialize, driver::rkyv::Deserialize, Debug)]
