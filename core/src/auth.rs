@@ -118,6 +118,38 @@ impl ClusterKey {
         }
     }
 
+    /// Writes `chitchat` (a chitchat datagram) into `out` as a node holding this key sends it:
+    /// behind a cohort envelope stamped `timestamp` and carrying the tag
+    /// (`docs/cohort-envelope.md`, 1.3). For tools and tests that craft datagrams (a node signs
+    /// its own).
+    ///
+    /// ```
+    /// use cohort_core::auth::{AUTH_TAG_LEN, ClusterKey};
+    /// use cohort_core::wire::{self, Message, ProtocolVersion};
+    /// use cohort_core::{NodeTag, Timestamp};
+    ///
+    /// let key = ClusterKey::from_bytes(&[7; 32])?;
+    /// let mut chitchat = Vec::new();
+    /// wire::encode_chitchat(ProtocolVersion::V0, &Message::BadCluster, &mut chitchat);
+    /// let mut datagram = Vec::new();
+    /// key.seal(Timestamp::new(1_000, 0, NodeTag::new(1))?, &chitchat, &mut datagram);
+    /// assert_eq!(datagram.len(), wire::envelope_len(AUTH_TAG_LEN) + chitchat.len());
+    /// let decoded = wire::decode_datagram(&datagram)?;
+    /// assert_eq!(decoded.envelope.unwrap().auth_tag.unwrap().len(), AUTH_TAG_LEN);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn seal(&self, timestamp: crate::Timestamp, chitchat: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        let placeholder = [0u8; AUTH_TAG_LEN];
+        if crate::wire::encode_envelope(timestamp, Some(&placeholder), out).is_err() {
+            unreachable!("AUTH_TAG_LEN is a valid tag length");
+        }
+        let tag_at = out.len() - AUTH_TAG_LEN;
+        let tag = self.tag(&out[start..tag_at], chitchat);
+        out[tag_at..].copy_from_slice(&tag);
+        out.extend_from_slice(chitchat);
+    }
+
     /// The tag of `signed` (the envelope without its tag) and `chitchat`.
     pub(crate) fn tag(&self, signed: &[u8], chitchat: &[u8]) -> [u8; AUTH_TAG_LEN] {
         let mut mac = self.mac();

@@ -172,6 +172,19 @@ impl GossipSocket {
     /// A datagram already received, or `WouldBlock`.
     pub(crate) fn try_recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         match self {
+            // tokio's own `try_recv_from` reads only once its reactor has seen the socket
+            // readable: a datagram that arrived since its last poll would wait for the next
+            // turn (a peer's departure, just before our own leave, would go unseen). A
+            // duplicate of the descriptor reads what the kernel holds now (the socket is
+            // non-blocking: `WouldBlock` when it holds nothing). Not a hot path: used before a
+            // leave only.
+            #[cfg(unix)]
+            Self::Udp(socket) => {
+                use std::os::fd::AsFd;
+                let now = std::net::UdpSocket::from(socket.as_fd().try_clone_to_owned()?);
+                now.recv_from(buf)
+            }
+            #[cfg(not(unix))]
             Self::Udp(socket) => socket.try_recv_from(buf),
             Self::Memory(endpoint) => match endpoint.rx.try_recv() {
                 Ok((from, payload)) => Ok((copy_cut(buf, &payload), from)),

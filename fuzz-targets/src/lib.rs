@@ -23,7 +23,7 @@ mod rpc;
 
 pub use archive::rkyv_access;
 pub use gossip::{envelope, gossip_codec};
-pub use node::{node_datagram, node_enveloped};
+pub use node::{node_datagram, node_enveloped, node_keyed};
 pub use rpc::{rpc_connection, rpc_frames};
 
 /// A fuzz target: takes any bytes, and panics only on a finding.
@@ -38,5 +38,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("rpc_connection", rpc_connection),
     ("node_datagram", node_datagram),
     ("node_enveloped", node_enveloped),
+    ("node_keyed", node_keyed),
     ("rkyv_access", rkyv_access),
 ];

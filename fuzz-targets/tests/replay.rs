@@ -78,5 +78,6 @@ replay_tests!(
     rpc_connection,
     node_datagram,
     node_enveloped,
+    node_keyed,
     rkyv_access,
 );

@@ -400,6 +400,17 @@ fn seeds() -> Vec<(&'static str, Seeds)> {
         .collect();
     let mut node = chitchat.clone();
     node.extend(enveloped.iter().cloned());
+    // node_keyed: an even first byte seals the rest with the node's key, an odd one sends it
+    // as it is.
+    let keyed = chitchat
+        .iter()
+        .map(|(name, bytes)| (format!("sealed-{name}"), [&[0][..], bytes].concat()))
+        .chain(
+            enveloped
+                .iter()
+                .map(|(name, bytes)| (format!("raw-{name}"), [&[1][..], bytes].concat())),
+        )
+        .collect();
     vec![
         ("gossip_codec", chitchat.clone()),
         ("envelope", enveloped),
@@ -407,6 +418,7 @@ fn seeds() -> Vec<(&'static str, Seeds)> {
         ("rpc_connection", frames),
         ("node_datagram", node),
         ("node_enveloped", chitchat),
+        ("node_keyed", keyed),
         ("rkyv_access", archives),
     ]
 }

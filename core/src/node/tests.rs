@@ -785,6 +785,15 @@ fn the_authenticated_envelope_vector() {
         vector[21..37],
         "the tag is HMAC-SHA-256 of the envelope up to its length byte, then the datagram"
     );
+    // `seal` writes the same bytes.
+    let timestamp = crate::wire::decode_datagram(&vector)
+        .unwrap()
+        .envelope
+        .unwrap()
+        .timestamp;
+    let mut sealed = Vec::new();
+    key(7).seal(timestamp, &vector[37..], &mut sealed);
+    assert_eq!(sealed, vector);
     let start = Instant::now();
     let mut n = node(keyed(&id("a", 7141), &[], 7), start);
     let wall = WallTime::from_unix_millis(WALL0).unwrap();

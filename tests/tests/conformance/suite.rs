@@ -555,15 +555,13 @@ fn shutting_down_right_after_a_peer_left_does_not_wait_for_it() {
             .await
             .unwrap();
         all_live(&[&a, &b, &c], 3).await;
-        within("every shutdown, without waiting out a leave timeout", async {
-            c.shutdown().await;
-            a.wait_for_members(|m| m.live_count() == 2, WAIT)
-                .await
-                .expect("a sees c leave");
-            b.shutdown().await;
-            a.shutdown().await;
-        })
-        .await;
+        // Each step bounded on its own, so that a failure names the one that waited.
+        within("c's shutdown", c.shutdown()).await;
+        a.wait_for_members(|m| m.live_count() == 2, WAIT)
+            .await
+            .expect("a sees c leave");
+        within("b's shutdown, without waiting out a leave timeout", b.shutdown()).await;
+        within("a's shutdown, without waiting out a leave timeout", a.shutdown()).await;
     });
 }
 
