@@ -786,7 +786,7 @@ fn the_authenticated_envelope_vector() {
         "the tag is HMAC-SHA-256 of the envelope up to its length byte, then the datagram"
     );
     // `seal` writes the same bytes.
-    let timestamp = crate::wire::decode_datagram(&vector)
+    let timestamp = wire::decode_datagram(&vector)
         .unwrap()
         .envelope
         .unwrap()
