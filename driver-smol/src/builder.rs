@@ -219,6 +219,20 @@ impl NodeBuilder {
     /// lengths. What a peer sends past them is not stored, and is counted and reported
     /// ([`Event::OverLimit`](crate::Event::OverLimit)); the node's own writes past them are
     /// refused ([`KeyError`](crate::KeyError)). Default [`StateLimits::default`](crate::StateLimits::default).
+    ///
+    /// ```
+    /// use cohort_smol::{ConnectionConfig, NodeBuilder, StateLimits, rpc::ServerLimits};
+    ///
+    /// let mut limits = StateLimits::default();
+    /// limits.max_members = 50_000;
+    /// let mut server = ServerLimits::default();
+    /// server.max_connections = 256;
+    /// let addr = "127.0.0.1:7000".parse().unwrap();
+    /// let builder = NodeBuilder::new("node-1", ConnectionConfig::new(addr, addr, Vec::<String>::new()))
+    ///     .limits(limits)
+    ///     .rpc_server_limits(server);
+    /// # drop(builder);
+    /// ```
     pub fn limits(mut self, limits: crate::StateLimits) -> Self {
         self.settings.limits = limits;
         self
