@@ -1,55 +1,8 @@
 //! Random fault schedules over small clusters, with the invariants checked after every step.
 //!
-//! Owns [`run_schedule`] and what it reports ([`ScheduleReport`], [`ScheduleFailure`]). From one
-//! `u64` seed it builds a small cluster (3 to 6 nodes, every node a seed of every other),
-//! converges it, then plays a random sequence of [`Step`]s: crashes, restarts (in place or of a
-//! node that was down), graceful leaves and the process exit after them, pauses, partitions,
-//! directed cuts and isolations and their healing, datagram loss, duplication and jitter, clock
-//! skew within and beyond the drift bound, key sets and deletes (some large enough that a
-//! node's state no longer fits one datagram), and time advancing. A third of the schedules
-//! collect dead nodes after 8 s and a third collect tombstones after 4 s, so that collection,
-//! and the reset of a peer that missed one, happen within the run. Then it heals everything (every link, no loss, every skew back within the bound, leaving nodes
-//! stopped, each node that is down restarted or left down at random) and runs until every
-//! survivor has converged, and for a while longer.
-//!
-//! The invariants, checked at every checkpoint (after each step, and every
-//! [`CHECK_INTERVAL`] of virtual time while time advances):
-//!
-//! - **No resurrected generation.** Read from every event every node reported, in order, and
-//!   from every node's member list: once a node has known generation `h` of a name (in its
-//!   member list or in an event), it never reports a generation below `h` joining, recovering
-//!   or live, nor lists one as live, even after `h` itself was collected; once it saw a
-//!   generation leave, it never reports it live again, even after collecting it.
-//! - **The HLC never goes backwards.** Each running node's clock reading
-//!   ([`SharedHlc::last`](cohort_core::SharedHlc::last)) is at least its previous one within an
-//!   incarnation (a restarted node starts a new clock), and it is never further ahead than the
-//!   highest wall-clock reading of that node during the incarnation plus the drift bound: a
-//!   timestamp from beyond the bound is refused and moves nothing.
-//! - **Events agree with the membership** ([`Sim::check_views`]), and **no phantom value**:
-//!   any value a node holds for another's key is one that node set in its current generation.
-//! - **After healing, every survivor converges, and no key is lost:** every node that is up
-//!   sees every other one live (its current generation), sees no departed generation (crashed,
-//!   stopped, left or superseded) live, and holds every key each survivor set in its current
-//!   generation with its latest value, and none it deleted. The cluster must still be
-//!   converged [`STABLE_FOR`] later. (A protocol transient could break that: a dead
-//!   generation's last heartbeats, held by one survivor, reaching another that had failed it
-//!   earlier revive it there until the detector fails it again. It is kept strict because no
-//!   schedule has shown it; if one does, that is the first thing to look for.)
-//!
-//! What is deliberately not claimed, because the design does not guarantee it:
-//!
-//! - Keys of a generation that crashed, stopped or left may vanish (a restart starts with no
-//!   keys; the simulator forgets what the old generation set).
-//! - While a clock is skewed beyond the bound its timestamps are refused (reported as
-//!   [`Event::ClockSkew`]); its gossip is still applied, so membership is unaffected.
-//! - Across nodes, a node may report a generation live after *another* node learnt that it was
-//!   superseded: heartbeats travel by gossip, and a node that has not heard of the restart yet
-//!   (nor has the peer that relays the old generation's last heartbeats) cannot tell. Such
-//!   events are counted ([`ScheduleReport::stale_revivals`]), not failed; the node that learns
-//!   of the newer generation drops the old one at once, and convergence is checked after.
-//!
-//! Everything runs in the simulator's virtual time, seeded: the same seed gives the same
-//! schedule, the same run and the same report.
+//! Owns [`run_schedule`] (whose documentation says what a schedule plays and what it checks),
+//! what it reports ([`ScheduleReport`], [`ScheduleFailure`]) and the [`Step`]s. It only drives
+//! the simulator; it never changes how the simulator or the nodes behave.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -268,7 +221,7 @@ pub struct ScheduleReport {
     pub clock_skew_events: u64,
     /// `Joined`, `Recovered` or `Unready` events about a generation that some other node
     /// already knew was superseded, reported by a node that did not know it yet (allowed; see
-    /// the [module](self)).
+    /// [`run_schedule`]).
     pub stale_revivals: u64,
 }
 
@@ -312,7 +265,58 @@ impl fmt::Display for ScheduleFailure {
 
 impl std::error::Error for ScheduleFailure {}
 
-/// Runs the schedule of `seed` and checks every invariant (see the [module](self)).
+/// Runs the schedule of `seed` and checks every invariant.
+///
+/// From the seed it builds a small cluster (3 to 6 nodes, every node a seed of every other),
+/// converges it, then plays a random sequence of [`Step`]s: crashes, restarts (in place or of a
+/// node that was down), graceful leaves and the process exit after them, pauses, partitions,
+/// directed cuts and isolations and their healing, datagram loss, duplication and jitter, clock
+/// skew within and beyond the drift bound, key sets and deletes (some large enough that a
+/// node's state no longer fits one datagram), and time advancing. A third of the schedules
+/// collect dead nodes after 8 s and a third collect tombstones after 4 s, so that collection,
+/// and the reset of a peer that missed one, happen within the run. Then it heals everything
+/// (every link, no loss, every skew back within the bound, leaving nodes stopped, each node
+/// that is down restarted or left down at random, the last pause over) and runs until every
+/// survivor has converged, and for a while longer.
+///
+/// The invariants, checked at every checkpoint (after each step, and every
+/// [`CHECK_INTERVAL`] of virtual time while time advances):
+///
+/// - **No resurrected generation.** Read from every event every node reported, in order, and
+///   from every node's member list: once a node has known generation `h` of a name (in its
+///   member list or in an event), it never reports a generation below `h` joining, recovering
+///   or live, nor lists one as live, even after `h` itself was collected; once it saw a
+///   generation leave, it never reports it live again, even after collecting it.
+/// - **The HLC never goes backwards.** Each running node's clock reading
+///   ([`SharedHlc::last`](cohort_core::SharedHlc::last)) is at least its previous one within an
+///   incarnation (a restarted node starts a new clock), and it is never further ahead than the
+///   highest wall-clock reading of that node during the incarnation plus the drift bound: a
+///   timestamp from beyond the bound is refused and moves nothing.
+/// - **Events agree with the membership** ([`Sim::check_views`]), and **no phantom value**:
+///   any value a node holds for another's key is one that node set in its current generation.
+/// - **After healing, every survivor converges, and no key is lost:** every node that is up
+///   sees every other one live (its current generation), sees no departed generation (crashed,
+///   stopped, left or superseded) live, and holds every key each survivor set in its current
+///   generation with its latest value, and none it deleted. The cluster must still be
+///   converged [`STABLE_FOR`] later. (A protocol transient could break that: a dead
+///   generation's last heartbeats, held by one survivor, reaching another that had failed it
+///   earlier revive it there until the detector fails it again. It is kept strict because no
+///   schedule has shown it; if one does, that is the first thing to look for.)
+///
+/// What is deliberately not claimed, because the design does not guarantee it:
+///
+/// - Keys of a generation that crashed, stopped or left may vanish (a restart starts with no
+///   keys; the simulator forgets what the old generation set).
+/// - While a clock is skewed beyond the bound its timestamps are refused (reported as
+///   [`Event::ClockSkew`]); its gossip is still applied, so membership is unaffected.
+/// - Across nodes, a node may report a generation live after *another* node learnt that it was
+///   superseded: heartbeats travel by gossip, and a node that has not heard of the restart yet
+///   (nor has the peer that relays the old generation's last heartbeats) cannot tell. Such
+///   events are counted ([`ScheduleReport::stale_revivals`]), not failed; the node that learns
+///   of the newer generation drops the old one at once, and convergence is checked after.
+///
+/// Everything runs in the simulator's virtual time, seeded: the same seed gives the same
+/// schedule, the same run and the same report.
 ///
 /// # Errors
 ///
