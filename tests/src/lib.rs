@@ -32,6 +32,11 @@
 //! # Ok::<(), cohort_sim::SimError>(())
 //! ```
 //!
+//! Random fault schedules ([`run_schedule`]): from one seed, a small cluster, a random
+//! sequence of crashes, restarts, leaves, partitions, loss, skew and key writes, then healing,
+//! with the invariants (no resurrected generation, an HLC that never goes back, convergence
+//! without a lost key) checked after every step; the `schedules` binary runs thousands.
+//!
 //! Tests run a scenario over a few seeds with [`run_seeds`]; a failure names its seed, and
 //! `COHORT_SIM_SEED=<seed>` replays exactly that run.
 #![forbid(unsafe_code)]
@@ -41,6 +46,7 @@ mod config;
 mod harness;
 mod metrics;
 mod network;
+mod schedules;
 mod sim;
 mod trace;
 
@@ -49,6 +55,10 @@ pub use harness::{SEED_ENV, SimError, run_seeds, seeds};
 pub use metrics::{
     Convergence, Detection, FalsePositive, Metrics, NetworkCounters, NodeCounters, NodeRate,
     percentile,
+};
+pub use schedules::{
+    CHECK_INTERVAL, CONVERGENCE_DEADLINE, SCHEDULE_SEED_ENV, SCHEDULES_ENV, STABLE_FOR,
+    ScheduleFailure, ScheduleReport, Step, run_schedule, run_schedule_logged, seeds_from_env,
 };
 pub use sim::{GOSSIP_PORT, Sim};
 pub use trace::{TraceEntry, TraceKind};

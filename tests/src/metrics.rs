@@ -35,7 +35,8 @@ pub struct NetworkCounters {
     pub dropped_loss: u64,
     /// Dropped on a cut link (at send time, or in flight when the link was cut).
     pub dropped_partition: u64,
-    /// Sent to a node that was down when the datagram arrived.
+    /// Sent to a node that was down when the datagram arrived, or waiting for a paused node
+    /// that was then taken down (its socket died with it).
     pub dropped_down: u64,
     /// Sent to an address no slot has.
     pub dropped_unknown: u64,

@@ -37,6 +37,10 @@ enum Action {
         from_slot: usize,
         from: SocketAddr,
         payload: Vec<u8>,
+        /// Set when the datagram arrived while the node was paused: the generation whose
+        /// socket holds it. A later generation never gets it (the buffer died with the
+        /// process).
+        held_for: Option<u64>,
     },
     /// Slot `slot`'s timer, valid while the slot's token is still `token`.
     Timer { slot: usize, token: u64 },
@@ -451,7 +455,9 @@ impl Sim {
 
     /// Pauses slot `node` for `duration`: it handles nothing (datagrams wait for it, its timer
     /// fires late), as a process that was stopped or starved. Inputs are handled at the end of
-    /// the pause, in the order they arrived.
+    /// the pause, in the order they arrived. Datagrams waiting for a paused node are lost when
+    /// it is taken down (crashed, stopped or restarted): a restarted node never gets what was
+    /// sent to its previous generation's socket.
     ///
     /// # Panics
     ///
@@ -770,8 +776,10 @@ impl Sim {
                 from_slot,
                 from,
                 payload,
+                held_for,
             } => {
-                if self.slots[to].node.is_none() {
+                let generation = self.slots[to].id.generation();
+                if self.slots[to].node.is_none() || held_for.is_some_and(|g| g != generation) {
                     self.network.dropped_down += 1;
                     return;
                 }
@@ -786,6 +794,7 @@ impl Sim {
                         from_slot,
                         from,
                         payload,
+                        held_for: Some(generation),
                     };
                     self.schedule(paused_until, action);
                     return;
@@ -902,6 +911,7 @@ impl Sim {
                         from_slot: from,
                         from: from_addr,
                         payload: payload.clone(),
+                        held_for: None,
                     };
                     self.schedule(self.now + extra + slow, action);
                 }
@@ -910,6 +920,7 @@ impl Sim {
                     from_slot: from,
                     from: from_addr,
                     payload,
+                    held_for: None,
                 };
                 self.schedule(self.now + first + slow, action);
             }

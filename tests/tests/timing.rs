@@ -7,6 +7,31 @@ use cohort_core::membership::MemberStatus;
 use cohort_sim::{Sim, TraceKind, run_seeds};
 use common::{SEEDS, config, failed_about, failed_reported_by, ms, secs};
 
+/// Datagrams that wait for a paused node die with its process: when it is restarted during
+/// the pause, the new generation never gets them (they were in the old one's socket), so it
+/// cannot learn stale heartbeats from them.
+#[test]
+fn a_node_restarted_while_paused_loses_what_waited_for_it() {
+    run_seeds(SEEDS, |seed| {
+        let mut sim = Sim::new(config(seed));
+        sim.add_nodes(4);
+        sim.run_until_converged(secs(5))?;
+        sim.pause(2, secs(2));
+        sim.advance(secs(1));
+        let before = sim.metrics().network.dropped_down;
+        assert_eq!(before, 0, "no node is down");
+        sim.restart(2);
+        sim.advance(secs(2));
+        // Nothing else is dropped: every node is up from the restart on.
+        assert!(
+            sim.metrics().network.dropped_down > 0,
+            "the datagrams held for the old generation reached the new one"
+        );
+        sim.run_until_converged(secs(10))?;
+        Ok(())
+    });
+}
+
 /// A node whose process is stopped for 5 s (all 7 peers look silent to it when it resumes)
 /// suspects itself instead of convicting everyone at once.
 #[test]

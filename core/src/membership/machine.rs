@@ -753,9 +753,10 @@ impl Membership {
                 continue;
             };
             let id = id_ref.to_owned();
-            // Unknown. A removed node comes back only with a newer heartbeat; a known node
-            // was not superseded when it was added (a newer generation removes the older
-            // ones when it appears), so only unknown ids need that check.
+            // Unknown. A removed node comes back only with a newer heartbeat, and never when
+            // it was removed for good (superseded, or departed); a known node was not
+            // superseded when it was added (a newer generation removes the older ones when it
+            // appears), so only unknown ids need that check.
             if let Some(remembered) = self.removed.get(&id) {
                 if entry.heartbeat <= remembered {
                     continue;
@@ -840,18 +841,23 @@ impl Membership {
             .cloned()
             .collect();
         for old in older {
-            self.remove_node(&old);
+            self.remove_node(&old, true);
         }
     }
 
-    pub(super) fn remove_node(&mut self, id: &NodeId) {
+    /// Removes `id` and remembers it: `for_good` (a superseded generation, or one that left)
+    /// so that no gossip brings it back, else with its last heartbeat so that only a newer
+    /// one does (a node collected while cut off, which is still running).
+    pub(super) fn remove_node(&mut self, id: &NodeId, for_good: bool) {
         self.admission.forget(id);
         if let Some(state) = self.state.remove(id) {
-            self.removed.insert(
-                id.clone(),
-                state.heartbeat(),
-                self.config.removed_nodes_remembered,
-            );
+            let heartbeat = if for_good {
+                Removed::FOR_GOOD
+            } else {
+                state.heartbeat()
+            };
+            self.removed
+                .insert(id.clone(), heartbeat, self.config.removed_nodes_remembered);
         }
         self.push_event(Event::Removed(id.clone()));
     }

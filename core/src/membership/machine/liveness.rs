@@ -128,14 +128,16 @@ impl Membership {
     pub(super) fn collect_dead(&mut self, now: Instant) {
         let fd = &self.config.failure_detector;
         let me = &self.config.node_id;
-        let expired: Vec<NodeId> = self
+        // A departed node is collected for good: that generation left and never comes back,
+        // whatever heartbeat stale gossip (or the leaving process, still running) carries.
+        let expired: Vec<(NodeId, bool)> = self
             .state
             .iter_with_meta()
             .filter(|(id, _, peer)| *id != me && peer.detector.is_expired(now, fd))
-            .map(|(id, _, _)| id.clone())
+            .map(|(id, _, peer)| (id.clone(), peer.status == MemberStatus::Left))
             .collect();
-        for id in expired {
-            self.remove_node(&id);
+        for (id, departed) in expired {
+            self.remove_node(&id, departed);
         }
     }
 }

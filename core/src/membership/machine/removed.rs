@@ -1,4 +1,5 @@
-//! Bounded memory of garbage-collected nodes, so that stale gossip does not bring them back.
+//! Bounded memory of garbage-collected nodes, so that stale gossip does not bring them back
+//! (and nothing brings back one removed for good: a superseded generation, or one that left).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -13,6 +14,9 @@ pub(super) struct Removed {
 }
 
 impl Removed {
+    /// The heartbeat remembered for a node removed for good: no heartbeat is newer.
+    pub(super) const FOR_GOOD: u64 = u64::MAX;
+
     pub(super) fn insert(&mut self, id: NodeId, heartbeat: u64, capacity: usize) {
         if capacity == 0 {
             return;

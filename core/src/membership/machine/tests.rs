@@ -802,3 +802,109 @@ fn a_state_replaced_by_a_full_copy_is_reported_as_a_reset() {
     assert_eq!(member.get("kept"), Some("x"));
     assert_eq!(member.get("old"), None);
 }
+
+/// A digest-only SynAck about `c` at `heartbeat` (a delta that carries no key).
+fn heartbeat_of(c: &NodeId, heartbeat: u64) -> Vec<u8> {
+    let empty = crate::wire::NodeDelta {
+        node: c.clone(),
+        last_gc_version: 0,
+        from_version_excluded: 0,
+        max_version: 0,
+        key_values: Vec::new(),
+    };
+    synack_about(c, heartbeat, empty)
+}
+
+/// Feeds `m` ever newer heartbeats of `c` (gossip from a peer that still hears it, or stale
+/// gossip) for 3 s, one round at a time, and asserts that `c` never reappears.
+fn assert_never_back(m: &mut Membership, c: &NodeId, from_heartbeat: u64, mut now: Instant) {
+    let teacher = SocketAddr::from(([127, 0, 0, 1], 9999));
+    for heartbeat in from_heartbeat..from_heartbeat + 30 {
+        m.handle_datagram(now, teacher, &heartbeat_of(c, heartbeat))
+            .unwrap();
+        m.handle_timeout(now);
+        while m.poll_transmit(&mut Vec::new()).is_some() {}
+        assert_eq!(m.member(c), None, "back at heartbeat {heartbeat}");
+        now += INTERVAL;
+    }
+    while let Some(e) = m.poll_event() {
+        assert!(
+            !matches!(&e, Event::Joined(x) | Event::Recovered(x) if x.id == *c),
+            "{e:?}"
+        );
+    }
+}
+
+/// Runs rounds until `c` is collected (within three grace periods).
+fn until_collected(m: &mut Membership, c: &NodeId, start: Instant, grace: Duration) -> Instant {
+    let mut now = start;
+    while m.member(c).is_some() {
+        assert!(now < start + grace * 3, "never collected");
+        m.handle_timeout(now);
+        while m.poll_transmit(&mut Vec::new()).is_some() {}
+        now += INTERVAL;
+    }
+    now
+}
+
+/// A node that left and was then collected is gone for good: newer heartbeats of it (its
+/// process still running after the leave, or stale gossip) do not bring it back. Before, the
+/// collected node was remembered only with its last heartbeat, so a newer one re-added it and
+/// the observer reported the departed node `Joined` (live) again before its leaving key
+/// arrived. Found by the fault schedules of cohort-sim (seeds 2431 and 5029).
+#[test]
+fn a_departed_node_once_collected_never_comes_back() {
+    use crate::membership::LEAVING_KEY;
+    use crate::wire::{DeletionStatus, KeyValueUpdate, NodeDelta};
+    let a = id("a", 1, 8300);
+    let c = id("c", 1, 8302);
+    let grace = Duration::from_secs(2);
+    let mut ca = config(&a, None);
+    ca.failure_detector.dead_node_grace_period = grace;
+    let start = Instant::now();
+    let mut m = Membership::new(ca, start);
+    let leaving = NodeDelta {
+        node: c.clone(),
+        last_gc_version: 0,
+        from_version_excluded: 0,
+        max_version: 1,
+        key_values: vec![KeyValueUpdate {
+            key: LEAVING_KEY.into(),
+            value: "1".into(),
+            version: 1,
+            status: DeletionStatus::Set,
+        }],
+    };
+    let teacher = SocketAddr::from(([127, 0, 0, 1], 8301));
+    m.handle_datagram(start, teacher, &synack_about(&c, 10, leaving))
+        .unwrap();
+    assert_eq!(m.status(&c), Some(MemberStatus::Left));
+    let now = until_collected(&mut m, &c, start, grace);
+    assert_never_back(&mut m, &c, 11, now);
+}
+
+/// A generation superseded by a newer one is gone for good, also once the newer one was
+/// collected in turn: stale gossip with a newer heartbeat of the old generation does not bring
+/// it back (before, it came back once the newer generation was no longer there to supersede
+/// it).
+#[test]
+fn a_superseded_generation_never_comes_back_after_the_newer_one_is_collected() {
+    let a = id("a", 1, 8400);
+    let b1 = id("b", 1, 8402);
+    let b2 = id("b", 2, 8402);
+    let grace = Duration::from_secs(2);
+    let mut ca = config(&a, None);
+    ca.failure_detector.dead_node_grace_period = grace;
+    let start = Instant::now();
+    let mut m = Membership::new(ca, start);
+    let teacher = SocketAddr::from(([127, 0, 0, 1], 8401));
+    m.handle_datagram(start, teacher, &heartbeat_of(&b1, 10))
+        .unwrap();
+    assert!(m.member(&b1).is_some());
+    m.handle_datagram(start, teacher, &heartbeat_of(&b2, 3))
+        .unwrap();
+    assert_eq!(m.member(&b1), None, "superseded");
+    // b2 never heartbeats (it crashed too): it is collected.
+    let now = until_collected(&mut m, &b2, start, grace);
+    assert_never_back(&mut m, &b1, 11, now);
+}
