@@ -7,6 +7,7 @@
 //! an argument, randomness comes from a generator seeded by the configuration, and datagrams
 //! and events are returned.
 
+pub mod cohort_mode;
 mod config;
 pub(crate) mod diagnostics;
 pub mod failure_detector;

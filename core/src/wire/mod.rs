@@ -348,4 +348,7 @@ pub enum DecodeError {
     /// A malformed cohort envelope.
     #[error("malformed envelope: {0}")]
     Envelope(&'static str),
+    /// Bytes were left over after a complete cohort-mode packet.
+    #[error("{0} bytes after the end of the packet")]
+    TrailingBytes(usize),
 }

@@ -1,0 +1,1158 @@
+//! cohort mode: a membership protocol for clusters of cohort nodes whose per-node cost does
+//! not grow with the cluster (`docs/cohort-mode.md`). **First step**: liveness and membership
+//! (SWIM probes with indirect probes, Lifeguard's local health and confirmed suspicion,
+//! refutation by the suspected node, updates piggybacked with a retransmit budget that grows
+//! with log N, push-pull table syncs for joins and a rare reconciliation). Key-values and the
+//! wiring behind [`Node`](crate::Node) come next; until then this machine is driven on its own.
+//!
+//! Owns [`CohortMembership`] and its settings ([`CohortConfig`]); the packets are in [`wire`].
+//! Nothing here does I/O, reads a clock or draws OS randomness.
+
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand_core::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use self::wire::{Body, MAX_PACKET, Packet, Update, UpdateKind};
+use super::{Member, MemberStatus};
+use crate::members::Members;
+use crate::wire::DecodeError;
+use crate::{Event, NodeId};
+
+/// Settings of a [`CohortMembership`]. Every one has a default.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CohortConfig {
+    /// This node's identity.
+    pub node_id: NodeId,
+    /// Only nodes with the same cluster id talk; packets of another are dropped and counted.
+    pub cluster_id: String,
+    /// Addresses contacted to join.
+    pub seeds: Vec<SocketAddr>,
+    /// Time between probes (one member probed each). Default 100 ms.
+    pub probe_interval: Duration,
+    /// How long a probe waits for its `Ack` before asking others to probe. Default 40 ms.
+    pub probe_timeout: Duration,
+    /// Members asked to probe an unanswered target. Default 3.
+    pub indirect_probes: usize,
+    /// Members sent the pending updates at every probe, beside the probe itself. Default 2.
+    pub gossip_fanout: usize,
+    /// An update is sent `retransmit_mult × ⌈log10(N + 1)⌉` times. Default 4 (memberlist's).
+    pub retransmit_mult: u32,
+    /// The shortest suspicion is `suspicion_alpha × max(1, log10 N)` probe intervals.
+    /// Default 2.
+    pub suspicion_alpha: u32,
+    /// The longest suspicion (no confirmation) is `suspicion_beta` times the shortest.
+    /// Default 3.
+    pub suspicion_beta: u32,
+    /// Independent suspicions that bring the suspicion timeout down to its shortest. Default 3.
+    pub suspicion_confirmations: u32,
+    /// Time between push-pull table syncs with a random member. Default 10 s.
+    pub sync_interval: Duration,
+    /// How long a failed or departed member is kept before it is collected. Default 60 s.
+    pub dead_node_grace_period: Duration,
+    /// Peers told at once of a departure. Default 8.
+    pub leave_fanout: usize,
+    /// The largest packet written (without the envelope). Default [`MAX_PACKET`].
+    pub max_packet: usize,
+    /// The most events kept for the reader. Default 1,024.
+    pub max_pending_events: usize,
+    /// The most packets kept for the driver. Default 1,024.
+    pub max_pending_transmits: usize,
+    /// The most members known. Default 16,384.
+    pub max_members: usize,
+    /// Seed of the machine's random choices.
+    pub rng_seed: u64,
+}
+
+impl CohortConfig {
+    /// The defaults for `node_id` in `cluster_id`.
+    #[must_use]
+    pub fn new(node_id: NodeId, cluster_id: impl Into<String>) -> Self {
+        Self {
+            node_id,
+            cluster_id: cluster_id.into(),
+            seeds: Vec::new(),
+            probe_interval: Duration::from_millis(100),
+            probe_timeout: Duration::from_millis(40),
+            indirect_probes: 3,
+            gossip_fanout: 2,
+            retransmit_mult: 4,
+            suspicion_alpha: 2,
+            suspicion_beta: 3,
+            suspicion_confirmations: 3,
+            sync_interval: Duration::from_secs(10),
+            dead_node_grace_period: Duration::from_secs(60),
+            leave_fanout: 8,
+            max_packet: MAX_PACKET,
+            max_pending_events: 1_024,
+            max_pending_transmits: 1_024,
+            max_members: 16_384,
+            rng_seed: 0,
+        }
+    }
+}
+
+/// What this node believes of a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Alive,
+    Suspect,
+    Dead,
+    Left,
+}
+
+/// A suspicion in progress (Lifeguard): its deadline shrinks with each independent
+/// confirmation, from the longest timeout toward the shortest.
+#[derive(Clone, Debug)]
+struct Suspicion {
+    started: Instant,
+    /// Senders that reported the suspicion (at most `suspicion_confirmations`).
+    confirmations: Vec<SocketAddr>,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    id: NodeId,
+    incarnation: u64,
+    state: State,
+    /// When `state` last changed.
+    since: Instant,
+    suspicion: Option<Suspicion>,
+    /// Whether it was ever alive here (a member only heard of as failed is not `Failed`).
+    was_alive: bool,
+}
+
+impl Entry {
+    fn status(&self) -> MemberStatus {
+        match self.state {
+            State::Alive | State::Suspect => MemberStatus::Live,
+            State::Dead if self.was_alive => MemberStatus::Failed,
+            State::Dead => MemberStatus::Joining,
+            State::Left => MemberStatus::Left,
+        }
+    }
+
+    fn update(&self, kind: UpdateKind) -> Update {
+        Update {
+            kind,
+            id: self.id.clone(),
+            incarnation: self.incarnation,
+        }
+    }
+
+    fn current_update(&self) -> Update {
+        self.update(match self.state {
+            State::Alive => UpdateKind::Alive,
+            State::Suspect => UpdateKind::Suspect,
+            State::Dead => UpdateKind::Dead,
+            State::Left => UpdateKind::Left,
+        })
+    }
+}
+
+/// The probe of the current period.
+#[derive(Clone, Debug)]
+struct Probe {
+    target: NodeId,
+    seq: u32,
+    sent_at: Instant,
+    acked: bool,
+    indirect_sent: bool,
+    /// Relays asked, and how many answered `Nack`.
+    relays: usize,
+    nacks: usize,
+}
+
+/// A probe made for another member's `PingReq`.
+#[derive(Clone, Debug)]
+struct Relay {
+    requester: SocketAddr,
+    their_seq: u32,
+    deadline: Instant,
+}
+
+/// An update waiting to be sent, and how many times it was.
+#[derive(Clone, Debug)]
+struct Queued {
+    update: Update,
+    transmits: u32,
+}
+
+/// Counts of what this machine dropped or refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CohortCounts {
+    /// Packets of another cluster.
+    pub bad_cluster: u64,
+    /// Members not added because the table was full.
+    pub refused_members: u64,
+    /// Packets dropped because the driver's queue was full.
+    pub dropped_transmits: u64,
+    /// Suspicions of this node refuted.
+    pub refutations: u64,
+}
+
+/// The most relays kept at once (a flood of `PingReq`s cannot grow memory).
+const MAX_RELAYS: usize = 256;
+
+/// The most Lifeguard local-health score (timeouts and intervals stretch up to 1 + this).
+const MAX_LOCAL_HEALTH: u32 = 8;
+
+/// cohort mode's membership machine: see the module documentation and
+/// `docs/cohort-mode.md`. Drive it like [`Membership`](super::Membership): feed every packet
+/// to [`handle_datagram`](Self::handle_datagram), call [`handle_timeout`](Self::handle_timeout)
+/// when [`poll_timeout`](Self::poll_timeout) passes, and drain
+/// [`poll_transmit`](Self::poll_transmit) and [`poll_event`](Self::poll_event) after every
+/// input.
+#[derive(Debug)]
+pub struct CohortMembership {
+    config: CohortConfig,
+    cluster: u64,
+    incarnation: u64,
+    members: HashMap<NodeId, Entry>,
+    /// Collected members and the incarnation they had, so that stale news does not bring them
+    /// back (the oldest forgotten first past `max_members`).
+    removed: HashMap<NodeId, u64>,
+    removed_order: VecDeque<NodeId>,
+    /// The probe order: every member once per pass, shuffled at the start of a pass.
+    order: Vec<NodeId>,
+    next_in_order: usize,
+    probe: Option<Probe>,
+    relays: HashMap<u32, Relay>,
+    queue: Vec<Queued>,
+    seq: u32,
+    local_health: u32,
+    next_probe: Instant,
+    next_sync: Instant,
+    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<Event>,
+    missed_events: u64,
+    counts: CohortCounts,
+    leaving: bool,
+    version: u64,
+    rng: Xoshiro256PlusPlus,
+}
+
+impl CohortMembership {
+    /// A machine for `config.node_id`, started at `now`.
+    #[must_use]
+    pub fn new(mut config: CohortConfig, now: Instant) -> Self {
+        let own = config.node_id.gossip_addr();
+        config.seeds.retain(|s| *s != own);
+        config.seeds.sort_unstable();
+        config.seeds.dedup();
+        let mut members = HashMap::new();
+        members.insert(
+            config.node_id.clone(),
+            Entry {
+                id: config.node_id.clone(),
+                incarnation: 0,
+                state: State::Alive,
+                since: now,
+                suspicion: None,
+                was_alive: true,
+            },
+        );
+        let mut machine = Self {
+            cluster: wire::cluster_hash(&config.cluster_id),
+            incarnation: 0,
+            members,
+            removed: HashMap::new(),
+            removed_order: VecDeque::new(),
+            order: Vec::new(),
+            next_in_order: 0,
+            probe: None,
+            relays: HashMap::new(),
+            queue: Vec::new(),
+            seq: 0,
+            local_health: 0,
+            next_probe: now,
+            next_sync: now + config.sync_interval,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            missed_events: 0,
+            counts: CohortCounts::default(),
+            leaving: false,
+            version: 1,
+            rng: Xoshiro256PlusPlus::seed_from_u64(config.rng_seed),
+            config,
+        };
+        let me = machine.own_update(UpdateKind::Alive);
+        machine.enqueue(me);
+        machine
+    }
+
+    // ------------------------------------------------------------------------- queries
+
+    /// This node's identity.
+    #[must_use]
+    pub fn node_id(&self) -> &NodeId {
+        &self.config.node_id
+    }
+
+    /// This node's incarnation (raised each time it refutes a suspicion).
+    #[must_use]
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// What this node believes of `id`.
+    #[must_use]
+    pub fn status(&self, id: &NodeId) -> Option<MemberStatus> {
+        self.members.get(id).map(Entry::status)
+    }
+
+    /// Whether `id` is suspected (still live for users; a suspicion is not a verdict).
+    #[must_use]
+    pub fn is_suspected(&self, id: &NodeId) -> bool {
+        self.members
+            .get(id)
+            .is_some_and(|e| e.state == State::Suspect)
+    }
+
+    /// The number of members known, this node included.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether only this node is known. Never true of a running machine, which always knows
+    /// itself; kept for the `len` convention.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// A snapshot of the membership (members hold no key-values in this first step).
+    #[must_use]
+    pub fn members(&self) -> Members {
+        let mut all: Vec<Member> = self
+            .members
+            .values()
+            .map(|e| Member {
+                id: e.id.clone(),
+                status: e.status(),
+                heartbeat: e.incarnation,
+                max_version: 0,
+                keys: std::collections::BTreeMap::new(),
+            })
+            .collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Members::new(self.version, self.config.node_id.clone(), all)
+    }
+
+    /// What was dropped or refused so far.
+    #[must_use]
+    pub fn counts(&self) -> CohortCounts {
+        self.counts
+    }
+
+    /// The order-independent summary of the table that table syncs compare: equal summaries
+    /// mean equal tables (up to a 64-bit hash collision).
+    #[must_use]
+    pub fn table_digest(&self) -> u64 {
+        self.members
+            .values()
+            .map(|e| {
+                let update = e.current_update();
+                crate::hash::mix64(
+                    crate::hash::Fnv1a64::new()
+                        .write(e.id.name().as_bytes())
+                        .write(&e.id.generation().to_le_bytes())
+                        .write(e.id.gossip_addr().to_string().as_bytes())
+                        .write(&update.incarnation.to_le_bytes())
+                        .write(&[update.kind as u8])
+                        .finish(),
+                )
+            })
+            .fold(0u64, u64::wrapping_add)
+    }
+
+    /// The number of members that are not known failed or departed (this node included,
+    /// unless it is leaving).
+    fn live_count(&self) -> usize {
+        self.members
+            .values()
+            .filter(|e| matches!(e.state, State::Alive | State::Suspect))
+            .count()
+    }
+
+    /// How many times an update is sent: `retransmit_mult × ⌈log10(N + 1)⌉`.
+    fn retransmit_limit(&self) -> u32 {
+        let n = self.members.len() + 1;
+        let digits = u32::try_from(n.to_string().len()).unwrap_or(u32::MAX);
+        self.config.retransmit_mult.saturating_mul(digits.max(1))
+    }
+
+    /// The shortest and longest suspicion timeouts for the current cluster size.
+    fn suspicion_bounds(&self) -> (Duration, Duration) {
+        let n = self.members.len().max(1);
+        let log10 = u32::try_from(n.to_string().len()).unwrap_or(1).max(2) - 1;
+        let min = self.config.probe_interval * self.config.suspicion_alpha * log10.max(1);
+        (min, min * self.config.suspicion_beta.max(1))
+    }
+
+    fn suspicion_deadline(&self, suspicion: &Suspicion) -> Instant {
+        let (min, max) = self.suspicion_bounds();
+        let k = f64::from(self.config.suspicion_confirmations.max(1));
+        let c = suspicion.confirmations.len() as f64;
+        let fraction = ((c + 1.0).ln() / (k + 1.0).ln()).min(1.0);
+        let span = max.saturating_sub(min).as_secs_f64() * (1.0 - fraction);
+        suspicion.started + min + Duration::from_secs_f64(span)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Instant {
+        let mut due = self.next_probe.min(self.next_sync);
+        if let Some(probe) = &self.probe {
+            if !probe.acked && !probe.indirect_sent {
+                due = due.min(probe.sent_at + self.scaled(self.config.probe_timeout));
+            }
+        }
+        for relay in self.relays.values() {
+            due = due.min(relay.deadline);
+        }
+        for entry in self.members.values() {
+            if let Some(suspicion) = &entry.suspicion {
+                due = due.min(self.suspicion_deadline(suspicion));
+            }
+            if matches!(entry.state, State::Dead | State::Left) && entry.id != self.config.node_id {
+                due = due.min(entry.since + self.config.dead_node_grace_period);
+            }
+        }
+        due
+    }
+
+    fn scaled(&self, base: Duration) -> Duration {
+        base * (1 + self.local_health)
+    }
+
+    // ------------------------------------------------------------------------- outputs
+
+    /// The next packet to send (written into `out`, cleared first), and where to.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> Option<SocketAddr> {
+        let (to, payload) = self.transmits.pop_front()?;
+        out.clear();
+        out.extend_from_slice(&payload);
+        Some(to)
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if self.missed_events > 0 {
+            let missed = std::mem::take(&mut self.missed_events);
+            return Some(Event::Lagged {
+                missed,
+                members: self.members(),
+            });
+        }
+        self.events.pop_front()
+    }
+
+    fn push_event(&mut self, event: Event) {
+        self.version += 1;
+        if self.events.len() >= self.config.max_pending_events.max(1) {
+            self.events.pop_front();
+            self.missed_events += 1;
+        }
+        self.events.push_back(event);
+    }
+
+    fn member(&self, id: &NodeId) -> Option<Member> {
+        self.members.get(id).map(|e| Member {
+            id: e.id.clone(),
+            status: e.status(),
+            heartbeat: e.incarnation,
+            max_version: 0,
+            keys: std::collections::BTreeMap::new(),
+        })
+    }
+
+    /// Writes a packet of `body` to `to`, with as many pending updates as fit (fewest
+    /// transmissions first; an update sent its limit is dropped from the queue).
+    fn send(&mut self, to: SocketAddr, body: &Body) {
+        let mut out = Vec::with_capacity(256);
+        let at = wire::encode_head(
+            self.cluster,
+            &self.config.node_id,
+            self.incarnation,
+            body,
+            &mut out,
+        );
+        let limit = self.config.max_packet.min(MAX_PACKET);
+        self.queue.sort_by_key(|q| q.transmits);
+        for queued in &mut self.queue {
+            if wire::push_update(&mut out, at, &queued.update, limit) {
+                queued.transmits += 1;
+            }
+        }
+        let retransmits = self.retransmit_limit();
+        self.queue.retain(|q| q.transmits < retransmits);
+        self.push_transmit(to, out);
+    }
+
+    fn push_transmit(&mut self, to: SocketAddr, payload: Vec<u8>) {
+        if self.transmits.len() >= self.config.max_pending_transmits.max(1) {
+            self.counts.dropped_transmits += 1;
+            return;
+        }
+        self.transmits.push_back((to, payload));
+    }
+
+    /// Queues `update` for dissemination, replacing an older one about the same member.
+    fn enqueue(&mut self, update: Update) {
+        self.queue.retain(|q| q.update.id != update.id);
+        self.queue.push(Queued {
+            update,
+            transmits: 0,
+        });
+    }
+
+    fn own_update(&self, kind: UpdateKind) -> Update {
+        Update {
+            kind,
+            id: self.config.node_id.clone(),
+            incarnation: self.incarnation,
+        }
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    fn random_index(&mut self, n: usize) -> usize {
+        crate::random::index_below(&mut self.rng, n)
+    }
+
+    /// Up to `count` random live members other than this node and `except`.
+    fn random_live(&mut self, count: usize, except: Option<&NodeId>) -> Vec<SocketAddr> {
+        let me = &self.config.node_id;
+        let mut candidates: Vec<SocketAddr> = self
+            .members
+            .values()
+            .filter(|e| {
+                &e.id != me
+                    && Some(&e.id) != except
+                    && matches!(e.state, State::Alive | State::Suspect)
+            })
+            .map(|e| e.id.gossip_addr())
+            .collect();
+        candidates.sort_unstable();
+        let mut chosen = Vec::with_capacity(count.min(candidates.len()));
+        while chosen.len() < count && !candidates.is_empty() {
+            let i = self.random_index(candidates.len());
+            chosen.push(candidates.swap_remove(i));
+        }
+        chosen
+    }
+
+    // ------------------------------------------------------------------------- commands
+
+    /// Announces a graceful departure: this node is `Left` for every peer that hears it, at
+    /// once for up to [`CohortConfig::leave_fanout`] of them.
+    pub fn leave(&mut self, now: Instant) {
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
+        let me = self.config.node_id.clone();
+        if let Some(entry) = self.members.get_mut(&me) {
+            entry.state = State::Left;
+            entry.since = now;
+        }
+        self.version += 1;
+        let update = self.own_update(UpdateKind::Left);
+        self.enqueue(update);
+        let fanout = self.config.leave_fanout.max(1);
+        for to in self.random_live(fanout, None) {
+            self.send(to, &Body::Gossip);
+        }
+    }
+
+    // ------------------------------------------------------------------------- inputs
+
+    /// Processes a received packet (without its envelope).
+    ///
+    /// # Errors
+    ///
+    /// A packet that does not decode is refused with a [`DecodeError`] and changes nothing.
+    /// One of another cluster decodes but is dropped (and counted).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), DecodeError> {
+        let packet = wire::decode(bytes)?;
+        self.handle_packet(now, from, packet);
+        Ok(())
+    }
+
+    /// Processes a decoded packet (see [`handle_datagram`](Self::handle_datagram)).
+    pub fn handle_packet(&mut self, now: Instant, from: SocketAddr, packet: Packet) {
+        if packet.cluster != self.cluster {
+            self.counts.bad_cluster += 1;
+            return;
+        }
+        if packet.from == self.config.node_id {
+            return;
+        }
+        // A packet from a member proves it alive at its incarnation.
+        self.apply(
+            now,
+            from,
+            Update {
+                kind: UpdateKind::Alive,
+                id: packet.from.clone(),
+                incarnation: packet.incarnation,
+            },
+        );
+        for update in packet.updates {
+            self.apply(now, from, update);
+        }
+        match packet.body {
+            Body::Ping {
+                seq,
+                target_generation,
+            } => {
+                if target_generation == self.config.node_id.generation() && !self.leaving {
+                    self.send(from, &Body::Ack { seq });
+                }
+            }
+            Body::Ack { seq } => {
+                if let Some(probe) = &mut self.probe {
+                    if probe.seq == seq && !probe.acked {
+                        probe.acked = true;
+                        self.local_health = self.local_health.saturating_sub(1);
+                        return;
+                    }
+                }
+                if let Some(relay) = self.relays.remove(&seq) {
+                    self.send(
+                        relay.requester,
+                        &Body::Ack {
+                            seq: relay.their_seq,
+                        },
+                    );
+                }
+            }
+            Body::PingReq { seq, target } => {
+                if self.relays.len() < MAX_RELAYS && target != self.config.node_id {
+                    let ours = self.next_seq();
+                    self.relays.insert(
+                        ours,
+                        Relay {
+                            requester: from,
+                            their_seq: seq,
+                            deadline: now + self.scaled(self.config.probe_timeout),
+                        },
+                    );
+                    self.send(
+                        target.gossip_addr(),
+                        &Body::Ping {
+                            seq: ours,
+                            target_generation: target.generation(),
+                        },
+                    );
+                }
+            }
+            Body::Nack { seq } => {
+                if let Some(probe) = &mut self.probe {
+                    if probe.seq == seq {
+                        probe.nacks += 1;
+                    }
+                }
+            }
+            Body::Gossip | Body::SyncResponse => {}
+            Body::SyncRequest {
+                digest,
+                answer_back,
+            } => {
+                if digest != self.table_digest() {
+                    self.send_table(from);
+                }
+                if answer_back {
+                    let digest = self.table_digest();
+                    self.send(
+                        from,
+                        &Body::SyncRequest {
+                            digest,
+                            answer_back: false,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends this node's whole table to `to`, in as many packets as it takes.
+    fn send_table(&mut self, to: SocketAddr) {
+        let mut records: Vec<Update> = self.members.values().map(Entry::current_update).collect();
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        let limit = self.config.max_packet.min(MAX_PACKET);
+        let mut records = records.into_iter().peekable();
+        while records.peek().is_some() {
+            let mut out = Vec::with_capacity(limit);
+            let at = wire::encode_head(
+                self.cluster,
+                &self.config.node_id,
+                self.incarnation,
+                &Body::SyncResponse,
+                &mut out,
+            );
+            let mut written = 0;
+            while let Some(record) = records.peek() {
+                if !wire::push_update(&mut out, at, record, limit) {
+                    break;
+                }
+                records.next();
+                written += 1;
+            }
+            if written == 0 {
+                // A record that cannot fit alone (never with names of at most 255 bytes).
+                records.next();
+                continue;
+            }
+            self.push_transmit(to, out);
+        }
+    }
+
+    /// Applies one piece of news, heard from `from`, by SWIM's precedence rules; passes on
+    /// what was news.
+    fn apply(&mut self, now: Instant, from: SocketAddr, update: Update) {
+        if update.id == self.config.node_id {
+            self.about_self(update);
+            return;
+        }
+        if !self.members.contains_key(&update.id) {
+            self.add(now, update);
+            return;
+        }
+        let confirmations = self.config.suspicion_confirmations as usize;
+        let Some(entry) = self.members.get_mut(&update.id) else {
+            return;
+        };
+        let before = entry.status();
+        let newer = update.incarnation > entry.incarnation;
+        let changed = match (update.kind, entry.state) {
+            (_, State::Left) => false,
+            (UpdateKind::Left, _) => {
+                entry.state = State::Left;
+                true
+            }
+            (UpdateKind::Alive, _) if newer => {
+                entry.state = State::Alive;
+                true
+            }
+            (UpdateKind::Suspect, State::Alive) if update.incarnation >= entry.incarnation => {
+                entry.state = State::Suspect;
+                entry.suspicion = Some(Suspicion {
+                    started: now,
+                    confirmations: vec![from],
+                });
+                true
+            }
+            (UpdateKind::Suspect, State::Suspect) if newer => {
+                entry.suspicion = Some(Suspicion {
+                    started: now,
+                    confirmations: vec![from],
+                });
+                true
+            }
+            (UpdateKind::Suspect, State::Suspect) if update.incarnation == entry.incarnation => {
+                // A confirmation from another sender shortens the suspicion (not news).
+                if let Some(s) = &mut entry.suspicion {
+                    if s.confirmations.len() < confirmations && !s.confirmations.contains(&from) {
+                        s.confirmations.push(from);
+                    }
+                }
+                false
+            }
+            (UpdateKind::Dead, State::Alive | State::Suspect)
+                if update.incarnation >= entry.incarnation =>
+            {
+                entry.state = State::Dead;
+                true
+            }
+            (UpdateKind::Dead, State::Dead) if newer => true,
+            _ => false,
+        };
+        if !changed {
+            return;
+        }
+        entry.incarnation = entry.incarnation.max(update.incarnation);
+        entry.since = now;
+        if entry.state != State::Suspect {
+            entry.suspicion = None;
+        }
+        if entry.state == State::Alive {
+            entry.was_alive = true;
+        }
+        let after = entry.status();
+        let id = entry.id.clone();
+        self.version += 1;
+        self.report(&id, before, after);
+        self.enqueue(update);
+    }
+
+    /// The event for a member going from `before` to `after`, if any.
+    fn report(&mut self, id: &NodeId, before: MemberStatus, after: MemberStatus) {
+        if before == after {
+            return;
+        }
+        let Some(member) = self.member(id) else {
+            return;
+        };
+        let event = match (before, after) {
+            (MemberStatus::Joining, MemberStatus::Live) => Event::Joined(member),
+            (MemberStatus::Failed, MemberStatus::Live) => Event::Recovered(member),
+            (_, MemberStatus::Failed) => Event::Failed(member),
+            (_, MemberStatus::Left) => Event::Left(member),
+            _ => return,
+        };
+        self.push_event(event);
+    }
+
+    /// A member heard of for the first time.
+    fn add(&mut self, now: Instant, update: Update) {
+        // Collected: only news of a later incarnation brings it back.
+        if let Some(&incarnation) = self.removed.get(&update.id) {
+            if update.incarnation <= incarnation || update.kind != UpdateKind::Alive {
+                return;
+            }
+            self.removed.remove(&update.id);
+            self.removed_order.retain(|id| *id != update.id);
+        }
+        // A newer generation of the name is known: this one is over.
+        if self
+            .members
+            .keys()
+            .any(|k| k.name() == update.id.name() && k.generation() > update.id.generation())
+        {
+            return;
+        }
+        if self.members.len() >= self.config.max_members {
+            self.counts.refused_members += 1;
+            return;
+        }
+        let older: Vec<NodeId> = self
+            .members
+            .keys()
+            .filter(|k| k.name() == update.id.name() && k.generation() < update.id.generation())
+            .cloned()
+            .collect();
+        let state = match update.kind {
+            UpdateKind::Alive => State::Alive,
+            UpdateKind::Suspect => State::Suspect,
+            UpdateKind::Dead => State::Dead,
+            UpdateKind::Left => State::Left,
+        };
+        let entry = Entry {
+            id: update.id.clone(),
+            incarnation: update.incarnation,
+            state,
+            since: now,
+            suspicion: (state == State::Suspect).then(|| Suspicion {
+                started: now,
+                confirmations: Vec::new(),
+            }),
+            was_alive: matches!(state, State::Alive | State::Suspect),
+        };
+        let status = entry.status();
+        self.members.insert(update.id.clone(), entry);
+        self.version += 1;
+        for old in older {
+            self.remove(&old);
+        }
+        if status == MemberStatus::Live {
+            if let Some(member) = self.member(&update.id) {
+                self.push_event(Event::Joined(member));
+            }
+        }
+        self.enqueue(update);
+    }
+
+    fn remove(&mut self, id: &NodeId) {
+        if let Some(entry) = self.members.remove(id) {
+            // Departed and superseded generations never come back.
+            let incarnation = match entry.state {
+                State::Left => u64::MAX,
+                _ if self
+                    .members
+                    .keys()
+                    .any(|k| k.name() == id.name() && k.generation() > id.generation()) =>
+                {
+                    u64::MAX
+                }
+                _ => entry.incarnation,
+            };
+            if self.removed.insert(id.clone(), incarnation).is_none() {
+                self.removed_order.push_back(id.clone());
+            }
+            while self.removed_order.len() > self.config.max_members {
+                if let Some(old) = self.removed_order.pop_front() {
+                    self.removed.remove(&old);
+                }
+            }
+            self.version += 1;
+            self.push_event(Event::Removed(id.clone()));
+        }
+    }
+
+    /// News about this node: a suspicion or a death notice at our incarnation is refuted by a
+    /// higher one (unless we are leaving).
+    fn about_self(&mut self, update: Update) {
+        if self.leaving {
+            return;
+        }
+        if matches!(update.kind, UpdateKind::Suspect | UpdateKind::Dead)
+            && update.incarnation >= self.incarnation
+        {
+            self.incarnation = update.incarnation + 1;
+            self.counts.refutations += 1;
+            if let Some(me) = self.members.get_mut(&self.config.node_id) {
+                me.incarnation = self.incarnation;
+            }
+            let alive = self.own_update(UpdateKind::Alive);
+            self.enqueue(alive);
+        }
+    }
+
+    /// Advances the machine to `now`: probes, suspicions, syncs and collection.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.expire_relays(now);
+        self.check_probe(now);
+        self.expire_suspicions(now);
+        self.collect(now);
+        if now >= self.next_probe {
+            self.finish_probe(now);
+            self.start_probe(now);
+            self.gossip();
+            self.next_probe = now + self.scaled(self.config.probe_interval);
+        }
+        if now >= self.next_sync {
+            self.sync();
+            self.next_sync = now + self.config.sync_interval;
+        }
+    }
+
+    fn expire_relays(&mut self, now: Instant) {
+        let expired: Vec<u32> = self
+            .relays
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in expired {
+            if let Some(relay) = self.relays.remove(&seq) {
+                self.send(
+                    relay.requester,
+                    &Body::Nack {
+                        seq: relay.their_seq,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The probe went unanswered past its timeout: others are asked to probe.
+    fn check_probe(&mut self, now: Instant) {
+        let Some(probe) = &self.probe else {
+            return;
+        };
+        if probe.acked
+            || probe.indirect_sent
+            || now < probe.sent_at + self.scaled(self.config.probe_timeout)
+        {
+            return;
+        }
+        let (target, seq) = (probe.target.clone(), probe.seq);
+        let relays = self.random_live(self.config.indirect_probes, Some(&target));
+        for relay in &relays {
+            self.send(
+                *relay,
+                &Body::PingReq {
+                    seq,
+                    target: target.clone(),
+                },
+            );
+        }
+        if let Some(probe) = &mut self.probe {
+            probe.indirect_sent = true;
+            probe.relays = relays.len();
+        }
+    }
+
+    /// The period is over: an unanswered target is suspected. Lifeguard: a missed answer, or a
+    /// relay that did not even answer `Nack`, counts against this node's own health.
+    fn finish_probe(&mut self, now: Instant) {
+        let Some(probe) = self.probe.take() else {
+            return;
+        };
+        if probe.acked {
+            return;
+        }
+        let missing_nacks = probe.relays.saturating_sub(probe.nacks);
+        self.local_health =
+            (self.local_health + 1 + u32::from(missing_nacks > 0)).min(MAX_LOCAL_HEALTH);
+        let Some(entry) = self.members.get(&probe.target) else {
+            return;
+        };
+        if entry.state != State::Alive {
+            return;
+        }
+        let suspect = entry.update(UpdateKind::Suspect);
+        let own = self.config.node_id.gossip_addr();
+        self.apply(now, own, suspect);
+    }
+
+    fn start_probe(&mut self, now: Instant) {
+        if self.leaving {
+            return;
+        }
+        let Some(target) = self.next_target() else {
+            return;
+        };
+        let seq = self.next_seq();
+        self.send(
+            target.gossip_addr(),
+            &Body::Ping {
+                seq,
+                target_generation: target.generation(),
+            },
+        );
+        self.probe = Some(Probe {
+            target,
+            seq,
+            sent_at: now,
+            acked: false,
+            indirect_sent: false,
+            relays: 0,
+            nacks: 0,
+        });
+    }
+
+    /// The next member to probe: round-robin over a shuffled list of live members, shuffled
+    /// again at every pass (SWIM's bound on the time to first detection).
+    fn next_target(&mut self) -> Option<NodeId> {
+        for _ in 0..2 {
+            while self.next_in_order < self.order.len() {
+                let id = self.order[self.next_in_order].clone();
+                self.next_in_order += 1;
+                if self
+                    .members
+                    .get(&id)
+                    .is_some_and(|e| matches!(e.state, State::Alive | State::Suspect))
+                {
+                    return Some(id);
+                }
+            }
+            let me = self.config.node_id.clone();
+            let mut order: Vec<NodeId> = self
+                .members
+                .values()
+                .filter(|e| e.id != me && matches!(e.state, State::Alive | State::Suspect))
+                .map(|e| e.id.clone())
+                .collect();
+            order.sort_unstable();
+            for i in (1..order.len()).rev() {
+                let j = self.random_index(i + 1);
+                order.swap(i, j);
+            }
+            self.order = order;
+            self.next_in_order = 0;
+            if self.order.is_empty() {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Pending updates go to a few random members (beside the probe), and seeds are asked
+    /// for the table while this node knows no one.
+    fn gossip(&mut self) {
+        if self.live_count() <= 1 {
+            for seed in self.config.seeds.clone() {
+                let digest = self.table_digest();
+                self.send(
+                    seed,
+                    &Body::SyncRequest {
+                        digest,
+                        answer_back: true,
+                    },
+                );
+            }
+            return;
+        }
+        if self.queue.is_empty() {
+            return;
+        }
+        for to in self.random_live(self.config.gossip_fanout, None) {
+            self.send(to, &Body::Gossip);
+        }
+    }
+
+    /// A push-pull table sync with one random member: the rare full reconciliation.
+    fn sync(&mut self) {
+        let Some(to) = self.random_live(1, None).pop() else {
+            return;
+        };
+        let digest = self.table_digest();
+        self.send(
+            to,
+            &Body::SyncRequest {
+                digest,
+                answer_back: true,
+            },
+        );
+    }
+
+    fn expire_suspicions(&mut self, now: Instant) {
+        let expired: Vec<NodeId> = self
+            .members
+            .values()
+            .filter(|e| {
+                e.suspicion
+                    .as_ref()
+                    .is_some_and(|s| self.suspicion_deadline(s) <= now)
+            })
+            .map(|e| e.id.clone())
+            .collect();
+        let own = self.config.node_id.gossip_addr();
+        for id in expired {
+            let Some(entry) = self.members.get(&id) else {
+                continue;
+            };
+            let dead = entry.update(UpdateKind::Dead);
+            self.apply(now, own, dead);
+        }
+    }
+
+    fn collect(&mut self, now: Instant) {
+        let grace = self.config.dead_node_grace_period;
+        let me = self.config.node_id.clone();
+        let over: Vec<NodeId> = self
+            .members
+            .values()
+            .filter(|e| {
+                e.id != me
+                    && matches!(e.state, State::Dead | State::Left)
+                    && now.saturating_duration_since(e.since) >= grace
+            })
+            .map(|e| e.id.clone())
+            .collect();
+        for id in over {
+            self.remove(&id);
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! cohort mode on an in-memory network with virtual time and seeded randomness.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::wire::{self, Body, Packet, Update, UpdateKind};
+use super::*;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn id(name: &str, generation: u64, port: u16) -> NodeId {
+    NodeId::new(name, generation, addr(port))
+}
+
+/// Nodes on a network that delivers every packet at once, except to or from `down` nodes and
+/// on `cut` links (one way), with a seeded loss rate.
+struct Net {
+    nodes: Vec<CohortMembership>,
+    down: Vec<bool>,
+    cut: HashSet<(SocketAddr, SocketAddr)>,
+    loss_per_mille: u64,
+    rng: u64,
+    now: Instant,
+    events: Vec<Vec<Event>>,
+    /// The largest packet seen.
+    largest: usize,
+    sent: u64,
+}
+
+impl Net {
+    fn new(n: u16) -> Self {
+        let now = Instant::now();
+        let seed = addr(9000);
+        let nodes = (0..n)
+            .map(|i| {
+                let mut config = CohortConfig::new(id(&format!("n{i}"), 1, 9000 + i), "test");
+                config.seeds = vec![seed];
+                config.rng_seed = u64::from(i) + 1;
+                CohortMembership::new(config, now)
+            })
+            .collect();
+        Self {
+            nodes,
+            down: vec![false; usize::from(n)],
+            cut: HashSet::new(),
+            loss_per_mille: 0,
+            rng: 0x5eed,
+            now,
+            events: vec![Vec::new(); usize::from(n)],
+            largest: 0,
+            sent: 0,
+        }
+    }
+
+    fn lost(&mut self) -> bool {
+        if self.loss_per_mille == 0 {
+            return false;
+        }
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng % 1000 < self.loss_per_mille
+    }
+
+    fn index_of(&self, to: SocketAddr) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.node_id().gossip_addr() == to)
+    }
+
+    fn flush(&mut self) {
+        let mut buf = Vec::new();
+        loop {
+            let mut moved = false;
+            for i in 0..self.nodes.len() {
+                while let Some(to) = self.nodes[i].poll_transmit(&mut buf) {
+                    moved = true;
+                    self.sent += 1;
+                    self.largest = self.largest.max(buf.len());
+                    let from = self.nodes[i].node_id().gossip_addr();
+                    if self.down[i] || self.cut.contains(&(from, to)) || self.lost() {
+                        continue;
+                    }
+                    let Some(j) = self.index_of(to) else { continue };
+                    if self.down[j] {
+                        continue;
+                    }
+                    let now = self.now;
+                    self.nodes[j]
+                        .handle_datagram(now, from, &buf)
+                        .expect("a valid packet");
+                }
+                while let Some(event) = self.nodes[i].poll_event() {
+                    self.events[i].push(event);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// Advances virtual time by `by`, in steps of 5 ms, firing every due timer.
+    fn run(&mut self, by: Duration) {
+        let end = self.now + by;
+        while self.now < end {
+            self.now += Duration::from_millis(5);
+            for i in 0..self.nodes.len() {
+                if !self.down[i] && self.nodes[i].poll_timeout() <= self.now {
+                    let now = self.now;
+                    self.nodes[i].handle_timeout(now);
+                }
+            }
+            self.flush();
+        }
+    }
+
+    /// Runs until `done` holds, for at most `limit`; returns how long it took.
+    fn run_until(&mut self, limit: Duration, done: impl Fn(&Self) -> bool) -> Option<Duration> {
+        let start = self.now;
+        while self.now - start < limit {
+            if done(self) {
+                return Some(self.now - start);
+            }
+            self.run(Duration::from_millis(5));
+        }
+        done(self).then(|| self.now - start)
+    }
+
+    fn status(&self, at: usize, of: usize) -> Option<MemberStatus> {
+        self.nodes[at].status(self.nodes[of].node_id())
+    }
+
+    fn all_live(&self) -> bool {
+        (0..self.nodes.len()).filter(|&i| !self.down[i]).all(|i| {
+            (0..self.nodes.len())
+                .filter(|&j| !self.down[j])
+                .all(|j| self.status(i, j) == Some(MemberStatus::Live))
+        })
+    }
+}
+
+#[test]
+fn nodes_join_through_a_seed_and_see_each_other_live() {
+    let mut net = Net::new(8);
+    let took = net
+        .run_until(Duration::from_secs(5), Net::all_live)
+        .expect("the cluster converges");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    for events in &net.events {
+        let joined = events
+            .iter()
+            .filter(|e| matches!(e, Event::Joined(_)))
+            .count();
+        assert_eq!(joined, 7, "each node saw the 7 others join once");
+    }
+    assert!(net.largest <= MAX_PACKET, "{} bytes", net.largest);
+    // Steady state: nothing fails for a while.
+    net.run(Duration::from_secs(30));
+    assert!(net.all_live());
+    assert!(
+        net.events
+            .iter()
+            .flatten()
+            .all(|e| !matches!(e, Event::Failed(_)))
+    );
+}
+
+#[test]
+fn a_crash_is_detected_by_every_survivor_and_collected() {
+    let mut net = Net::new(10);
+    net.run_until(Duration::from_secs(5), Net::all_live)
+        .expect("converges");
+    net.down[3] = true;
+    let crashed = net.nodes[3].node_id().clone();
+    let took = net
+        .run_until(Duration::from_secs(10), |net| {
+            (0..10)
+                .filter(|&i| i != 3)
+                .all(|i| net.status(i, 3) == Some(MemberStatus::Failed))
+        })
+        .expect("every survivor declares it failed");
+    assert!(
+        took < Duration::from_secs(3),
+        "crash to dead everywhere in {took:?}"
+    );
+    let grace = net.nodes[0].config.dead_node_grace_period;
+    net.run(grace + Duration::from_secs(1));
+    for i in (0..10).filter(|&i| i != 3) {
+        assert_eq!(net.nodes[i].status(&crashed), None, "collected at node {i}");
+        assert!(net.events[i].contains(&Event::Removed(crashed.clone())));
+    }
+    // Stale news does not bring it back.
+    assert!(net.all_live());
+}
+
+#[test]
+fn a_suspected_node_that_is_alive_refutes_and_never_fails() {
+    let mut net = Net::new(6);
+    net.run_until(Duration::from_secs(5), Net::all_live)
+        .expect("converges");
+    // Everything sent to node 2 is lost for a moment: it is suspected, then refutes.
+    let target = net.nodes[2].node_id().gossip_addr();
+    for i in 0..6 {
+        let from = net.nodes[i].node_id().gossip_addr();
+        net.cut.insert((from, target));
+    }
+    net.run_until(Duration::from_secs(3), |net| {
+        (0..6).any(|i| i != 2 && net.nodes[i].is_suspected(net.nodes[2].node_id()))
+    })
+    .expect("node 2 is suspected");
+    net.cut.clear();
+    net.run(Duration::from_secs(5));
+    assert!(net.nodes[2].incarnation() > 0, "it refuted");
+    assert!(net.nodes[2].counts().refutations > 0);
+    assert!(net.all_live());
+    assert!(
+        net.events
+            .iter()
+            .flatten()
+            .all(|e| !matches!(e, Event::Failed(_))),
+        "no false positive"
+    );
+}
+
+#[test]
+fn no_false_positive_at_one_percent_loss() {
+    let mut net = Net::new(20);
+    net.run_until(Duration::from_secs(5), Net::all_live)
+        .expect("converges");
+    net.loss_per_mille = 10;
+    net.run(Duration::from_secs(120));
+    assert!(
+        net.events
+            .iter()
+            .flatten()
+            .all(|e| !matches!(e, Event::Failed(_))),
+        "no member declared failed at 1% loss"
+    );
+    assert!(net.all_live());
+}
+
+#[test]
+fn a_leave_is_seen_at_once_and_a_restart_replaces_the_old_generation() {
+    let mut net = Net::new(6);
+    net.run_until(Duration::from_secs(5), Net::all_live)
+        .expect("converges");
+    let now = net.now;
+    net.nodes[4].leave(now);
+    net.flush();
+    net.run_until(Duration::from_secs(1), |net| {
+        (0..6)
+            .filter(|&i| i != 4)
+            .all(|i| net.status(i, 4) == Some(MemberStatus::Left))
+    })
+    .expect("every node sees it left within a second");
+    // Node 5 restarts with a higher generation at the same address.
+    let old = net.nodes[5].node_id().clone();
+    let mut config = CohortConfig::new(id("n5", 2, 9005), "test");
+    config.seeds = vec![addr(9000)];
+    config.rng_seed = 99;
+    net.nodes[5] = CohortMembership::new(config, net.now);
+    let new = net.nodes[5].node_id().clone();
+    net.run_until(Duration::from_secs(5), |net| {
+        (0..4).all(|i| {
+            net.nodes[i].status(&new) == Some(MemberStatus::Live)
+                && net.nodes[i].status(&old).is_none()
+        })
+    })
+    .expect("the new generation replaces the old one");
+    assert!(net.events[0].contains(&Event::Removed(old)));
+}
+
+#[test]
+fn packets_round_trip_and_bad_bytes_are_typed_errors() {
+    let from = id("a", 7, 7000);
+    let target = NodeId::new("b", 9, "[::1]:7001".parse().unwrap());
+    let bodies = [
+        Body::Ping {
+            seq: 1,
+            target_generation: 9,
+        },
+        Body::Ack { seq: 2 },
+        Body::PingReq {
+            seq: 3,
+            target: target.clone(),
+        },
+        Body::Nack { seq: 4 },
+        Body::Gossip,
+        Body::SyncRequest {
+            digest: 5,
+            answer_back: true,
+        },
+        Body::SyncResponse,
+    ];
+    for body in bodies {
+        let packet = Packet {
+            cluster: wire::cluster_hash("test"),
+            from: from.clone(),
+            incarnation: 3,
+            body,
+            updates: vec![
+                Update {
+                    kind: UpdateKind::Suspect,
+                    id: target.clone(),
+                    incarnation: 1,
+                },
+                Update {
+                    kind: UpdateKind::Left,
+                    id: from.clone(),
+                    incarnation: 3,
+                },
+            ],
+        };
+        let mut bytes = Vec::new();
+        assert_eq!(wire::encode(&packet, &mut bytes), 2);
+        assert_eq!(wire::decode(&bytes), Ok(packet.clone()));
+        // Every strict prefix is refused; so is a byte more.
+        for cut in 0..bytes.len() {
+            assert!(
+                wire::decode(&bytes[..cut]).is_err(),
+                "prefix of {cut} bytes"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(wire::decode(&longer), Err(DecodeError::TrailingBytes(1)));
+    }
+    assert_eq!(
+        wire::decode(&[0x53, 0xb0, 0, 0]),
+        Err(DecodeError::BadMagic(0xb053)),
+        "a chitchat datagram is not taken for a cohort-mode packet"
+    );
+}
+
+#[test]
+fn a_large_table_syncs_in_packets_under_the_bound() {
+    let now = Instant::now();
+    let mut big = CohortMembership::new(CohortConfig::new(id("big", 1, 8000), "test"), now);
+    for i in 0..500u16 {
+        let name = format!("member-with-a-longish-name-{i:04}");
+        let update = Update {
+            kind: UpdateKind::Alive,
+            id: id(&name, 1, 10_000 + i),
+            incarnation: 0,
+        };
+        big.apply(now, addr(1), update);
+    }
+    assert_eq!(big.len(), 501);
+    let mut joiner = CohortMembership::new(CohortConfig::new(id("joiner", 1, 8001), "test"), now);
+    let request = Packet {
+        cluster: wire::cluster_hash("test"),
+        from: joiner.node_id().clone(),
+        incarnation: 0,
+        body: Body::SyncRequest {
+            digest: joiner.table_digest(),
+            answer_back: false,
+        },
+        updates: Vec::new(),
+    };
+    big.handle_packet(now, addr(8001), request);
+    let mut buf = Vec::new();
+    let mut packets = 0;
+    while let Some(to) = big.poll_transmit(&mut buf) {
+        assert_eq!(to, addr(8001));
+        assert!(buf.len() <= MAX_PACKET, "{} bytes", buf.len());
+        joiner.handle_datagram(now, addr(8000), &buf).unwrap();
+        packets += 1;
+    }
+    assert!(packets > 10, "{packets} packets");
+    assert_eq!(joiner.len(), 502, "the joiner knows the whole table");
+}
+
+#[test]
+fn another_clusters_packets_are_counted_and_change_nothing() {
+    let now = Instant::now();
+    let mut m = CohortMembership::new(CohortConfig::new(id("a", 1, 8100), "test"), now);
+    let packet = Packet {
+        cluster: wire::cluster_hash("other"),
+        from: id("x", 1, 8101),
+        incarnation: 0,
+        body: Body::Gossip,
+        updates: Vec::new(),
+    };
+    let mut bytes = Vec::new();
+    wire::encode(&packet, &mut bytes);
+    m.handle_datagram(now, addr(8101), &bytes).unwrap();
+    assert_eq!(m.len(), 1);
+    assert_eq!(m.counts().bad_cluster, 1);
+}

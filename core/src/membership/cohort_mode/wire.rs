@@ -1,0 +1,395 @@
+//! cohort mode's datagrams: probes, their answers, gossip and table syncs, each with the
+//! membership updates it carries, in at most [`MAX_PACKET`] bytes (`docs/cohort-mode.md`).
+//!
+//! Owns [`Packet`], [`Body`], [`Update`] and their encoding. Decoding checks every length
+//! against the input, allocates only what the input holds, and never panics.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::NodeId;
+use crate::wire::DecodeError;
+
+/// The first two bytes of a cohort-mode packet (`4d c0`), after the envelope.
+pub const COHORT_MODE_MAGIC: u16 = 0xC04D;
+
+/// The format version this code writes and reads.
+pub const COHORT_MODE_VERSION: u8 = 1;
+
+/// The largest packet (without its envelope): with the envelope and its tag, a datagram stays
+/// under 1,400 bytes, which no real network fragments.
+pub const MAX_PACKET: usize = 1_400 - 64;
+
+/// The longest node name a packet carries.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// What a member is, as an update says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UpdateKind {
+    /// Alive at the incarnation (a refutation when the incarnation is new).
+    Alive = 1,
+    /// Suspected of having failed at the incarnation.
+    Suspect = 2,
+    /// Declared failed at the incarnation.
+    Dead = 3,
+    /// Left the cluster (final for this generation).
+    Left = 4,
+}
+
+impl UpdateKind {
+    fn from_byte(byte: u8) -> Result<Self, DecodeError> {
+        Ok(match byte {
+            1 => Self::Alive,
+            2 => Self::Suspect,
+            3 => Self::Dead,
+            4 => Self::Left,
+            tag => {
+                return Err(DecodeError::InvalidTag {
+                    what: "update",
+                    tag,
+                });
+            }
+        })
+    }
+}
+
+/// One piece of membership news.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Update {
+    /// What it says.
+    pub kind: UpdateKind,
+    /// About whom.
+    pub id: NodeId,
+    /// At which incarnation of that member (raised by the member to refute a suspicion).
+    pub incarnation: u64,
+}
+
+impl Update {
+    /// Its encoded length.
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        1 + 8 + id_len(&self.id)
+    }
+}
+
+/// What a packet is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// A probe of the receiver's generation `target_generation` (another generation at that
+    /// address does not answer).
+    Ping {
+        /// The prober's sequence number, echoed by the answer.
+        seq: u32,
+        /// The generation probed.
+        target_generation: u64,
+    },
+    /// The answer to a `Ping` (or one relayed for a `PingReq`).
+    Ack {
+        /// The `Ping`'s (or `PingReq`'s) sequence number.
+        seq: u32,
+    },
+    /// Asks the receiver to probe `target` and relay its `Ack`.
+    PingReq {
+        /// The requester's sequence number, echoed by the relayed `Ack` or the `Nack`.
+        seq: u32,
+        /// The member to probe.
+        target: NodeId,
+    },
+    /// The relay's probe of a `PingReq` went unanswered (the requester's own links work).
+    Nack {
+        /// The `PingReq`'s sequence number.
+        seq: u32,
+    },
+    /// Nothing but the updates carried.
+    Gossip,
+    /// A summary of the sender's table; the receiver sends its table if its summary differs.
+    SyncRequest {
+        /// The sender's table summary ([`table_digest`](super::CohortMembership::table_digest)).
+        digest: u64,
+        /// Whether the receiver should send its own summary back (a push-pull exchange).
+        answer_back: bool,
+    },
+    /// Part of the sender's table: the updates carried are its records.
+    SyncResponse,
+}
+
+impl Body {
+    fn kind(&self) -> u8 {
+        match self {
+            Self::Ping { .. } => 1,
+            Self::Ack { .. } => 2,
+            Self::PingReq { .. } => 3,
+            Self::Nack { .. } => 4,
+            Self::Gossip => 5,
+            Self::SyncRequest { .. } => 6,
+            Self::SyncResponse => 7,
+        }
+    }
+}
+
+/// A whole packet: the cluster, the sender, what it is for, and the updates it carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packet {
+    /// A hash of the sender's cluster id ([`cluster_hash`]).
+    pub cluster: u64,
+    /// The sender.
+    pub from: NodeId,
+    /// The sender's incarnation (a packet from it proves it alive at this incarnation).
+    pub incarnation: u64,
+    /// What the packet is for.
+    pub body: Body,
+    /// Membership news carried along.
+    pub updates: Vec<Update>,
+}
+
+/// The hash of a cluster id that packets carry (FNV-1a, 64 bits).
+#[must_use]
+pub fn cluster_hash(cluster_id: &str) -> u64 {
+    crate::hash::Fnv1a64::new()
+        .write(cluster_id.as_bytes())
+        .finish()
+}
+
+fn id_len(id: &NodeId) -> usize {
+    let ip = match id.gossip_addr().ip() {
+        IpAddr::V4(_) => 4,
+        IpAddr::V6(_) => 16,
+    };
+    1 + id.name().len().min(MAX_NAME_LEN) + 8 + 1 + ip + 2
+}
+
+fn put_id(id: &NodeId, out: &mut Vec<u8>) {
+    let name = id.name().as_bytes();
+    let name = &name[..name.len().min(MAX_NAME_LEN)];
+    out.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(name);
+    out.extend_from_slice(&id.generation().to_le_bytes());
+    let addr = id.gossip_addr();
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&addr.port().to_le_bytes());
+}
+
+/// Writes the packet without its updates; returns where the update count byte is (the caller
+/// appends updates with [`push_update`] and counts them there).
+pub(crate) fn encode_head(
+    cluster: u64,
+    from: &NodeId,
+    incarnation: u64,
+    body: &Body,
+    out: &mut Vec<u8>,
+) -> usize {
+    out.extend_from_slice(&COHORT_MODE_MAGIC.to_le_bytes());
+    out.push(COHORT_MODE_VERSION);
+    out.push(body.kind());
+    out.extend_from_slice(&cluster.to_le_bytes());
+    put_id(from, out);
+    out.extend_from_slice(&incarnation.to_le_bytes());
+    match body {
+        Body::Ping {
+            seq,
+            target_generation,
+        } => {
+            out.extend_from_slice(&seq.to_le_bytes());
+            out.extend_from_slice(&target_generation.to_le_bytes());
+        }
+        Body::Ack { seq } | Body::Nack { seq } => out.extend_from_slice(&seq.to_le_bytes()),
+        Body::PingReq { seq, target } => {
+            out.extend_from_slice(&seq.to_le_bytes());
+            put_id(target, out);
+        }
+        Body::Gossip | Body::SyncResponse => {}
+        Body::SyncRequest {
+            digest,
+            answer_back,
+        } => {
+            out.extend_from_slice(&digest.to_le_bytes());
+            out.push(u8::from(*answer_back));
+        }
+    }
+    out.push(0);
+    out.len() - 1
+}
+
+/// Appends `update` to a packet begun with [`encode_head`] if it fits in `limit` bytes (and
+/// the count stays below 256); returns whether it did.
+pub(crate) fn push_update(
+    out: &mut Vec<u8>,
+    count_at: usize,
+    update: &Update,
+    limit: usize,
+) -> bool {
+    if out[count_at] == u8::MAX || out.len() + update.encoded_len() > limit {
+        return false;
+    }
+    out.push(update.kind as u8);
+    out.extend_from_slice(&update.incarnation.to_le_bytes());
+    put_id(&update.id, out);
+    out[count_at] += 1;
+    true
+}
+
+/// Encodes a whole packet (its updates as far as [`MAX_PACKET`] allows; the others are left
+/// out). Returns how many updates were written.
+pub fn encode(packet: &Packet, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    let at = encode_head(
+        packet.cluster,
+        &packet.from,
+        packet.incarnation,
+        &packet.body,
+        out,
+    );
+    packet
+        .updates
+        .iter()
+        .take_while(|u| push_update(out, at, u, start + MAX_PACKET))
+        .count()
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        if self.bytes.len() < n {
+            return Err(DecodeError::Truncated {
+                what,
+                needed: n - self.bytes.len(),
+            });
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+        let b = self.take(2, what)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        let b = self.take(8, what)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn id(&mut self) -> Result<NodeId, DecodeError> {
+        let len = usize::from(self.u8("node name length")?);
+        let name = std::str::from_utf8(self.take(len, "node name")?)
+            .map_err(|_| DecodeError::InvalidUtf8("node name"))?;
+        let generation = self.u64("generation")?;
+        let ip = match self.u8("address family")? {
+            4 => {
+                let b = self.take(4, "IPv4 address")?;
+                IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+            }
+            6 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(self.take(16, "IPv6 address")?);
+                IpAddr::V6(Ipv6Addr::from(a))
+            }
+            tag => {
+                return Err(DecodeError::InvalidTag {
+                    what: "address family",
+                    tag,
+                });
+            }
+        };
+        let port = self.u16("port")?;
+        Ok(NodeId::new(name, generation, SocketAddr::new(ip, port)))
+    }
+}
+
+/// Decodes a packet (without its envelope).
+///
+/// # Errors
+///
+/// A [`DecodeError`] for anything but a whole, valid packet: another magic number or version,
+/// an unknown kind or tag, a name that is not UTF-8, missing bytes, or bytes left over.
+pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
+    if bytes.len() > crate::wire::MAX_DATAGRAM_SIZE {
+        return Err(DecodeError::Oversized(bytes.len()));
+    }
+    let mut r = Reader { bytes };
+    let magic = r.u16("magic")?;
+    if magic != COHORT_MODE_MAGIC {
+        return Err(DecodeError::BadMagic(magic));
+    }
+    let version = r.u8("version")?;
+    if version != COHORT_MODE_VERSION {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let kind = r.u8("packet kind")?;
+    let cluster = r.u64("cluster")?;
+    let from = r.id()?;
+    let incarnation = r.u64("incarnation")?;
+    let body = match kind {
+        1 => Body::Ping {
+            seq: r.u32("sequence")?,
+            target_generation: r.u64("target generation")?,
+        },
+        2 => Body::Ack {
+            seq: r.u32("sequence")?,
+        },
+        3 => Body::PingReq {
+            seq: r.u32("sequence")?,
+            target: r.id()?,
+        },
+        4 => Body::Nack {
+            seq: r.u32("sequence")?,
+        },
+        5 => Body::Gossip,
+        6 => Body::SyncRequest {
+            digest: r.u64("digest")?,
+            answer_back: match r.u8("answer back")? {
+                0 => false,
+                1 => true,
+                tag => {
+                    return Err(DecodeError::InvalidTag {
+                        what: "answer back",
+                        tag,
+                    });
+                }
+            },
+        },
+        7 => Body::SyncResponse,
+        other => return Err(DecodeError::UnknownMessageType(other)),
+    };
+    let count = r.u8("update count")?;
+    // Each update is at least 21 bytes: no allocation beyond what the input can hold.
+    let mut updates = Vec::with_capacity(usize::from(count).min(r.bytes.len() / 21));
+    for _ in 0..count {
+        let kind = UpdateKind::from_byte(r.u8("update kind")?)?;
+        let incarnation = r.u64("update incarnation")?;
+        let id = r.id()?;
+        updates.push(Update {
+            kind,
+            id,
+            incarnation,
+        });
+    }
+    if !r.bytes.is_empty() {
+        return Err(DecodeError::TrailingBytes(r.bytes.len()));
+    }
+    Ok(Packet {
+        cluster,
+        from,
+        incarnation,
+        body,
+        updates,
+    })
+}
