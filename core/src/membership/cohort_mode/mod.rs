@@ -218,6 +218,19 @@ pub struct CohortMembership {
     cluster: u64,
     incarnation: u64,
     members: HashMap<NodeId, Entry>,
+    /// The members known live (alive or suspected), this node excepted, and where each is in
+    /// `live` (random picks and counts in O(1)).
+    live: Vec<NodeId>,
+    live_at: HashMap<NodeId, usize>,
+    /// The suspected members (their deadlines are the only ones scanned).
+    suspects: std::collections::HashSet<NodeId>,
+    /// Failed and departed members in the order they became so (entries that changed since
+    /// are skipped when met), for their collection.
+    departed: VecDeque<(Instant, NodeId)>,
+    /// The generations known of each name.
+    generations: HashMap<String, Vec<NodeId>>,
+    /// The table summary, kept as records change ([`table_digest`](Self::table_digest)).
+    digest: u64,
     /// Collected members and the incarnation they had, so that stale news does not bring them
     /// back (the oldest forgotten first past `max_members`).
     removed: HashMap<NodeId, u64>,
@@ -267,6 +280,12 @@ impl CohortMembership {
             members,
             removed: HashMap::new(),
             removed_order: VecDeque::new(),
+            live: Vec::new(),
+            live_at: HashMap::new(),
+            suspects: std::collections::HashSet::new(),
+            departed: VecDeque::new(),
+            generations: HashMap::new(),
+            digest: 0,
             order: Vec::new(),
             next_in_order: 0,
             probe: None,
@@ -285,9 +304,121 @@ impl CohortMembership {
             rng: Xoshiro256PlusPlus::seed_from_u64(config.rng_seed),
             config,
         };
-        let me = machine.own_update(UpdateKind::Alive);
-        machine.enqueue(me);
+        let me = machine.config.node_id.clone();
+        machine.indexed(&me, None);
+        let alive = machine.own_update(UpdateKind::Alive);
+        machine.enqueue(alive);
         machine
+    }
+
+    /// Keeps the indexes (live list, suspects, departed queue, names, table summary) in step
+    /// with `id`'s entry, which was `before` (state and incarnation; `None`: just added) and is
+    /// now whatever the table holds (nothing: just removed).
+    fn indexed(&mut self, id: &NodeId, before: Option<(State, u64)>) {
+        let now_entry = self
+            .members
+            .get(id)
+            .map(|e| (e.state, e.incarnation, e.since));
+        if let Some((state, incarnation)) = before {
+            self.digest = self
+                .digest
+                .wrapping_sub(record_hash(id, state, incarnation));
+        } else if now_entry.is_some() {
+            self.generations
+                .entry(id.name().to_owned())
+                .or_default()
+                .push(id.clone());
+        }
+        let is_self = *id == self.config.node_id;
+        let was_live = before.is_some_and(|(s, _)| matches!(s, State::Alive | State::Suspect));
+        match now_entry {
+            Some((state, incarnation, since)) => {
+                self.digest = self
+                    .digest
+                    .wrapping_add(record_hash(id, state, incarnation));
+                let is_live = matches!(state, State::Alive | State::Suspect);
+                if !is_self && is_live && !was_live {
+                    self.live_at.insert(id.clone(), self.live.len());
+                    self.live.push(id.clone());
+                } else if !is_self && !is_live && was_live {
+                    self.unlist(id);
+                }
+                if state == State::Suspect {
+                    self.suspects.insert(id.clone());
+                } else {
+                    self.suspects.remove(id);
+                }
+                let state_changed = before.map(|b| b.0) != Some(state);
+                if !is_self && !is_live && state_changed {
+                    self.departed.push_back((since, id.clone()));
+                }
+            }
+            None => {
+                if was_live && !is_self {
+                    self.unlist(id);
+                }
+                self.suspects.remove(id);
+                if let Some(ids) = self.generations.get_mut(id.name()) {
+                    ids.retain(|other| other != id);
+                    if ids.is_empty() {
+                        self.generations.remove(id.name());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks that the indexes agree with the table (tests).
+    #[cfg(test)]
+    pub(crate) fn check_indexes(&self) {
+        let digest = self
+            .members
+            .values()
+            .map(|e| record_hash(&e.id, e.state, e.incarnation))
+            .fold(0u64, u64::wrapping_add);
+        assert_eq!(digest, self.digest, "the table summary");
+        let mut live: Vec<&NodeId> = self
+            .members
+            .values()
+            .filter(|e| {
+                e.id != self.config.node_id && matches!(e.state, State::Alive | State::Suspect)
+            })
+            .map(|e| &e.id)
+            .collect();
+        let mut listed: Vec<&NodeId> = self.live.iter().collect();
+        live.sort();
+        listed.sort();
+        assert_eq!(live, listed, "the live list");
+        for (id, at) in &self.live_at {
+            assert_eq!(&self.live[*at], id, "the live positions");
+        }
+        let suspects = self
+            .members
+            .values()
+            .filter(|e| e.state == State::Suspect)
+            .count();
+        assert_eq!(suspects, self.suspects.len(), "the suspects");
+        for e in self.members.values() {
+            if matches!(e.state, State::Dead | State::Left) && e.id != self.config.node_id {
+                assert!(
+                    self.departed.contains(&(e.since, e.id.clone())),
+                    "{} is queued for collection",
+                    e.id
+                );
+            }
+        }
+        let generations: usize = self.generations.values().map(Vec::len).sum();
+        assert_eq!(generations, self.members.len(), "the names");
+    }
+
+    /// Takes `id` out of the live list.
+    fn unlist(&mut self, id: &NodeId) {
+        if let Some(at) = self.live_at.remove(id) {
+            self.live.swap_remove(at);
+            if let Some(moved) = self.live.get(at) {
+                self.live_at.insert(moved.clone(), at);
+            }
+        }
     }
 
     // ------------------------------------------------------------------------- queries
@@ -359,43 +490,24 @@ impl CohortMembership {
     /// mean equal tables (up to a 64-bit hash collision).
     #[must_use]
     pub fn table_digest(&self) -> u64 {
-        self.members
-            .values()
-            .map(|e| {
-                let update = e.current_update();
-                crate::hash::mix64(
-                    crate::hash::Fnv1a64::new()
-                        .write(e.id.name().as_bytes())
-                        .write(&e.id.generation().to_le_bytes())
-                        .write(e.id.gossip_addr().to_string().as_bytes())
-                        .write(&update.incarnation.to_le_bytes())
-                        .write(&[update.kind as u8])
-                        .finish(),
-                )
-            })
-            .fold(0u64, u64::wrapping_add)
+        self.digest
     }
 
-    /// The number of members that are not known failed or departed (this node included,
-    /// unless it is leaving).
-    fn live_count(&self) -> usize {
-        self.members
-            .values()
-            .filter(|e| matches!(e.state, State::Alive | State::Suspect))
-            .count()
+    /// The number of live members other than this node.
+    #[must_use]
+    pub fn live_peers(&self) -> usize {
+        self.live.len()
     }
 
     /// How many times an update is sent: `retransmit_mult × ⌈log10(N + 1)⌉`.
     fn retransmit_limit(&self) -> u32 {
-        let n = self.members.len() + 1;
-        let digits = u32::try_from(n.to_string().len()).unwrap_or(u32::MAX);
+        let digits = decimal_digits(self.members.len() + 1);
         self.config.retransmit_mult.saturating_mul(digits.max(1))
     }
 
     /// The shortest and longest suspicion timeouts for the current cluster size.
     fn suspicion_bounds(&self) -> (Duration, Duration) {
-        let n = self.members.len().max(1);
-        let log10 = u32::try_from(n.to_string().len()).unwrap_or(1).max(2) - 1;
+        let log10 = decimal_digits(self.members.len().max(1)).max(2) - 1;
         let min = self.config.probe_interval * self.config.suspicion_alpha * log10.max(1);
         (min, min * self.config.suspicion_beta.max(1))
     }
@@ -421,13 +533,13 @@ impl CohortMembership {
         for relay in self.relays.values() {
             due = due.min(relay.deadline);
         }
-        for entry in self.members.values() {
-            if let Some(suspicion) = &entry.suspicion {
+        for id in &self.suspects {
+            if let Some(suspicion) = self.members.get(id).and_then(|e| e.suspicion.as_ref()) {
                 due = due.min(self.suspicion_deadline(suspicion));
             }
-            if matches!(entry.state, State::Dead | State::Left) && entry.id != self.config.node_id {
-                due = due.min(entry.since + self.config.dead_node_grace_period);
-            }
+        }
+        if let Some((since, _)) = self.departed.front() {
+            due = due.min(*since + self.config.dead_node_grace_period);
         }
         due
     }
@@ -536,24 +648,23 @@ impl CohortMembership {
 
     /// Up to `count` random live members other than this node and `except`.
     fn random_live(&mut self, count: usize, except: Option<&NodeId>) -> Vec<SocketAddr> {
-        let me = &self.config.node_id;
-        let mut candidates: Vec<SocketAddr> = self
-            .members
-            .values()
-            .filter(|e| {
-                &e.id != me
-                    && Some(&e.id) != except
-                    && matches!(e.state, State::Alive | State::Suspect)
-            })
-            .map(|e| e.id.gossip_addr())
-            .collect();
-        candidates.sort_unstable();
-        let mut chosen = Vec::with_capacity(count.min(candidates.len()));
-        while chosen.len() < count && !candidates.is_empty() {
-            let i = self.random_index(candidates.len());
-            chosen.push(candidates.swap_remove(i));
+        let excluded = usize::from(except.is_some_and(|e| self.live_at.contains_key(e)));
+        let want = count.min(self.live.len() - excluded);
+        let mut chosen: Vec<usize> = Vec::with_capacity(want);
+        // Rejection sampling: `want` is small (a few), the live list large.
+        let mut attempts = 0;
+        while chosen.len() < want && attempts < 64 * (want + 1) {
+            attempts += 1;
+            let i = self.random_index(self.live.len());
+            if chosen.contains(&i) || except == Some(&self.live[i]) {
+                continue;
+            }
+            chosen.push(i);
         }
         chosen
+            .into_iter()
+            .map(|i| self.live[i].gossip_addr())
+            .collect()
     }
 
     // ------------------------------------------------------------------------- commands
@@ -567,8 +678,10 @@ impl CohortMembership {
         self.leaving = true;
         let me = self.config.node_id.clone();
         if let Some(entry) = self.members.get_mut(&me) {
+            let before = (entry.state, entry.incarnation);
             entry.state = State::Left;
             entry.since = now;
+            self.indexed(&me, Some(before));
         }
         self.version += 1;
         let update = self.own_update(UpdateKind::Left);
@@ -743,6 +856,7 @@ impl CohortMembership {
             return;
         };
         let before = entry.status();
+        let before_record = (entry.state, entry.incarnation);
         let newer = update.incarnation > entry.incarnation;
         let changed = match (update.kind, entry.state) {
             (_, State::Left) => false,
@@ -801,6 +915,7 @@ impl CohortMembership {
         let after = entry.status();
         let id = entry.id.clone();
         self.version += 1;
+        self.indexed(&id, Some(before_record));
         self.report(&id, before, after);
         self.enqueue(update);
     }
@@ -834,11 +949,8 @@ impl CohortMembership {
             self.removed_order.retain(|id| *id != update.id);
         }
         // A newer generation of the name is known: this one is over.
-        if self
-            .members
-            .keys()
-            .any(|k| k.name() == update.id.name() && k.generation() > update.id.generation())
-        {
+        let known = self.generations.get(update.id.name());
+        if known.is_some_and(|ids| ids.iter().any(|k| k.generation() > update.id.generation())) {
             return;
         }
         if self.members.len() >= self.config.max_members {
@@ -846,11 +958,17 @@ impl CohortMembership {
             return;
         }
         let older: Vec<NodeId> = self
-            .members
-            .keys()
-            .filter(|k| k.name() == update.id.name() && k.generation() < update.id.generation())
-            .cloned()
-            .collect();
+            .generations
+            .get(update.id.name())
+            .map(|ids| {
+                ids.iter()
+                    .filter(|k| {
+                        k.generation() < update.id.generation() && **k != self.config.node_id
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
         let state = match update.kind {
             UpdateKind::Alive => State::Alive,
             UpdateKind::Suspect => State::Suspect,
@@ -870,6 +988,7 @@ impl CohortMembership {
         };
         let status = entry.status();
         self.members.insert(update.id.clone(), entry);
+        self.indexed(&update.id, None);
         self.version += 1;
         for old in older {
             self.remove(&old);
@@ -884,17 +1003,16 @@ impl CohortMembership {
 
     fn remove(&mut self, id: &NodeId) {
         if let Some(entry) = self.members.remove(id) {
+            self.indexed(id, Some((entry.state, entry.incarnation)));
             // Departed and superseded generations never come back.
-            let incarnation = match entry.state {
-                State::Left => u64::MAX,
-                _ if self
-                    .members
-                    .keys()
-                    .any(|k| k.name() == id.name() && k.generation() > id.generation()) =>
-                {
-                    u64::MAX
-                }
-                _ => entry.incarnation,
+            let superseded = self
+                .generations
+                .get(id.name())
+                .is_some_and(|ids| ids.iter().any(|k| k.generation() > id.generation()));
+            let incarnation = if entry.state == State::Left || superseded {
+                u64::MAX
+            } else {
+                entry.incarnation
             };
             if self.removed.insert(id.clone(), incarnation).is_none() {
                 self.removed_order.push_back(id.clone());
@@ -920,8 +1038,11 @@ impl CohortMembership {
         {
             self.incarnation = update.incarnation + 1;
             self.counts.refutations += 1;
-            if let Some(me) = self.members.get_mut(&self.config.node_id) {
-                me.incarnation = self.incarnation;
+            let me = self.config.node_id.clone();
+            if let Some(entry) = self.members.get_mut(&me) {
+                let before = (entry.state, entry.incarnation);
+                entry.incarnation = self.incarnation;
+                self.indexed(&me, Some(before));
             }
             let alive = self.own_update(UpdateKind::Alive);
             self.enqueue(alive);
@@ -1081,7 +1202,7 @@ impl CohortMembership {
     /// Pending updates go to a few random members (beside the probe), and seeds are asked
     /// for the table while this node knows no one.
     fn gossip(&mut self) {
-        if self.live_count() <= 1 {
+        if self.live.is_empty() {
             for seed in self.config.seeds.clone() {
                 let digest = self.table_digest();
                 self.send(
@@ -1119,14 +1240,15 @@ impl CohortMembership {
 
     fn expire_suspicions(&mut self, now: Instant) {
         let expired: Vec<NodeId> = self
-            .members
-            .values()
-            .filter(|e| {
-                e.suspicion
-                    .as_ref()
+            .suspects
+            .iter()
+            .filter(|id| {
+                self.members
+                    .get(*id)
+                    .and_then(|e| e.suspicion.as_ref())
                     .is_some_and(|s| self.suspicion_deadline(s) <= now)
             })
-            .map(|e| e.id.clone())
+            .cloned()
             .collect();
         let own = self.config.node_id.gossip_addr();
         for id in expired {
@@ -1140,19 +1262,51 @@ impl CohortMembership {
 
     fn collect(&mut self, now: Instant) {
         let grace = self.config.dead_node_grace_period;
-        let me = self.config.node_id.clone();
-        let over: Vec<NodeId> = self
-            .members
-            .values()
-            .filter(|e| {
-                e.id != me
-                    && matches!(e.state, State::Dead | State::Left)
-                    && now.saturating_duration_since(e.since) >= grace
-            })
-            .map(|e| e.id.clone())
-            .collect();
-        for id in over {
-            self.remove(&id);
+        while let Some((since, _)) = self.departed.front() {
+            if now.saturating_duration_since(*since) < grace {
+                break;
+            }
+            let Some((since, id)) = self.departed.pop_front() else {
+                break;
+            };
+            // Still failed or departed since then (not recovered, not changed again).
+            let over = self
+                .members
+                .get(&id)
+                .is_some_and(|e| matches!(e.state, State::Dead | State::Left) && e.since == since);
+            if over {
+                self.remove(&id);
+            }
         }
     }
+}
+
+/// The number of decimal digits of `n` (`⌈log10(n + 1)⌉`, at least 1).
+fn decimal_digits(n: usize) -> u32 {
+    n.checked_ilog10().map_or(1, |d| d + 1)
+}
+
+/// A record's contribution to the table summary.
+fn record_hash(id: &NodeId, state: State, incarnation: u64) -> u64 {
+    let addr = id.gossip_addr();
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(ip) => ip.octets(),
+    };
+    let kind = match state {
+        State::Alive => UpdateKind::Alive,
+        State::Suspect => UpdateKind::Suspect,
+        State::Dead => UpdateKind::Dead,
+        State::Left => UpdateKind::Left,
+    };
+    crate::hash::mix64(
+        crate::hash::Fnv1a64::new()
+            .write(id.name().as_bytes())
+            .write(&id.generation().to_le_bytes())
+            .write(&ip)
+            .write(&addr.port().to_le_bytes())
+            .write(&incarnation.to_le_bytes())
+            .write(&[kind as u8])
+            .finish(),
+    )
 }

@@ -28,6 +28,8 @@ struct Net {
     /// The largest packet seen.
     largest: usize,
     sent: u64,
+    /// Steps run (the indexes are checked every 20).
+    steps: u64,
 }
 
 impl Net {
@@ -52,6 +54,7 @@ impl Net {
             events: vec![Vec::new(); usize::from(n)],
             largest: 0,
             sent: 0,
+            steps: 0,
         }
     }
 
@@ -115,6 +118,12 @@ impl Net {
                 }
             }
             self.flush();
+            self.steps += 1;
+            if self.steps % 20 == 0 {
+                for node in &self.nodes {
+                    node.check_indexes();
+                }
+            }
         }
     }
 
