@@ -203,6 +203,10 @@ pub struct CohortCounts {
 /// The most relays kept at once (a flood of `PingReq`s cannot grow memory).
 const MAX_RELAYS: usize = 256;
 
+/// While a table sync teaches new members, the next sync comes after this many probe
+/// intervals instead of a whole sync interval.
+const SYNC_SOON_INTERVALS: u32 = 10;
+
 /// The most Lifeguard local-health score (timeouts and intervals stretch up to 1 + this).
 const MAX_LOCAL_HEALTH: u32 = 8;
 
@@ -229,8 +233,9 @@ pub struct CohortMembership {
     departed: VecDeque<(Instant, NodeId)>,
     /// The generations known of each name.
     generations: HashMap<String, Vec<NodeId>>,
-    /// The table summary, kept as records change ([`table_digest`](Self::table_digest)).
-    digest: u64,
+    /// The table summary by bucket, kept as records change
+    /// ([`table_summary`](Self::table_summary)).
+    buckets: Vec<u64>,
     /// Collected members and the incarnation they had, so that stale news does not bring them
     /// back (the oldest forgotten first past `max_members`).
     removed: HashMap<NodeId, u64>,
@@ -285,7 +290,7 @@ impl CohortMembership {
             suspects: std::collections::HashSet::new(),
             departed: VecDeque::new(),
             generations: HashMap::new(),
-            digest: 0,
+            buckets: vec![0; wire::SYNC_BUCKETS],
             order: Vec::new(),
             next_in_order: 0,
             probe: None,
@@ -319,10 +324,10 @@ impl CohortMembership {
             .members
             .get(id)
             .map(|e| (e.state, e.incarnation, e.since));
+        let bucket = bucket_of(id);
         if let Some((state, incarnation)) = before {
-            self.digest = self
-                .digest
-                .wrapping_sub(record_hash(id, state, incarnation));
+            self.buckets[bucket] =
+                self.buckets[bucket].wrapping_sub(record_hash(id, state, incarnation));
         } else if now_entry.is_some() {
             self.generations
                 .entry(id.name().to_owned())
@@ -333,9 +338,8 @@ impl CohortMembership {
         let was_live = before.is_some_and(|(s, _)| matches!(s, State::Alive | State::Suspect));
         match now_entry {
             Some((state, incarnation, since)) => {
-                self.digest = self
-                    .digest
-                    .wrapping_add(record_hash(id, state, incarnation));
+                self.buckets[bucket] =
+                    self.buckets[bucket].wrapping_add(record_hash(id, state, incarnation));
                 let is_live = matches!(state, State::Alive | State::Suspect);
                 if !is_self && is_live && !was_live {
                     self.live_at.insert(id.clone(), self.live.len());
@@ -371,12 +375,12 @@ impl CohortMembership {
     /// Checks that the indexes agree with the table (tests).
     #[cfg(test)]
     pub(crate) fn check_indexes(&self) {
-        let digest = self
-            .members
-            .values()
-            .map(|e| record_hash(&e.id, e.state, e.incarnation))
-            .fold(0u64, u64::wrapping_add);
-        assert_eq!(digest, self.digest, "the table summary");
+        let mut buckets = vec![0u64; wire::SYNC_BUCKETS];
+        for e in self.members.values() {
+            let b = &mut buckets[bucket_of(&e.id)];
+            *b = b.wrapping_add(record_hash(&e.id, e.state, e.incarnation));
+        }
+        assert_eq!(buckets, self.buckets, "the table summary");
         let mut live: Vec<&NodeId> = self
             .members
             .values()
@@ -490,7 +494,14 @@ impl CohortMembership {
     /// mean equal tables (up to a 64-bit hash collision).
     #[must_use]
     pub fn table_digest(&self) -> u64 {
-        self.digest
+        self.buckets.iter().fold(0u64, |a, b| a.wrapping_add(*b))
+    }
+
+    /// The table summary by bucket ([`wire::SYNC_BUCKETS`] values: the wrapping sum of the
+    /// record hashes of the members that fall in each), which table syncs compare.
+    #[must_use]
+    pub fn table_summary(&self) -> Vec<u64> {
+        self.buckets.clone()
     }
 
     /// The number of live members other than this node.
@@ -730,8 +741,19 @@ impl CohortMembership {
                 incarnation: packet.incarnation,
             },
         );
+        // A table sync's records are reconciliation, not news: what they teach is not gossiped
+        // on (the joins and changes in them spread from where they happened). Otherwise a
+        // node that joins a large cluster would queue a thousand updates for gossip.
+        let spread = packet.body != Body::SyncResponse;
+        let known = self.members.len();
         for update in packet.updates {
-            self.apply(now, from, update);
+            self.learn(now, from, update, spread);
+        }
+        if !spread && self.members.len() > known {
+            // The table is growing (a join, or a cluster starting): sync again soon, with
+            // another member, rather than in a whole sync interval.
+            let soon = now + self.config.probe_interval * SYNC_SOON_INTERVALS;
+            self.next_sync = self.next_sync.min(soon);
         }
         match packet.body {
             Body::Ping {
@@ -788,29 +810,41 @@ impl CohortMembership {
             }
             Body::Gossip | Body::SyncResponse => {}
             Body::SyncRequest {
-                digest,
+                buckets,
                 answer_back,
             } => {
-                if digest != self.table_digest() {
-                    self.send_table(from);
-                }
-                if answer_back {
-                    let digest = self.table_digest();
-                    self.send(
-                        from,
-                        &Body::SyncRequest {
-                            digest,
-                            answer_back: false,
-                        },
-                    );
+                let differ: Vec<bool> = self
+                    .buckets
+                    .iter()
+                    .zip(buckets.iter().chain(std::iter::repeat(&0)))
+                    .map(|(ours, theirs)| ours != theirs)
+                    .collect();
+                if differ.iter().any(|d| *d) {
+                    self.send_table(from, &differ);
+                    if answer_back {
+                        let buckets = self.table_summary();
+                        self.send(
+                            from,
+                            &Body::SyncRequest {
+                                buckets,
+                                answer_back: false,
+                            },
+                        );
+                    }
                 }
             }
         }
     }
 
-    /// Sends this node's whole table to `to`, in as many packets as it takes.
-    fn send_table(&mut self, to: SocketAddr) {
-        let mut records: Vec<Update> = self.members.values().map(Entry::current_update).collect();
+    /// Sends the records of this node's table that fall in the buckets marked in `buckets`
+    /// to `to`, in as many packets as it takes.
+    fn send_table(&mut self, to: SocketAddr, buckets: &[bool]) {
+        let mut records: Vec<Update> = self
+            .members
+            .values()
+            .filter(|e| buckets.get(bucket_of(&e.id)).copied().unwrap_or(true))
+            .map(Entry::current_update)
+            .collect();
         records.sort_by(|a, b| a.id.cmp(&b.id));
         let limit = self.config.max_packet.min(MAX_PACKET);
         let mut records = records.into_iter().peekable();
@@ -843,12 +877,17 @@ impl CohortMembership {
     /// Applies one piece of news, heard from `from`, by SWIM's precedence rules; passes on
     /// what was news.
     fn apply(&mut self, now: Instant, from: SocketAddr, update: Update) {
+        self.learn(now, from, update, true);
+    }
+
+    /// As [`apply`](Self::apply); what was news is gossiped on only if `spread`.
+    fn learn(&mut self, now: Instant, from: SocketAddr, update: Update, spread: bool) {
         if update.id == self.config.node_id {
             self.about_self(update);
             return;
         }
         if !self.members.contains_key(&update.id) {
-            self.add(now, update);
+            self.add(now, update, spread);
             return;
         }
         let confirmations = self.config.suspicion_confirmations as usize;
@@ -917,7 +956,9 @@ impl CohortMembership {
         self.version += 1;
         self.indexed(&id, Some(before_record));
         self.report(&id, before, after);
-        self.enqueue(update);
+        if spread {
+            self.enqueue(update);
+        }
     }
 
     /// The event for a member going from `before` to `after`, if any.
@@ -939,7 +980,7 @@ impl CohortMembership {
     }
 
     /// A member heard of for the first time.
-    fn add(&mut self, now: Instant, update: Update) {
+    fn add(&mut self, now: Instant, update: Update, spread: bool) {
         // Collected: only news of a later incarnation brings it back.
         if let Some(&incarnation) = self.removed.get(&update.id) {
             if update.incarnation <= incarnation || update.kind != UpdateKind::Alive {
@@ -998,7 +1039,9 @@ impl CohortMembership {
                 self.push_event(Event::Joined(member));
             }
         }
-        self.enqueue(update);
+        if spread {
+            self.enqueue(update);
+        }
     }
 
     fn remove(&mut self, id: &NodeId) {
@@ -1204,11 +1247,11 @@ impl CohortMembership {
     fn gossip(&mut self) {
         if self.live.is_empty() {
             for seed in self.config.seeds.clone() {
-                let digest = self.table_digest();
+                let buckets = self.table_summary();
                 self.send(
                     seed,
                     &Body::SyncRequest {
-                        digest,
+                        buckets,
                         answer_back: true,
                     },
                 );
@@ -1228,11 +1271,11 @@ impl CohortMembership {
         let Some(to) = self.random_live(1, None).pop() else {
             return;
         };
-        let digest = self.table_digest();
+        let buckets = self.table_summary();
         self.send(
             to,
             &Body::SyncRequest {
-                digest,
+                buckets,
                 answer_back: true,
             },
         );
@@ -1309,4 +1352,17 @@ fn record_hash(id: &NodeId, state: State, incarnation: u64) -> u64 {
             .write(&[kind as u8])
             .finish(),
     )
+}
+
+/// The table-summary bucket of a member (by its identity only, so that both sides agree).
+fn bucket_of(id: &NodeId) -> usize {
+    let addr = id.gossip_addr();
+    let hash = crate::hash::mix64(
+        crate::hash::Fnv1a64::new()
+            .write(id.name().as_bytes())
+            .write(&id.generation().to_le_bytes())
+            .write(&addr.port().to_le_bytes())
+            .finish(),
+    );
+    usize::try_from(hash % wire::SYNC_BUCKETS as u64).unwrap_or(0)
 }

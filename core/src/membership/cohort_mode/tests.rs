@@ -300,7 +300,7 @@ fn packets_round_trip_and_bad_bytes_are_typed_errors() {
         Body::Nack { seq: 4 },
         Body::Gossip,
         Body::SyncRequest {
-            digest: 5,
+            buckets: (0..wire::SYNC_BUCKETS as u64).collect(),
             answer_back: true,
         },
         Body::SyncResponse,
@@ -365,7 +365,7 @@ fn a_large_table_syncs_in_packets_under_the_bound() {
         from: joiner.node_id().clone(),
         incarnation: 0,
         body: Body::SyncRequest {
-            digest: joiner.table_digest(),
+            buckets: joiner.table_summary(),
             answer_back: false,
         },
         updates: Vec::new(),

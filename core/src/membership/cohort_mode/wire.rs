@@ -19,6 +19,10 @@ pub const COHORT_MODE_VERSION: u8 = 1;
 /// under 1,400 bytes, which no real network fragments.
 pub const MAX_PACKET: usize = 1_400 - 64;
 
+/// How many buckets a table summary has: a sync sends only the records of the buckets whose
+/// summaries differ.
+pub const SYNC_BUCKETS: usize = 64;
+
 /// The longest node name a packet carries.
 pub const MAX_NAME_LEN: usize = 255;
 
@@ -101,10 +105,12 @@ pub enum Body {
     },
     /// Nothing but the updates carried.
     Gossip,
-    /// A summary of the sender's table; the receiver sends its table if its summary differs.
+    /// A summary of the sender's table; the receiver sends the records of every bucket whose
+    /// summary differs from its own.
     SyncRequest {
-        /// The sender's table summary ([`table_digest`](super::CohortMembership::table_digest)).
-        digest: u64,
+        /// The sender's table summary, [`SYNC_BUCKETS`] values
+        /// ([`table_summary`](super::CohortMembership::table_summary)).
+        buckets: Vec<u64>,
         /// Whether the receiver should send its own summary back (a push-pull exchange).
         answer_back: bool,
     },
@@ -207,10 +213,12 @@ pub(crate) fn encode_head(
         }
         Body::Gossip | Body::SyncResponse => {}
         Body::SyncRequest {
-            digest,
+            buckets,
             answer_back,
         } => {
-            out.extend_from_slice(&digest.to_le_bytes());
+            for i in 0..SYNC_BUCKETS {
+                out.extend_from_slice(&buckets.get(i).copied().unwrap_or(0).to_le_bytes());
+            }
             out.push(u8::from(*answer_back));
         }
     }
@@ -354,7 +362,9 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
         },
         5 => Body::Gossip,
         6 => Body::SyncRequest {
-            digest: r.u64("digest")?,
+            buckets: (0..SYNC_BUCKETS)
+                .map(|_| r.u64("table summary"))
+                .collect::<Result<_, _>>()?,
             answer_back: match r.u8("answer back")? {
                 0 => false,
                 1 => true,
