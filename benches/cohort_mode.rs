@@ -164,9 +164,10 @@ fn run(n: usize) {
     let cold = cluster.until(Duration::from_secs(120), |c| {
         c.up().all(|i| c.nodes[i].live_peers() + 1 == n)
     });
-    let cold = cold.map_or("not within 120 s".to_owned(), |d| {
-        format!("{:.2} s", d.as_secs_f64())
-    });
+    let cold = cold.map_or_else(
+        || "not within 120 s".to_owned(),
+        |d| format!("{:.2} s", d.as_secs_f64()),
+    );
 
     let differing = |c: &Cluster| -> f64 {
         let base = c.nodes[0].table_summary();
@@ -217,9 +218,10 @@ fn run(n: usize) {
     let dead = cluster.until(Duration::from_secs(60), |c| {
         c.seen(&id, MemberStatus::Failed) == live
     });
-    let dead = dead.map_or("not within 60 s".to_owned(), |d| {
-        format!("{:.2} s", d.as_secs_f64())
-    });
+    let dead = dead.map_or_else(
+        || "not within 60 s".to_owned(),
+        |d| format!("{:.2} s", d.as_secs_f64()),
+    );
 
     // A join (a new node), seen live by 99% and by every node.
     let joiner = n;
@@ -233,9 +235,10 @@ fn run(n: usize) {
         c.seen(&joined, MemberStatus::Live) >= others
     });
     let rounds = |d: Option<Duration>, extra: Duration| {
-        d.map_or("-".to_owned(), |d| {
-            format!("{:.1}", (d + extra).as_secs_f64() / INTERVAL.as_secs_f64())
-        })
+        d.map_or_else(
+            || "-".to_owned(),
+            |d| format!("{:.1}", (d + extra).as_secs_f64() / INTERVAL.as_secs_f64()),
+        )
     };
     let p99_rounds = rounds(p99, Duration::ZERO);
     let all_rounds = rounds(all, p99.unwrap_or_default());
