@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use cohort_core::membership::cohort_mode::wire::{self, Body};
 use cohort_core::membership::cohort_mode::{CohortConfig, CohortMembership};
 use cohort_core::{MemberStatus, NodeId};
 
@@ -40,6 +41,10 @@ struct Cluster {
     largest: usize,
     /// `Failed` events since the last reset (false positives while nothing crashed).
     failed: u64,
+    /// One shared identity per member for the whole simulation (as every real node holds its
+    /// own): decoded packets carry these clones, so that 10,000 tables of 10,000 members
+    /// share 10,000 identities.
+    interned: HashMap<NodeId, NodeId>,
 }
 
 impl Cluster {
@@ -54,6 +59,7 @@ impl Cluster {
             packets: Vec::new(),
             largest: 0,
             failed: 0,
+            interned: HashMap::new(),
         };
         for i in 0..n {
             cluster.add(i, 1);
@@ -63,6 +69,7 @@ impl Cluster {
 
     fn add(&mut self, i: usize, generation: u64) {
         let id = NodeId::new(format!("node-{i:05}"), generation, addr(i));
+        let id = self.intern(&id);
         let mut config = CohortConfig::new(id, "bench");
         config.seeds = vec![addr(0)];
         config.rng_seed = (i as u64 + 1) * 0x9e37_79b9 + generation;
@@ -78,6 +85,13 @@ impl Cluster {
             self.packets.push(0);
         }
         self.at.insert(addr(i), i);
+    }
+
+    fn intern(&mut self, id: &NodeId) -> NodeId {
+        self.interned
+            .entry(id.clone())
+            .or_insert_with(|| id.clone())
+            .clone()
     }
 
     fn step(&mut self) {
@@ -106,9 +120,15 @@ impl Cluster {
                     }
                     let from = addr(i);
                     let now = self.now;
-                    self.nodes[j]
-                        .handle_datagram(now, from, &buf)
-                        .expect("a valid packet");
+                    let mut packet = wire::decode(&buf).expect("a valid packet");
+                    packet.from = self.intern(&packet.from);
+                    for update in &mut packet.updates {
+                        update.id = self.intern(&update.id);
+                    }
+                    if let Body::PingReq { target, .. } = &mut packet.body {
+                        *target = self.intern(target);
+                    }
+                    self.nodes[j].handle_packet(now, from, packet);
                 }
                 while let Some(event) = self.nodes[i].poll_event() {
                     if matches!(event, cohort_core::Event::Failed(_)) {

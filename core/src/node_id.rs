@@ -18,7 +18,8 @@ use crate::hash::{Fnv1a64, mix64};
 /// `generation`: the higher generation supersedes the lower one, which is then treated as
 /// dead. The triple is chitchat's `ChitchatId { node_id, generation_id, gossip_advertise_addr }`.
 ///
-/// Cloning is cheap (the name is reference counted).
+/// Cloning is cheap, and a `NodeId` is one pointer wide: the three parts are reference
+/// counted together (a membership table of 10,000 members holds 10,000 pointers to them).
 ///
 /// ```
 /// use cohort_core::NodeId;
@@ -26,39 +27,69 @@ use crate::hash::{Fnv1a64, mix64};
 /// assert_eq!(id.to_string(), "node-1/7@127.0.0.1:7000");
 /// assert_eq!(id.generation(), 7);
 /// ```
-#[derive(Clone, Debug, Eq, PartialOrd, Ord)]
+#[derive(Clone, Eq, PartialOrd, Ord)]
 pub struct NodeId {
-    name: Arc<str>,
+    parts: Arc<Parts>,
+}
+
+/// The three parts, in the order identities sort by.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Parts {
+    name: Box<str>,
     generation: u64,
     gossip_addr: SocketAddr,
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeId")
+            .field("name", &self.name())
+            .field("generation", &self.generation())
+            .field("gossip_addr", &self.gossip_addr())
+            .finish()
+    }
 }
 
 impl NodeId {
     /// Builds an identity from its three parts.
     pub fn new(name: impl Into<Arc<str>>, generation: u64, gossip_addr: SocketAddr) -> Self {
+        let name: Arc<str> = name.into();
+        Self::from_parts(&name, generation, gossip_addr)
+    }
+
+    fn from_parts(name: &str, generation: u64, gossip_addr: SocketAddr) -> Self {
         Self {
-            name: name.into(),
-            generation,
-            gossip_addr,
+            parts: Arc::new(Parts {
+                name: Box::from(name),
+                generation,
+                gossip_addr,
+            }),
         }
+    }
+
+    /// Whether `self` and `other` are the same allocation (clones of one another): then they
+    /// are equal without comparing their parts.
+    #[must_use]
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.parts, &other.parts)
     }
 
     /// The operator-chosen name, stable across restarts.
     #[must_use]
     pub fn name(&self) -> &str {
-        &self.name
+        &self.parts.name
     }
 
     /// The incarnation number; a restart must use a higher one.
     #[must_use]
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.parts.generation
     }
 
     /// The address peers send gossip to (the advertised, public address).
     #[must_use]
     pub fn gossip_addr(&self) -> SocketAddr {
-        self.gossip_addr
+        self.parts.gossip_addr
     }
 
     /// A stable 64-bit hash of the whole identity.
@@ -69,14 +100,14 @@ impl NodeId {
     #[must_use]
     pub fn stable_hash(&self) -> u64 {
         let mut h = Fnv1a64::new()
-            .write(self.name.as_bytes())
+            .write(self.name().as_bytes())
             .write(&[0xff])
-            .write(&self.generation.to_le_bytes());
-        h = match self.gossip_addr {
+            .write(&self.generation().to_le_bytes());
+        h = match self.gossip_addr() {
             SocketAddr::V4(a) => h.write(&[4]).write(&a.ip().octets()),
             SocketAddr::V6(a) => h.write(&[6]).write(&a.ip().octets()),
         };
-        mix64(h.write(&self.gossip_addr.port().to_be_bytes()).finish())
+        mix64(h.write(&self.gossip_addr().port().to_be_bytes()).finish())
     }
 }
 
@@ -97,7 +128,7 @@ impl NodeIdRef<'_> {
     /// The owned identity.
     #[must_use]
     pub fn to_owned(&self) -> NodeId {
-        NodeId::new(self.name, self.generation, self.gossip_addr)
+        NodeId::from_parts(self.name, self.generation, self.gossip_addr)
     }
 }
 
@@ -106,9 +137,9 @@ impl NodeId {
     #[must_use]
     pub fn as_ref(&self) -> NodeIdRef<'_> {
         NodeIdRef {
-            name: &self.name,
-            generation: self.generation,
-            gossip_addr: self.gossip_addr,
+            name: &self.parts.name,
+            generation: self.parts.generation,
+            gossip_addr: self.parts.gossip_addr,
         }
     }
 }
@@ -118,9 +149,9 @@ impl PartialEq for NodeId {
     /// (as [`Ord`] does), but the cheap parts go first and a shared name is not compared byte by
     /// byte, because ids are compared on every digest entry.
     fn eq(&self, other: &Self) -> bool {
-        self.generation == other.generation
-            && self.gossip_addr == other.gossip_addr
-            && (Arc::ptr_eq(&self.name, &other.name) || self.name == other.name)
+        let (a, b) = (&*self.parts, &*other.parts);
+        self.ptr_eq(other)
+            || (a.generation == b.generation && a.gossip_addr == b.gossip_addr && a.name == b.name)
     }
 }
 
@@ -197,7 +228,13 @@ impl Eq for dyn NodeKey + '_ {}
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}@{}", self.name, self.generation, self.gossip_addr)
+        write!(
+            f,
+            "{}/{}@{}",
+            self.name(),
+            self.generation(),
+            self.gossip_addr()
+        )
     }
 }
 

@@ -13,8 +13,9 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use rand_core::SeedableRng;
@@ -125,7 +126,9 @@ struct Entry {
     state: State,
     /// When `state` last changed.
     since: Instant,
-    suspicion: Option<Suspicion>,
+    suspicion: Option<Box<Suspicion>>,
+    /// Where it is in the live list (`NOT_LISTED` when it is not there).
+    live_pos: u32,
     /// Whether it was ever alive here (a member only heard of as failed is not `Failed`).
     was_alive: bool,
 }
@@ -184,6 +187,8 @@ struct Relay {
 struct Queued {
     update: Update,
     transmits: u32,
+    /// Matches `CohortMembership::queued` while this is the newest update about its member.
+    stamp: u64,
 }
 
 /// Counts of what this machine dropped or refused.
@@ -199,6 +204,9 @@ pub struct CohortCounts {
     /// Suspicions of this node refuted.
     pub refutations: u64,
 }
+
+/// `Entry::live_pos` of a member that is not in the live list.
+const NOT_LISTED: u32 = u32::MAX;
 
 /// The most relays kept at once (a flood of `PingReq`s cannot grow memory).
 const MAX_RELAYS: usize = 256;
@@ -221,18 +229,16 @@ pub struct CohortMembership {
     config: CohortConfig,
     cluster: u64,
     incarnation: u64,
-    members: HashMap<NodeId, Entry>,
+    /// Ordered by identity, so that the generations of a name are neighbours.
+    members: BTreeMap<NodeId, Entry>,
     /// The members known live (alive or suspected), this node excepted, and where each is in
     /// `live` (random picks and counts in O(1)).
     live: Vec<NodeId>,
-    live_at: HashMap<NodeId, usize>,
     /// The suspected members (their deadlines are the only ones scanned).
     suspects: std::collections::HashSet<NodeId>,
     /// Failed and departed members in the order they became so (entries that changed since
     /// are skipped when met), for their collection.
     departed: VecDeque<(Instant, NodeId)>,
-    /// The generations known of each name.
-    generations: HashMap<String, Vec<NodeId>>,
     /// The table summary by bucket, kept as records change
     /// ([`table_summary`](Self::table_summary)).
     buckets: Vec<u64>,
@@ -245,7 +251,13 @@ pub struct CohortMembership {
     next_in_order: usize,
     probe: Option<Probe>,
     relays: HashMap<u32, Relay>,
-    queue: Vec<Queued>,
+    /// Updates to send: the least sent at the front (new ones go there, sent ones to the
+    /// back), so that a packet takes the least sent first without sorting.
+    queue: VecDeque<Queued>,
+    /// The stamp of the update queued for each member: an older one met in the queue is
+    /// dropped (replacing one costs nothing at once).
+    queued: HashMap<NodeId, u64>,
+    stamp: u64,
     seq: u32,
     local_health: u32,
     next_probe: Instant,
@@ -267,7 +279,7 @@ impl CohortMembership {
         config.seeds.retain(|s| *s != own);
         config.seeds.sort_unstable();
         config.seeds.dedup();
-        let mut members = HashMap::new();
+        let mut members = BTreeMap::new();
         members.insert(
             config.node_id.clone(),
             Entry {
@@ -276,6 +288,7 @@ impl CohortMembership {
                 state: State::Alive,
                 since: now,
                 suspicion: None,
+                live_pos: NOT_LISTED,
                 was_alive: true,
             },
         );
@@ -286,16 +299,16 @@ impl CohortMembership {
             removed: HashMap::new(),
             removed_order: VecDeque::new(),
             live: Vec::new(),
-            live_at: HashMap::new(),
             suspects: std::collections::HashSet::new(),
             departed: VecDeque::new(),
-            generations: HashMap::new(),
             buckets: vec![0; wire::SYNC_BUCKETS],
             order: Vec::new(),
             next_in_order: 0,
             probe: None,
             relays: HashMap::new(),
-            queue: Vec::new(),
+            queue: VecDeque::new(),
+            queued: HashMap::new(),
+            stamp: 0,
             seq: 0,
             local_health: 0,
             next_probe: now,
@@ -328,11 +341,6 @@ impl CohortMembership {
         if let Some((state, incarnation)) = before {
             self.buckets[bucket] =
                 self.buckets[bucket].wrapping_sub(record_hash(id, state, incarnation));
-        } else if now_entry.is_some() {
-            self.generations
-                .entry(id.name().to_owned())
-                .or_default()
-                .push(id.clone());
         }
         let is_self = *id == self.config.node_id;
         let was_live = before.is_some_and(|(s, _)| matches!(s, State::Alive | State::Suspect));
@@ -342,7 +350,10 @@ impl CohortMembership {
                     self.buckets[bucket].wrapping_add(record_hash(id, state, incarnation));
                 let is_live = matches!(state, State::Alive | State::Suspect);
                 if !is_self && is_live && !was_live {
-                    self.live_at.insert(id.clone(), self.live.len());
+                    let at = u32::try_from(self.live.len()).unwrap_or(NOT_LISTED);
+                    if let Some(entry) = self.members.get_mut(id) {
+                        entry.live_pos = at;
+                    }
                     self.live.push(id.clone());
                 } else if !is_self && !is_live && was_live {
                     self.unlist(id);
@@ -358,16 +369,8 @@ impl CohortMembership {
                 }
             }
             None => {
-                if was_live && !is_self {
-                    self.unlist(id);
-                }
+                // `remove` took it out of the live list before removing it.
                 self.suspects.remove(id);
-                if let Some(ids) = self.generations.get_mut(id.name()) {
-                    ids.retain(|other| other != id);
-                    if ids.is_empty() {
-                        self.generations.remove(id.name());
-                    }
-                }
             }
         }
     }
@@ -393,8 +396,9 @@ impl CohortMembership {
         live.sort();
         listed.sort();
         assert_eq!(live, listed, "the live list");
-        for (id, at) in &self.live_at {
-            assert_eq!(&self.live[*at], id, "the live positions");
+        for (at, id) in self.live.iter().enumerate() {
+            let pos = self.members.get(id).map(|e| e.live_pos);
+            assert_eq!(pos, u32::try_from(at).ok(), "the live positions");
         }
         let suspects = self
             .members
@@ -411,18 +415,45 @@ impl CohortMembership {
                 );
             }
         }
-        let generations: usize = self.generations.values().map(Vec::len).sum();
-        assert_eq!(generations, self.members.len(), "the names");
     }
 
     /// Takes `id` out of the live list.
     fn unlist(&mut self, id: &NodeId) {
-        if let Some(at) = self.live_at.remove(id) {
-            self.live.swap_remove(at);
-            if let Some(moved) = self.live.get(at) {
-                self.live_at.insert(moved.clone(), at);
+        let Some(entry) = self.members.get_mut(id) else {
+            return;
+        };
+        let at = std::mem::replace(&mut entry.live_pos, NOT_LISTED);
+        let Ok(at) = usize::try_from(at) else {
+            return;
+        };
+        if at >= self.live.len() {
+            return;
+        }
+        self.live.swap_remove(at);
+        if let Some(moved) = self.live.get(at).cloned() {
+            if let Some(entry) = self.members.get_mut(&moved) {
+                entry.live_pos = u32::try_from(at).unwrap_or(NOT_LISTED);
             }
         }
+    }
+
+    /// The other generations of `id`'s name that are known.
+    fn generations_of<'a>(&'a self, id: &'a NodeId) -> impl Iterator<Item = &'a NodeId> + 'a {
+        let low = NodeId::new(id.name(), 0, SocketAddr::new(IpAddr::V4(0.into()), 0));
+        let high = NodeId::new(
+            id.name(),
+            u64::MAX,
+            SocketAddr::V6(std::net::SocketAddrV6::new(
+                Ipv6Addr::from(u128::MAX),
+                u16::MAX,
+                u32::MAX,
+                u32::MAX,
+            )),
+        );
+        self.members
+            .range(low..=high)
+            .map(|(k, _)| k)
+            .filter(move |k| *k != id)
     }
 
     // ------------------------------------------------------------------------- queries
@@ -477,7 +508,7 @@ impl CohortMembership {
                 status: e.status(),
                 heartbeat: e.incarnation,
                 max_version: 0,
-                keys: std::collections::BTreeMap::new(),
+                keys: BTreeMap::new(),
             })
             .collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
@@ -596,7 +627,7 @@ impl CohortMembership {
             status: e.status(),
             heartbeat: e.incarnation,
             max_version: 0,
-            keys: std::collections::BTreeMap::new(),
+            keys: BTreeMap::new(),
         })
     }
 
@@ -612,14 +643,27 @@ impl CohortMembership {
             &mut out,
         );
         let limit = self.config.max_packet.min(MAX_PACKET);
-        self.queue.sort_by_key(|q| q.transmits);
-        for queued in &mut self.queue {
-            if wire::push_update(&mut out, at, &queued.update, limit) {
-                queued.transmits += 1;
+        let retransmits = self.retransmit_limit();
+        let mut sent = Vec::new();
+        for _ in 0..self.queue.len() {
+            let Some(mut queued) = self.queue.pop_front() else {
+                break;
+            };
+            if self.queued.get(&queued.update.id) != Some(&queued.stamp) {
+                continue; // replaced by a newer update about the same member
+            }
+            if !wire::push_update(&mut out, at, &queued.update, limit) {
+                self.queue.push_front(queued);
+                break;
+            }
+            queued.transmits += 1;
+            if queued.transmits < retransmits {
+                sent.push(queued);
+            } else {
+                self.queued.remove(&queued.update.id);
             }
         }
-        let retransmits = self.retransmit_limit();
-        self.queue.retain(|q| q.transmits < retransmits);
+        self.queue.extend(sent);
         self.push_transmit(to, out);
     }
 
@@ -633,10 +677,12 @@ impl CohortMembership {
 
     /// Queues `update` for dissemination, replacing an older one about the same member.
     fn enqueue(&mut self, update: Update) {
-        self.queue.retain(|q| q.update.id != update.id);
-        self.queue.push(Queued {
+        self.stamp += 1;
+        self.queued.insert(update.id.clone(), self.stamp);
+        self.queue.push_front(Queued {
             update,
             transmits: 0,
+            stamp: self.stamp,
         });
     }
 
@@ -659,7 +705,11 @@ impl CohortMembership {
 
     /// Up to `count` random live members other than this node and `except`.
     fn random_live(&mut self, count: usize, except: Option<&NodeId>) -> Vec<SocketAddr> {
-        let excluded = usize::from(except.is_some_and(|e| self.live_at.contains_key(e)));
+        let excluded = usize::from(except.is_some_and(|e| {
+            self.members
+                .get(e)
+                .is_some_and(|e| e.live_pos != NOT_LISTED)
+        }));
         let want = count.min(self.live.len() - excluded);
         let mut chosen: Vec<usize> = Vec::with_capacity(want);
         // Rejection sampling: `want` is small (a few), the live list large.
@@ -909,17 +959,17 @@ impl CohortMembership {
             }
             (UpdateKind::Suspect, State::Alive) if update.incarnation >= entry.incarnation => {
                 entry.state = State::Suspect;
-                entry.suspicion = Some(Suspicion {
+                entry.suspicion = Some(Box::new(Suspicion {
                     started: now,
                     confirmations: vec![from],
-                });
+                }));
                 true
             }
             (UpdateKind::Suspect, State::Suspect) if newer => {
-                entry.suspicion = Some(Suspicion {
+                entry.suspicion = Some(Box::new(Suspicion {
                     started: now,
                     confirmations: vec![from],
-                });
+                }));
                 true
             }
             (UpdateKind::Suspect, State::Suspect) if update.incarnation == entry.incarnation => {
@@ -990,8 +1040,10 @@ impl CohortMembership {
             self.removed_order.retain(|id| *id != update.id);
         }
         // A newer generation of the name is known: this one is over.
-        let known = self.generations.get(update.id.name());
-        if known.is_some_and(|ids| ids.iter().any(|k| k.generation() > update.id.generation())) {
+        if self
+            .generations_of(&update.id)
+            .any(|k| k.generation() > update.id.generation())
+        {
             return;
         }
         if self.members.len() >= self.config.max_members {
@@ -999,17 +1051,10 @@ impl CohortMembership {
             return;
         }
         let older: Vec<NodeId> = self
-            .generations
-            .get(update.id.name())
-            .map(|ids| {
-                ids.iter()
-                    .filter(|k| {
-                        k.generation() < update.id.generation() && **k != self.config.node_id
-                    })
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+            .generations_of(&update.id)
+            .filter(|k| k.generation() < update.id.generation() && **k != self.config.node_id)
+            .cloned()
+            .collect();
         let state = match update.kind {
             UpdateKind::Alive => State::Alive,
             UpdateKind::Suspect => State::Suspect,
@@ -1021,10 +1066,13 @@ impl CohortMembership {
             incarnation: update.incarnation,
             state,
             since: now,
-            suspicion: (state == State::Suspect).then(|| Suspicion {
-                started: now,
-                confirmations: Vec::new(),
+            suspicion: (state == State::Suspect).then(|| {
+                Box::new(Suspicion {
+                    started: now,
+                    confirmations: Vec::new(),
+                })
             }),
+            live_pos: NOT_LISTED,
             was_alive: matches!(state, State::Alive | State::Suspect),
         };
         let status = entry.status();
@@ -1045,13 +1093,16 @@ impl CohortMembership {
     }
 
     fn remove(&mut self, id: &NodeId) {
+        if id == &self.config.node_id {
+            return;
+        }
+        self.unlist(id);
         if let Some(entry) = self.members.remove(id) {
             self.indexed(id, Some((entry.state, entry.incarnation)));
             // Departed and superseded generations never come back.
             let superseded = self
-                .generations
-                .get(id.name())
-                .is_some_and(|ids| ids.iter().any(|k| k.generation() > id.generation()));
+                .generations_of(id)
+                .any(|k| k.generation() > id.generation());
             let incarnation = if entry.state == State::Left || superseded {
                 u64::MAX
             } else {
@@ -1258,7 +1309,7 @@ impl CohortMembership {
             }
             return;
         }
-        if self.queue.is_empty() {
+        if self.queued.is_empty() {
             return;
         }
         for to in self.random_live(self.config.gossip_fanout, None) {
@@ -1333,8 +1384,8 @@ fn decimal_digits(n: usize) -> u32 {
 fn record_hash(id: &NodeId, state: State, incarnation: u64) -> u64 {
     let addr = id.gossip_addr();
     let ip = match addr.ip() {
-        std::net::IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
-        std::net::IpAddr::V6(ip) => ip.octets(),
+        IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
+        IpAddr::V6(ip) => ip.octets(),
     };
     let kind = match state {
         State::Alive => UpdateKind::Alive,
