@@ -17,11 +17,13 @@
 //! [`TARGETS`] lists them by the name of their cargo-fuzz binary.
 
 mod archive;
+mod cohort_mode;
 mod gossip;
 mod node;
 mod rpc;
 
 pub use archive::rkyv_access;
+pub use cohort_mode::cohort_mode_packet;
 pub use gossip::{envelope, gossip_codec};
 pub use node::{node_datagram, node_enveloped, node_keyed};
 pub use rpc::{rpc_connection, rpc_frames};
@@ -40,4 +42,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("node_enveloped", node_enveloped),
     ("node_keyed", node_keyed),
     ("rkyv_access", rkyv_access),
+    ("cohort_mode_packet", cohort_mode_packet),
 ];

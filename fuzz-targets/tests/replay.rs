@@ -80,4 +80,5 @@ replay_tests!(
     node_enveloped,
     node_keyed,
     rkyv_access,
+    cohort_mode_packet,
 );

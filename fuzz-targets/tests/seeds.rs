@@ -420,7 +420,83 @@ fn seeds() -> Vec<(&'static str, Seeds)> {
         ("node_enveloped", chitchat),
         ("node_keyed", keyed),
         ("rkyv_access", archives),
+        ("cohort_mode_packet", cohort_mode_seeds()),
     ]
+}
+
+/// One cohort-mode packet of each kind, from node-a of cluster `test-cluster` to node-b (the
+/// fuzz target's machine), with updates about node-b itself and about others.
+fn cohort_mode_seeds() -> Vec<(String, Vec<u8>)> {
+    use cohort_core::membership::cohort_mode::wire::{
+        self as cm, Body, Packet, SYNC_BUCKETS, Update, UpdateKind,
+    };
+    let node_a = NodeId::new("node-a", 1, "127.0.0.1:41001".parse().unwrap());
+    let node_b = NodeId::new("node-b", 2, "127.0.0.1:41002".parse().unwrap());
+    let node_c = NodeId::new("node-c", 3, "[::1]:41003".parse().unwrap());
+    let updates = vec![
+        Update {
+            kind: UpdateKind::Suspect,
+            id: node_b.clone(),
+            incarnation: 0,
+        },
+        Update {
+            kind: UpdateKind::Alive,
+            id: node_c.clone(),
+            incarnation: 4,
+        },
+        Update {
+            kind: UpdateKind::Dead,
+            id: NodeId::new("node-d", 1, "127.0.0.1:41004".parse().unwrap()),
+            incarnation: 1,
+        },
+        Update {
+            kind: UpdateKind::Left,
+            id: NodeId::new("node-e", 1, "127.0.0.1:41005".parse().unwrap()),
+            incarnation: 0,
+        },
+    ];
+    let bodies = [
+        (
+            "ping",
+            Body::Ping {
+                seq: 1,
+                target_generation: 2,
+            },
+        ),
+        ("ack", Body::Ack { seq: 1 }),
+        (
+            "ping-req",
+            Body::PingReq {
+                seq: 2,
+                target: node_c,
+            },
+        ),
+        ("nack", Body::Nack { seq: 2 }),
+        ("gossip", Body::Gossip),
+        (
+            "sync-request",
+            Body::SyncRequest {
+                buckets: vec![7; SYNC_BUCKETS],
+                answer_back: true,
+            },
+        ),
+        ("sync-response", Body::SyncResponse),
+    ];
+    bodies
+        .into_iter()
+        .map(|(name, body)| {
+            let packet = Packet {
+                cluster: cm::cluster_hash("test-cluster"),
+                from: node_a.clone(),
+                incarnation: 1,
+                body,
+                updates: updates.clone(),
+            };
+            let mut bytes = Vec::new();
+            cm::encode(&packet, &mut bytes);
+            (name.to_owned(), bytes)
+        })
+        .collect()
 }
 
 fn corpus_dir(target: &str) -> PathBuf {
