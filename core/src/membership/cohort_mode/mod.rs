@@ -224,6 +224,46 @@ const MAX_LOCAL_HEALTH: u32 = 8;
 /// when [`poll_timeout`](Self::poll_timeout) passes, and drain
 /// [`poll_transmit`](Self::poll_transmit) and [`poll_event`](Self::poll_event) after every
 /// input.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use cohort_core::{MemberStatus, NodeId};
+/// use cohort_core::membership::cohort_mode::{CohortConfig, CohortMembership};
+///
+/// let (a_id, b_id) = (
+///     NodeId::new("a", 1, "127.0.0.1:7001".parse().unwrap()),
+///     NodeId::new("b", 1, "127.0.0.1:7002".parse().unwrap()),
+/// );
+/// let mut now = Instant::now();
+/// let mut a = CohortMembership::new(CohortConfig::new(a_id.clone(), "demo"), now);
+/// let mut config = CohortConfig::new(b_id.clone(), "demo");
+/// config.seeds = vec![a_id.gossip_addr()];
+/// let mut b = CohortMembership::new(config, now);
+/// let mut buf = Vec::new();
+/// for _ in 0..20 {
+///     for node in [&mut a, &mut b] {
+///         if node.poll_timeout() <= now {
+///             node.handle_timeout(now);
+///         }
+///     }
+///     // An instant network: deliver until nothing is left to send.
+///     loop {
+///         let mut moved = false;
+///         while a.poll_transmit(&mut buf).is_some() {
+///             b.handle_datagram(now, a_id.gossip_addr(), &buf).unwrap();
+///             moved = true;
+///         }
+///         while b.poll_transmit(&mut buf).is_some() {
+///             a.handle_datagram(now, b_id.gossip_addr(), &buf).unwrap();
+///             moved = true;
+///         }
+///         if !moved { break; }
+///     }
+///     now += Duration::from_millis(50);
+/// }
+/// assert_eq!(a.status(&b_id), Some(MemberStatus::Live));
+/// assert_eq!(b.status(&a_id), Some(MemberStatus::Live));
+/// ```
 #[derive(Debug)]
 pub struct CohortMembership {
     config: CohortConfig,
