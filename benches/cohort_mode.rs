@@ -45,6 +45,9 @@ struct Cluster {
     /// own): decoded packets carry these clones, so that 10,000 tables of 10,000 members
     /// share 10,000 identities.
     interned: HashMap<NodeId, NodeId>,
+    /// Packets lost, per thousand, and the generator that picks them.
+    loss_per_mille: u64,
+    rng: u64,
 }
 
 impl Cluster {
@@ -60,6 +63,8 @@ impl Cluster {
             largest: 0,
             failed: 0,
             interned: HashMap::new(),
+            loss_per_mille: 0,
+            rng: 0x5eed_1055,
         };
         for i in 0..n {
             cluster.add(i, 1);
@@ -114,6 +119,14 @@ impl Cluster {
                     self.bytes[i] += buf.len() as u64;
                     self.packets[i] += 1;
                     self.largest = self.largest.max(buf.len());
+                    if self.loss_per_mille > 0 {
+                        self.rng ^= self.rng << 13;
+                        self.rng ^= self.rng >> 7;
+                        self.rng ^= self.rng << 17;
+                        if self.rng % 1000 < self.loss_per_mille {
+                            continue;
+                        }
+                    }
                     let Some(&j) = self.at.get(&to) else { continue };
                     if self.down[j] {
                         continue;
@@ -274,7 +287,51 @@ fn run(n: usize) {
     );
 }
 
+/// False positives under random loss: N nodes, converged, then `minutes` of virtual time at
+/// `per_mille` loss on every packet.
+fn lossy(n: usize, per_mille: u64, minutes: u64) {
+    let wall = Instant::now();
+    let mut cluster = Cluster::new(n);
+    cluster.until(Duration::from_secs(120), |c| {
+        c.up().all(|i| c.nodes[i].live_peers() + 1 == n)
+    });
+    cluster.until(Duration::from_secs(30), |_| false);
+    cluster.reset_traffic();
+    cluster.loss_per_mille = per_mille;
+    let refuted_before: u64 = cluster.nodes.iter().map(|n| n.counts().refutations).sum();
+    cluster.until(Duration::from_secs(60 * minutes), |_| false);
+    let refuted: u64 = cluster
+        .nodes
+        .iter()
+        .map(|n| n.counts().refutations)
+        .sum::<u64>()
+        - refuted_before;
+    let all_live = cluster.up().all(|i| cluster.nodes[i].live_peers() + 1 == n);
+    println!(
+        "| {n} | {:.1}% | {minutes} min | {} | {refuted} | {all_live} | {:.1} s |",
+        per_mille as f64 / 10.0,
+        cluster.failed,
+        wall.elapsed().as_secs_f64()
+    );
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("loss") {
+        let args: Vec<u64> = std::env::args()
+            .skip(2)
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        let (n, per_mille, minutes) = match args[..] {
+            [n, p, m] => (usize::try_from(n).unwrap_or(100), p, m),
+            _ => (100, 10, 30),
+        };
+        println!(
+            "| N | loss | virtual time | false positives (`Failed` events) | refutations | all live at the end | wall time |"
+        );
+        println!("| ---: | ---: | ---: | ---: | ---: | --- | ---: |");
+        lossy(n, per_mille, minutes);
+        return;
+    }
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
