@@ -48,6 +48,10 @@ struct Cluster {
     /// Packets lost, per thousand, and the generator that picks them.
     loss_per_mille: u64,
     rng: u64,
+    /// Per node: packets to it lost, per thousand (Rapid's scenario).
+    ingress_loss: Vec<u64>,
+    /// `Failed` events about each node since the last reset, by observer.
+    failed_about: HashMap<NodeId, Vec<usize>>,
 }
 
 impl Cluster {
@@ -65,6 +69,8 @@ impl Cluster {
             interned: HashMap::new(),
             loss_per_mille: 0,
             rng: 0x5eed_1055,
+            ingress_loss: Vec::new(),
+            failed_about: HashMap::new(),
         };
         for i in 0..n {
             cluster.add(i, 1);
@@ -88,6 +94,7 @@ impl Cluster {
             self.down.push(false);
             self.bytes.push(0);
             self.packets.push(0);
+            self.ingress_loss.push(0);
         }
         self.at.insert(addr(i), i);
     }
@@ -131,6 +138,14 @@ impl Cluster {
                     if self.down[j] {
                         continue;
                     }
+                    if self.ingress_loss[j] > 0 {
+                        self.rng ^= self.rng << 13;
+                        self.rng ^= self.rng >> 7;
+                        self.rng ^= self.rng << 17;
+                        if self.rng % 1000 < self.ingress_loss[j] {
+                            continue;
+                        }
+                    }
                     let from = addr(i);
                     let now = self.now;
                     let mut packet = wire::decode(&buf).expect("a valid packet");
@@ -144,8 +159,9 @@ impl Cluster {
                     self.nodes[j].handle_packet(now, from, packet);
                 }
                 while let Some(event) = self.nodes[i].poll_event() {
-                    if matches!(event, cohort_core::Event::Failed(_)) {
+                    if let cohort_core::Event::Failed(member) = event {
                         self.failed += 1;
+                        self.failed_about.entry(member.id).or_default().push(i);
                     }
                 }
             }
@@ -182,6 +198,7 @@ impl Cluster {
         self.bytes.iter_mut().for_each(|b| *b = 0);
         self.packets.iter_mut().for_each(|p| *p = 0);
         self.failed = 0;
+        self.failed_about.clear();
     }
 }
 
@@ -315,7 +332,140 @@ fn lossy(n: usize, per_mille: u64, minutes: u64) {
     );
 }
 
+/// Converges `n` nodes and lets the gossip of the start drain.
+fn converged(n: usize) -> Cluster {
+    let mut cluster = Cluster::new(n);
+    cluster.until(Duration::from_secs(120), |c| {
+        c.up().all(|i| c.nodes[i].live_peers() + 1 == n)
+    });
+    cluster.until(Duration::from_secs(30), |_| false);
+    cluster.reset_traffic();
+    cluster
+}
+
+/// Churn: for a minute, 1% of the nodes leave (gracefully) and as many new ones join, spread
+/// evenly; traffic per node over that minute.
+fn churn(n: usize) {
+    let wall = Instant::now();
+    let mut cluster = converged(n);
+    let changes = (n / 100).max(1);
+    let every = Duration::from_secs(60) / u32::try_from(changes).unwrap_or(1);
+    for k in 0..changes {
+        let leaving = (k * 97 + 13) % n;
+        let now = cluster.now;
+        cluster.nodes[leaving].leave(now);
+        cluster.add(n + k, 1);
+        cluster.until(Duration::from_millis(200), |_| false);
+        cluster.down[leaving] = true;
+        cluster.until(every.saturating_sub(Duration::from_millis(200)), |_| false);
+    }
+    let secs = 60.0;
+    let up: Vec<usize> = cluster.up().collect();
+    let mut bytes: Vec<f64> = up.iter().map(|&i| cluster.bytes[i] as f64 / secs).collect();
+    let mut packets: Vec<f64> = up
+        .iter()
+        .map(|&i| cluster.packets[i] as f64 / secs)
+        .collect();
+    let all_live = up
+        .iter()
+        .all(|&i| cluster.nodes[i].live_peers() + 1 == up.len());
+    println!(
+        "| {n} | {changes} left, {changes} joined | {:.0} / {:.0} | {:.1} / {:.1} | {} | {all_live} | {:.1} s |",
+        percentile(&mut bytes, 0.5),
+        percentile(&mut bytes, 0.99),
+        percentile(&mut packets, 0.5),
+        percentile(&mut packets, 0.99),
+        cluster.failed,
+        wall.elapsed().as_secs_f64()
+    );
+}
+
+/// Rapid's scenario: 1% of the nodes lose 80% of what is sent to them, for a minute. Which
+/// nodes end up failed in most views, and how many times healthy ones were declared failed.
+fn rapid(n: usize) {
+    let wall = Instant::now();
+    let mut cluster = converged(n);
+    let lossy: Vec<usize> = (0..(n / 100).max(1)).map(|k| (k * 89 + 7) % n).collect();
+    for &i in &lossy {
+        cluster.ingress_loss[i] = 800;
+    }
+    cluster.until(Duration::from_secs(60), |_| false);
+    let healthy: Vec<usize> = cluster.up().filter(|i| !lossy.contains(i)).collect();
+    let failed_in_most = |id: &NodeId| {
+        healthy
+            .iter()
+            .filter(|&&i| cluster.nodes[i].status(id) == Some(MemberStatus::Failed))
+            .count()
+            * 2
+            > healthy.len()
+    };
+    let lossy_removed = lossy
+        .iter()
+        .filter(|&&i| failed_in_most(cluster.nodes[i].node_id()))
+        .count();
+    let healthy_removed = healthy
+        .iter()
+        .filter(|&&i| failed_in_most(cluster.nodes[i].node_id()))
+        .count();
+    let failed_at = |about: &[usize], by_healthy: bool| -> usize {
+        about
+            .iter()
+            .map(|&i| {
+                cluster
+                    .failed_about
+                    .get(cluster.nodes[i].node_id())
+                    .map_or(0, |observers| {
+                        observers
+                            .iter()
+                            .filter(|o| lossy.contains(o) != by_healthy)
+                            .count()
+                    })
+            })
+            .sum()
+    };
+    println!(
+        "| {n} | {} | {lossy_removed} | {healthy_removed} | {} | {} / {} | {:.1} s |",
+        lossy.len(),
+        failed_at(&lossy, true),
+        failed_at(&healthy, true),
+        failed_at(&healthy, false),
+        wall.elapsed().as_secs_f64()
+    );
+}
+
 fn main() {
+    let mode = std::env::args().nth(1);
+    let sizes = || -> Vec<usize> {
+        let sizes: Vec<usize> = std::env::args()
+            .skip(2)
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        if sizes.is_empty() {
+            vec![100, 1_000]
+        } else {
+            sizes
+        }
+    };
+    if mode.as_deref() == Some("churn") {
+        println!(
+            "| N | in the minute | bytes/s per node, p50 / p99 | packets/s per node, p50 / p99 | `Failed` events | all live at the end | wall time |"
+        );
+        println!("| ---: | --- | ---: | ---: | ---: | --- | ---: |");
+        for n in sizes() {
+            churn(n);
+        }
+        return;
+    }
+    if mode.as_deref() == Some("rapid") {
+        println!(
+            "| N | lossy nodes | lossy nodes failed in most views after 60 s | healthy nodes failed in most views | `Failed` events about lossy nodes, seen by healthy ones | about healthy nodes, seen by healthy / by lossy ones | wall time |"
+        );
+        println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for n in sizes() {
+            rapid(n);
+        }
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("loss") {
         let args: Vec<u64> = std::env::args()
             .skip(2)
