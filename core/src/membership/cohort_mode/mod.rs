@@ -204,6 +204,9 @@ pub struct CohortCounts {
     pub dropped_transmits: u64,
     /// Suspicions of this node refuted.
     pub refutations: u64,
+    /// Chitchat datagrams received (a chitchat-mode peer, or a real chitchat node): refused as
+    /// [`DecodeError::BadMagic`] with chitchat's magic, never taken for cohort-mode packets.
+    pub chitchat_datagrams: u64,
 }
 
 /// `Entry::live_pos` of a member that is not in the live list.
@@ -819,7 +822,15 @@ impl CohortMembership {
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), DecodeError> {
-        let packet = wire::decode(bytes)?;
+        let packet = match wire::decode(bytes) {
+            Ok(packet) => packet,
+            Err(error) => {
+                if error == DecodeError::BadMagic(crate::wire::CHITCHAT_MAGIC) {
+                    self.counts.chitchat_datagrams += 1;
+                }
+                return Err(error);
+            }
+        };
         self.handle_packet(now, from, packet);
         Ok(())
     }

@@ -400,3 +400,52 @@ fn another_clusters_packets_are_counted_and_change_nothing() {
     assert_eq!(m.len(), 1);
     assert_eq!(m.counts().bad_cluster, 1);
 }
+
+#[test]
+fn a_chitchat_peer_is_never_taken_for_a_cohort_mode_one_and_is_counted() {
+    let now = Instant::now();
+    let mut m = CohortMembership::new(CohortConfig::new(id("a", 1, 8200), "test"), now);
+    let mut syn = Vec::new();
+    crate::wire::encode_chitchat(
+        crate::wire::ProtocolVersion::V0,
+        &crate::wire::Message::Syn {
+            cluster_id: "test".into(),
+            digest: crate::wire::Digest {
+                entries: vec![(
+                    id("x", 1, 8201),
+                    crate::wire::NodeDigest {
+                        heartbeat: 1,
+                        last_gc_version: 0,
+                        max_version: 0,
+                    },
+                )],
+            },
+        },
+        &mut syn,
+    );
+    assert_eq!(
+        m.handle_datagram(now, addr(8201), &syn),
+        Err(DecodeError::BadMagic(crate::wire::CHITCHAT_MAGIC))
+    );
+    assert_eq!(m.counts().chitchat_datagrams, 1);
+    assert_eq!(m.len(), 1, "nothing learned from it");
+    // Other garbage is refused without being taken for chitchat.
+    assert!(m.handle_datagram(now, addr(8201), &[0xff, 0xff]).is_err());
+    assert_eq!(m.counts().chitchat_datagrams, 1);
+    // The other way round: a cohort-mode packet behind the envelope is no chitchat datagram.
+    let packet = Packet {
+        cluster: wire::cluster_hash("test"),
+        from: id("x", 1, 8201),
+        incarnation: 0,
+        body: Body::Gossip,
+        updates: Vec::new(),
+    };
+    let timestamp = crate::Timestamp::new(1_000, 0, crate::NodeTag::new(1)).unwrap();
+    let mut datagram = Vec::new();
+    crate::wire::encode_envelope(timestamp, None, &mut datagram).unwrap();
+    wire::encode(&packet, &mut datagram);
+    assert_eq!(
+        crate::wire::decode_datagram(&datagram).err(),
+        Some(DecodeError::BadMagic(wire::COHORT_MODE_MAGIC))
+    );
+}
