@@ -13,7 +13,6 @@ mod liveness;
 mod removed;
 mod targets;
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -24,6 +23,7 @@ use self::admission::Admission;
 use self::leave::Leaving;
 use self::removed::Removed;
 use super::diagnostics::{DiagnosticKind, DiagnosticLimiter, Diagnostics};
+use super::events::EventQueue;
 use super::transmit::TransmitQueue;
 use super::{
     ClusterState, KeyError, LEAVING_KEY, Limit, Member, MemberStatus, MembershipConfig,
@@ -137,8 +137,7 @@ pub struct Membership {
     /// When deaths started being held for lack of any incoming gossip.
     silent_hold_since: Option<Instant>,
     transmits: TransmitQueue,
-    events: VecDeque<Event>,
-    missed_events: u64,
+    events: EventQueue,
     /// Bad input, reported at a bounded rate.
     diagnostics: DiagnosticLimiter,
     /// Grows by one with every change of what a [`Members`] snapshot holds.
@@ -174,8 +173,7 @@ impl Membership {
             deaths_held_until: None,
             silent_hold_since: None,
             transmits: TransmitQueue::default(),
-            events: VecDeque::new(),
-            missed_events: 0,
+            events: EventQueue::default(),
             diagnostics: DiagnosticLimiter::new(config.diagnostic_interval),
             members_version: 1,
             leaving: None,
@@ -442,14 +440,13 @@ impl Membership {
 
     /// The next event. An [`Event::Lagged`] comes first when events were dropped.
     pub fn poll_event(&mut self) -> Option<Event> {
-        if self.missed_events > 0 {
-            let missed = std::mem::take(&mut self.missed_events);
+        if let Some(missed) = self.events.take_missed() {
             return Some(Event::Lagged {
                 missed,
                 members: self.members(),
             });
         }
-        self.events.pop_front()
+        self.events.pop()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
@@ -503,11 +500,7 @@ impl Membership {
         if event.changes_members() {
             self.members_version += 1;
         }
-        if self.events.len() >= self.config.max_pending_events.max(1) {
-            self.events.pop_front();
-            self.missed_events += 1;
-        }
-        self.events.push_back(event);
+        self.events.push(event, self.config.max_pending_events);
     }
 
     // ---------------------------------------------------------------- inputs

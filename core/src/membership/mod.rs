@@ -10,6 +10,7 @@
 pub mod cohort_mode;
 mod config;
 pub(crate) mod diagnostics;
+mod events;
 pub mod failure_detector;
 mod machine;
 mod member;

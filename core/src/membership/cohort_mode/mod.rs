@@ -22,6 +22,8 @@ use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use self::wire::{Body, MAX_PACKET, Packet, Update, UpdateKind};
+use super::events::EventQueue;
+use super::transmit::TransmitQueue;
 use super::{Member, MemberStatus};
 use crate::members::Members;
 use crate::wire::DecodeError;
@@ -306,9 +308,8 @@ pub struct CohortMembership {
     local_health: u32,
     next_probe: Instant,
     next_sync: Instant,
-    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
-    events: VecDeque<Event>,
-    missed_events: u64,
+    transmits: TransmitQueue,
+    events: EventQueue,
     counts: CohortCounts,
     leaving: bool,
     version: u64,
@@ -357,9 +358,8 @@ impl CohortMembership {
             local_health: 0,
             next_probe: now,
             next_sync: now + config.sync_interval,
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
-            missed_events: 0,
+            transmits: TransmitQueue::default(),
+            events: EventQueue::default(),
             counts: CohortCounts::default(),
             leaving: false,
             version: 1,
@@ -562,7 +562,10 @@ impl CohortMembership {
     /// What was dropped or refused so far.
     #[must_use]
     pub fn counts(&self) -> CohortCounts {
-        self.counts
+        CohortCounts {
+            dropped_transmits: self.transmits.dropped(),
+            ..self.counts
+        }
     }
 
     /// The order-independent summary of the table that table syncs compare: equal summaries
@@ -636,33 +639,26 @@ impl CohortMembership {
 
     // ------------------------------------------------------------------------- outputs
 
-    /// The next packet to send (written into `out`, cleared first), and where to.
+    /// The next packet to send, and where to: `out` is swapped for the packet's buffer (its
+    /// own buffer is kept for a later packet), so that no packet is copied.
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> Option<SocketAddr> {
-        let (to, payload) = self.transmits.pop_front()?;
-        out.clear();
-        out.extend_from_slice(&payload);
-        Some(to)
+        self.transmits.pop_into(out)
     }
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
-        if self.missed_events > 0 {
-            let missed = std::mem::take(&mut self.missed_events);
+        if let Some(missed) = self.events.take_missed() {
             return Some(Event::Lagged {
                 missed,
                 members: self.members(),
             });
         }
-        self.events.pop_front()
+        self.events.pop()
     }
 
     fn push_event(&mut self, event: Event) {
         self.version += 1;
-        if self.events.len() >= self.config.max_pending_events.max(1) {
-            self.events.pop_front();
-            self.missed_events += 1;
-        }
-        self.events.push_back(event);
+        self.events.push(event, self.config.max_pending_events);
     }
 
     fn member(&self, id: &NodeId) -> Option<Member> {
@@ -678,7 +674,7 @@ impl CohortMembership {
     /// Writes a packet of `body` to `to`, with as many pending updates as fit (fewest
     /// transmissions first; an update sent its limit is dropped from the queue).
     fn send(&mut self, to: SocketAddr, body: &Body) {
-        let mut out = Vec::with_capacity(256);
+        let mut out = self.transmits.buffer(0, 256);
         let at = wire::encode_head(
             self.cluster,
             &self.config.node_id,
@@ -699,7 +695,8 @@ impl CohortMembership {
             wire::push_update(&mut out, at, suspicion, limit);
         }
         let retransmits = self.retransmit_limit();
-        let mut sent = Vec::new();
+        // At most one pass over the queue: updates sent go to its back, behind the ones this
+        // pass has not reached.
         for _ in 0..self.queue.len() {
             let Some(mut queued) = self.queue.pop_front() else {
                 break;
@@ -713,21 +710,17 @@ impl CohortMembership {
             }
             queued.transmits += 1;
             if queued.transmits < retransmits {
-                sent.push(queued);
+                self.queue.push_back(queued);
             } else {
                 self.queued.remove(&queued.update.id);
             }
         }
-        self.queue.extend(sent);
         self.push_transmit(to, out);
     }
 
     fn push_transmit(&mut self, to: SocketAddr, payload: Vec<u8>) {
-        if self.transmits.len() >= self.config.max_pending_transmits.max(1) {
-            self.counts.dropped_transmits += 1;
-            return;
-        }
-        self.transmits.push_back((to, payload));
+        self.transmits
+            .push(to, payload, self.config.max_pending_transmits);
     }
 
     /// Queues `update` for dissemination, replacing an older one about the same member.
@@ -962,7 +955,7 @@ impl CohortMembership {
         let limit = self.config.max_packet.min(MAX_PACKET);
         let mut records = records.into_iter().peekable();
         while records.peek().is_some() {
-            let mut out = Vec::with_capacity(limit);
+            let mut out = self.transmits.buffer(0, limit);
             let at = wire::encode_head(
                 self.cluster,
                 &self.config.node_id,
