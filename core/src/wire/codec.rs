@@ -40,24 +40,24 @@ pub(super) const SET_MAX_VERSION_OP_LEN: usize = 9;
 /// A cursor over input bytes. Every read checks the bytes left and fails with
 /// [`DecodeError::Truncated`] naming the field.
 #[derive(Clone, Debug)]
-pub(super) struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    pub(super) fn new(bytes: &'a [u8]) -> Self {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
         Self { rest: bytes }
     }
 
-    pub(super) fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.rest.is_empty()
     }
 
-    pub(super) fn remaining(&self) -> usize {
+    pub(crate) fn remaining(&self) -> usize {
         self.rest.len()
     }
 
-    pub(super) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         if n > self.rest.len() {
             return Err(DecodeError::Truncated {
                 what,
@@ -75,15 +75,19 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    pub(super) fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         Ok(self.array::<1>(what)?[0])
     }
 
-    pub(super) fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+    pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
         Ok(u16::from_le_bytes(self.array(what)?))
     }
 
-    fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+
+    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
 
@@ -94,7 +98,7 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8(what))
     }
 
-    fn socket_addr(&mut self) -> Result<SocketAddr, DecodeError> {
+    pub(crate) fn socket_addr(&mut self) -> Result<SocketAddr, DecodeError> {
         let ip = match self.u8("IP tag")? {
             4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>("IPv4 address")?)),
             6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>("IPv6 address")?)),
@@ -619,7 +623,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
+pub(crate) fn put_socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     match addr.ip() {
         IpAddr::V4(ip) => {
             out.push(4);

@@ -61,6 +61,7 @@ use crate::NodeId;
 
 mod blocks;
 mod codec;
+pub(crate) use codec::{Reader, put_socket_addr};
 mod delta_writer;
 mod envelope;
 #[cfg(test)]

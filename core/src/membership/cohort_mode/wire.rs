@@ -4,10 +4,10 @@
 //! Owns [`Packet`], [`Body`], [`Update`] and their encoding. Decoding checks every length
 //! against the input, allocates only what the input holds, and never panics.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::IpAddr;
 
 use crate::NodeId;
-use crate::wire::DecodeError;
+use crate::wire::{DecodeError, Reader, put_socket_addr};
 
 /// The first two bytes of a cohort-mode packet (`4d c0`), after the envelope.
 pub const COHORT_MODE_MAGIC: u16 = 0xC04D;
@@ -169,18 +169,7 @@ fn put_id(id: &NodeId, out: &mut Vec<u8>) {
     out.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
     out.extend_from_slice(name);
     out.extend_from_slice(&id.generation().to_le_bytes());
-    let addr = id.gossip_addr();
-    match addr.ip() {
-        IpAddr::V4(ip) => {
-            out.push(4);
-            out.extend_from_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            out.push(6);
-            out.extend_from_slice(&ip.octets());
-        }
-    }
-    out.extend_from_slice(&addr.port().to_le_bytes());
+    put_socket_addr(out, id.gossip_addr());
 }
 
 /// Writes the packet without its updates; returns where the update count byte is (the caller
@@ -262,64 +251,14 @@ pub fn encode(packet: &Packet, out: &mut Vec<u8>) -> usize {
         .count()
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
-        if self.bytes.len() < n {
-            return Err(DecodeError::Truncated {
-                what,
-                needed: n - self.bytes.len(),
-            });
-        }
-        let (head, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Ok(head)
-    }
-    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
-        Ok(self.take(1, what)?[0])
-    }
-    fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
-        let b = self.take(2, what)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
-        let b = self.take(4, what)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
-        let b = self.take(8, what)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
-    }
-    fn id(&mut self) -> Result<NodeId, DecodeError> {
-        let len = usize::from(self.u8("node name length")?);
-        let name = std::str::from_utf8(self.take(len, "node name")?)
-            .map_err(|_| DecodeError::InvalidUtf8("node name"))?;
-        let generation = self.u64("generation")?;
-        let ip = match self.u8("address family")? {
-            4 => {
-                let b = self.take(4, "IPv4 address")?;
-                IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-            }
-            6 => {
-                let mut a = [0u8; 16];
-                a.copy_from_slice(self.take(16, "IPv6 address")?);
-                IpAddr::V6(Ipv6Addr::from(a))
-            }
-            tag => {
-                return Err(DecodeError::InvalidTag {
-                    what: "address family",
-                    tag,
-                });
-            }
-        };
-        let port = self.u16("port")?;
-        Ok(NodeId::new(name, generation, SocketAddr::new(ip, port)))
-    }
+/// A node id: its name (a `u8` length, then UTF-8), generation and address.
+fn read_id(r: &mut Reader<'_>) -> Result<NodeId, DecodeError> {
+    let len = usize::from(r.u8("node name length")?);
+    let name = std::str::from_utf8(r.take(len, "node name")?)
+        .map_err(|_| DecodeError::InvalidUtf8("node name"))?;
+    let generation = r.u64("generation")?;
+    let addr = r.socket_addr()?;
+    Ok(NodeId::new(name, generation, addr))
 }
 
 /// Decodes a packet (without its envelope).
@@ -332,7 +271,7 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
     if bytes.len() > crate::wire::MAX_DATAGRAM_SIZE {
         return Err(DecodeError::Oversized(bytes.len()));
     }
-    let mut r = Reader { bytes };
+    let mut r = Reader::new(bytes);
     let magic = r.u16("magic")?;
     if magic != COHORT_MODE_MAGIC {
         return Err(DecodeError::BadMagic(magic));
@@ -343,7 +282,7 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
     }
     let kind = r.u8("packet kind")?;
     let cluster = r.u64("cluster")?;
-    let from = r.id()?;
+    let from = read_id(&mut r)?;
     let incarnation = r.u64("incarnation")?;
     let body = match kind {
         1 => Body::Ping {
@@ -355,7 +294,7 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
         },
         3 => Body::PingReq {
             seq: r.u32("sequence")?,
-            target: r.id()?,
+            target: read_id(&mut r)?,
         },
         4 => Body::Nack {
             seq: r.u32("sequence")?,
@@ -381,19 +320,19 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
     };
     let count = r.u8("update count")?;
     // Each update is at least 21 bytes: no allocation beyond what the input can hold.
-    let mut updates = Vec::with_capacity(usize::from(count).min(r.bytes.len() / 21));
+    let mut updates = Vec::with_capacity(usize::from(count).min(r.remaining() / 21));
     for _ in 0..count {
         let kind = UpdateKind::from_byte(r.u8("update kind")?)?;
         let incarnation = r.u64("update incarnation")?;
-        let id = r.id()?;
+        let id = read_id(&mut r)?;
         updates.push(Update {
             kind,
             id,
             incarnation,
         });
     }
-    if !r.bytes.is_empty() {
-        return Err(DecodeError::TrailingBytes(r.bytes.len()));
+    if !r.is_empty() {
+        return Err(DecodeError::TrailingBytes(r.remaining()));
     }
     Ok(Packet {
         cluster,

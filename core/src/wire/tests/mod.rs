@@ -81,7 +81,7 @@ fn encode(version: ProtocolVersion, message: &Message, compression: Compression)
 
 /// The payload of the block stream at the start of `bytes`.
 fn stream_payload(bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    blocks::read_stream(&mut codec::Reader::new(bytes))
+    blocks::read_stream(&mut Reader::new(bytes))
 }
 
 /// A delta datagram (an Ack, V0) around a block stream of the given raw payload, as one raw

@@ -73,7 +73,7 @@ fn write(budget: usize, compression: Compression, ops: &[Op]) -> (Vec<u8>, Vec<O
 /// Decodes a delta (of any size: the datagram size limit is not checked here), which must use
 /// all the bytes.
 fn decode_delta(delta: &[u8]) -> Delta {
-    let mut reader = codec::Reader::new(delta);
+    let mut reader = Reader::new(delta);
     let decoded = codec::read_delta(&mut reader).unwrap();
     assert!(reader.is_empty());
     if delta.len() <= delta_budget(0) {
