@@ -308,19 +308,7 @@ impl Membership {
         };
         let others = self.state_bytes() - own.bytes();
         own.check_write(key, value, &self.config.limits, others)
-            .map_err(|(limit, max)| match limit {
-                Limit::KeyLength => KeyError::TooLong {
-                    limit,
-                    len: key.len(),
-                    max,
-                },
-                Limit::ValueLength => KeyError::TooLong {
-                    limit,
-                    len: value.len(),
-                    max,
-                },
-                _ => KeyError::StateFull { limit, max },
-            })
+            .map_err(|broken| super::state::key_error(broken, key, value))
     }
 
     /// The bytes all members' states hold, as [`StateLimits`](super::StateLimits) counts them.

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use super::KeyError;
 use super::config::{ENTRY_OVERHEAD, Limit, StateLimits};
 use crate::hash::{MapHasher, map_hasher};
 use crate::node_id::NodeKey;
@@ -162,6 +163,13 @@ impl NodeState {
 
     fn note_deletion(&mut self, at: Instant) {
         self.earliest_deletion = Some(self.earliest_deletion.map_or(at, |e| e.min(at)));
+    }
+
+    /// When the earliest deletion stored here was made (`None`: none is stored), a lower
+    /// bound: the entry may since have been collected or replaced.
+    #[must_use]
+    pub fn earliest_deletion(&self) -> Option<Instant> {
+        self.earliest_deletion
     }
 
     /// The last heartbeat heard.
@@ -603,6 +611,24 @@ pub enum Refused {
     /// Applying the delta would break a bound of [`StateLimits`].
     #[error("the delta would break the `{0}` limit")]
     OverLimit(Limit),
+}
+
+/// The error of a local write of `key = value` that would break `limit` (whose value is
+/// `max`).
+pub(crate) fn key_error((limit, max): (Limit, usize), key: &str, value: &str) -> KeyError {
+    match limit {
+        Limit::KeyLength => KeyError::TooLong {
+            limit,
+            len: key.len(),
+            max,
+        },
+        Limit::ValueLength => KeyError::TooLong {
+            limit,
+            len: value.len(),
+            max,
+        },
+        _ => KeyError::StateFull { limit, max },
+    }
 }
 
 /// The value of `limit` in `limits`.

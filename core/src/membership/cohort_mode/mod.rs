@@ -13,7 +13,8 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
@@ -21,16 +22,17 @@ use std::time::{Duration, Instant};
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use self::wire::{Body, MAX_PACKET, Packet, Update, UpdateKind};
+use self::wire::{Body, KeyEntry, MAX_PACKET, Packet, Update, UpdateKind};
 use super::events::EventQueue;
+use super::state::{NodeState, Refused, key_error};
 use super::transmit::TransmitQueue;
-use super::{Member, MemberStatus};
+use super::{KeyError, LivenessPredicate, Member, MemberStatus, StateLimits, is_reserved_key};
 use crate::members::Members;
-use crate::wire::DecodeError;
+use crate::wire::{DecodeError, NodeDelta, NodeDigest};
 use crate::{Event, NodeId};
 
 /// Settings of a [`CohortMembership`]. Every one has a default.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct CohortConfig {
     /// This node's identity.
@@ -70,10 +72,51 @@ pub struct CohortConfig {
     pub max_pending_events: usize,
     /// The most packets kept for the driver. Default 1,024.
     pub max_pending_transmits: usize,
-    /// The most members known. Default 16,384.
-    pub max_members: usize,
+    /// Bounds on the members and key-values kept (the defaults of [`StateLimits`]). A key and
+    /// its value together are also bounded by what one packet carries
+    /// ([`wire::max_entry_len`]: about 1 KB with names of up to 64 bytes).
+    pub limits: StateLimits,
+    /// This node's key-values at start.
+    pub initial_key_values: Vec<(String, String)>,
+    /// How long tombstones and keys set with a TTL are kept before they are collected.
+    /// Default 1 hour (chitchat's).
+    pub marked_for_deletion_grace_period: Duration,
+    /// When set, a live member whose key-values fail it is [`MemberStatus::Unready`].
+    pub liveness_predicate: Option<LivenessPredicate>,
     /// Seed of the machine's random choices.
     pub rng_seed: u64,
+}
+
+impl std::fmt::Debug for CohortConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CohortConfig")
+            .field("node_id", &self.node_id)
+            .field("cluster_id", &self.cluster_id)
+            .field("seeds", &self.seeds)
+            .field("probe_interval", &self.probe_interval)
+            .field("probe_timeout", &self.probe_timeout)
+            .field("indirect_probes", &self.indirect_probes)
+            .field("gossip_fanout", &self.gossip_fanout)
+            .field("retransmit_mult", &self.retransmit_mult)
+            .field("suspicion_alpha", &self.suspicion_alpha)
+            .field("suspicion_beta", &self.suspicion_beta)
+            .field("suspicion_confirmations", &self.suspicion_confirmations)
+            .field("sync_interval", &self.sync_interval)
+            .field("dead_node_grace_period", &self.dead_node_grace_period)
+            .field("leave_fanout", &self.leave_fanout)
+            .field("max_packet", &self.max_packet)
+            .field("max_pending_events", &self.max_pending_events)
+            .field("max_pending_transmits", &self.max_pending_transmits)
+            .field("limits", &self.limits)
+            .field("initial_key_values", &self.initial_key_values)
+            .field(
+                "marked_for_deletion_grace_period",
+                &self.marked_for_deletion_grace_period,
+            )
+            .field("liveness_predicate", &self.liveness_predicate.is_some())
+            .field("rng_seed", &self.rng_seed)
+            .finish()
+    }
 }
 
 impl CohortConfig {
@@ -98,7 +141,10 @@ impl CohortConfig {
             max_packet: MAX_PACKET,
             max_pending_events: 1_024,
             max_pending_transmits: 1_024,
-            max_members: 16_384,
+            limits: StateLimits::default(),
+            initial_key_values: Vec::new(),
+            marked_for_deletion_grace_period: Duration::from_secs(3_600),
+            liveness_predicate: None,
             rng_seed: 0,
         }
     }
@@ -134,9 +180,43 @@ struct Entry {
     live_pos: u32,
     /// Whether it was ever alive here (a member only heard of as failed is not `Failed`).
     was_alive: bool,
+    /// Whether it is in the collection queue for its deleted keys.
+    gc_queued: bool,
+    /// Its key-values.
+    keys: NodeState,
+}
+
+/// What the table summary hashes of a member: its state, incarnation and key-value version.
+type Record = (State, u64, u64);
+
+/// A member's status for users: its liveness, and the liveness predicate on its keys.
+fn member_status(entry: &Entry, predicate: Option<&LivenessPredicate>) -> MemberStatus {
+    match entry.status() {
+        MemberStatus::Live if predicate.is_some_and(|p| !p(&entry.keys)) => MemberStatus::Unready,
+        status => status,
+    }
 }
 
 impl Entry {
+    fn new(id: NodeId, incarnation: u64, state: State, now: Instant) -> Self {
+        Self {
+            id,
+            incarnation,
+            state,
+            since: now,
+            suspicion: None,
+            live_pos: NOT_LISTED,
+            was_alive: matches!(state, State::Alive | State::Suspect),
+            gc_queued: false,
+            keys: NodeState::new(),
+        }
+    }
+
+    fn record(&self) -> Record {
+        (self.state, self.incarnation, self.keys.max_version())
+    }
+
+    /// Its liveness alone (the liveness predicate aside).
     fn status(&self) -> MemberStatus {
         match self.state {
             State::Alive | State::Suspect => MemberStatus::Live,
@@ -185,12 +265,23 @@ struct Relay {
     deadline: Instant,
 }
 
+/// What a queued piece of news is.
+#[derive(Clone, Debug)]
+enum News {
+    /// Membership news.
+    Member(Update),
+    /// A member's key-values changed: its versions above the `from` kept in
+    /// `CohortMembership::queued_keys`, written when the packet is.
+    Keys(NodeId),
+}
+
 /// An update waiting to be sent, and how many times it was.
 #[derive(Clone, Debug)]
 struct Queued {
-    update: Update,
+    news: News,
     transmits: u32,
-    /// Matches `CohortMembership::queued` while this is the newest update about its member.
+    /// Matches `CohortMembership::queued` (or `queued_keys`) while this is the newest news of
+    /// its kind about its member.
     stamp: u64,
 }
 
@@ -209,6 +300,12 @@ pub struct CohortCounts {
     /// Chitchat datagrams received (a chitchat-mode peer, or a real chitchat node): refused as
     /// [`DecodeError::BadMagic`] with chitchat's magic, never taken for cohort-mode packets.
     pub chitchat_datagrams: u64,
+    /// Key-value deltas refused because storing them would break a bound of
+    /// [`StateLimits`].
+    pub over_limit: u64,
+    /// Requests for missing key-values sent (a delta that could not be applied, or a table
+    /// sync that showed a member's keys behind).
+    pub key_pulls: u64,
 }
 
 /// `Entry::live_pos` of a member that is not in the live list.
@@ -220,6 +317,16 @@ const MAX_RELAYS: usize = 256;
 /// While a table sync teaches new members, the next sync comes after this many probe
 /// intervals instead of a whole sync interval.
 const SYNC_SOON_INTERVALS: u32 = 10;
+
+/// The most packets sent in answer to one `KeysRequest`.
+const MAX_PULL_PACKETS: usize = 16;
+
+/// The most key-value requests awaiting an answer (one per member).
+const MAX_PENDING_PULLS: usize = 4_096;
+
+/// How many probe intervals a key-value request waits for its answer before another may be
+/// sent for the same member.
+const PULL_WAIT_INTERVALS: u32 = 10;
 
 /// The most Lifeguard local-health score (timeouts and intervals stretch up to 1 + this).
 const MAX_LOCAL_HEALTH: u32 = 8;
@@ -303,6 +410,15 @@ pub struct CohortMembership {
     /// The stamp of the update queued for each member: an older one met in the queue is
     /// dropped (replacing one costs nothing at once).
     queued: HashMap<NodeId, u64>,
+    /// For each member whose key-values are queued: the stamp of the newest `News::Keys` and
+    /// the version above which its keys are sent.
+    queued_keys: HashMap<NodeId, (u64, u64)>,
+    /// Members whose deleted keys are due for collection, earliest first.
+    gc_due: BinaryHeap<Reverse<(Instant, NodeId)>>,
+    /// Members whose key-values were asked for, and until when no new request is sent.
+    pulls: HashMap<NodeId, Instant>,
+    /// The bytes of every member's key-values, as [`StateLimits`] counts them.
+    state_bytes: usize,
     stamp: u64,
     seq: u32,
     local_health: u32,
@@ -324,19 +440,13 @@ impl CohortMembership {
         config.seeds.retain(|s| *s != own);
         config.seeds.sort_unstable();
         config.seeds.dedup();
+        let mut own = Entry::new(config.node_id.clone(), 0, State::Alive, now);
+        for (key, value) in &config.initial_key_values {
+            own.keys.set(key, value);
+        }
+        let state_bytes = own.keys.bytes();
         let mut members = BTreeMap::new();
-        members.insert(
-            config.node_id.clone(),
-            Entry {
-                id: config.node_id.clone(),
-                incarnation: 0,
-                state: State::Alive,
-                since: now,
-                suspicion: None,
-                live_pos: NOT_LISTED,
-                was_alive: true,
-            },
-        );
+        members.insert(config.node_id.clone(), own);
         let mut machine = Self {
             cluster: wire::cluster_hash(&config.cluster_id),
             incarnation: 0,
@@ -353,6 +463,10 @@ impl CohortMembership {
             relays: HashMap::new(),
             queue: VecDeque::new(),
             queued: HashMap::new(),
+            queued_keys: HashMap::new(),
+            gc_due: BinaryHeap::new(),
+            pulls: HashMap::new(),
+            state_bytes,
             stamp: 0,
             seq: 0,
             local_health: 0,
@@ -370,28 +484,27 @@ impl CohortMembership {
         machine.indexed(&me, None);
         let alive = machine.own_update(UpdateKind::Alive);
         machine.enqueue(alive);
+        if machine.state_bytes > 0 {
+            machine.enqueue_keys(&me, 0);
+        }
         machine
     }
 
     /// Keeps the indexes (live list, suspects, departed queue, names, table summary) in step
     /// with `id`'s entry, which was `before` (state and incarnation; `None`: just added) and is
     /// now whatever the table holds (nothing: just removed).
-    fn indexed(&mut self, id: &NodeId, before: Option<(State, u64)>) {
-        let now_entry = self
-            .members
-            .get(id)
-            .map(|e| (e.state, e.incarnation, e.since));
+    fn indexed(&mut self, id: &NodeId, before: Option<Record>) {
+        let now_entry = self.members.get(id).map(|e| (e.record(), e.since));
         let bucket = bucket_of(id);
-        if let Some((state, incarnation)) = before {
-            self.buckets[bucket] =
-                self.buckets[bucket].wrapping_sub(record_hash(id, state, incarnation));
+        if let Some(record) = before {
+            self.buckets[bucket] = self.buckets[bucket].wrapping_sub(record_hash(id, record));
         }
         let is_self = *id == self.config.node_id;
-        let was_live = before.is_some_and(|(s, _)| matches!(s, State::Alive | State::Suspect));
+        let was_live = before.is_some_and(|(s, _, _)| matches!(s, State::Alive | State::Suspect));
         match now_entry {
-            Some((state, incarnation, since)) => {
-                self.buckets[bucket] =
-                    self.buckets[bucket].wrapping_add(record_hash(id, state, incarnation));
+            Some((record, since)) => {
+                let state = record.0;
+                self.buckets[bucket] = self.buckets[bucket].wrapping_add(record_hash(id, record));
                 let is_live = matches!(state, State::Alive | State::Suspect);
                 if !is_self && is_live && !was_live {
                     let at = u32::try_from(self.live.len()).unwrap_or(NOT_LISTED);
@@ -425,9 +538,11 @@ impl CohortMembership {
         let mut buckets = vec![0u64; wire::SYNC_BUCKETS];
         for e in self.members.values() {
             let b = &mut buckets[bucket_of(&e.id)];
-            *b = b.wrapping_add(record_hash(&e.id, e.state, e.incarnation));
+            *b = b.wrapping_add(record_hash(&e.id, e.record()));
         }
         assert_eq!(buckets, self.buckets, "the table summary");
+        let bytes: usize = self.members.values().map(|e| e.keys.bytes()).sum();
+        assert_eq!(bytes, self.state_bytes, "the key-value bytes");
         let mut live: Vec<&NodeId> = self
             .members
             .values()
@@ -517,7 +632,17 @@ impl CohortMembership {
     /// What this node believes of `id`.
     #[must_use]
     pub fn status(&self, id: &NodeId) -> Option<MemberStatus> {
-        self.members.get(id).map(Entry::status)
+        self.members.get(id).map(|e| self.status_of(e))
+    }
+
+    fn status_of(&self, entry: &Entry) -> MemberStatus {
+        member_status(entry, self.config.liveness_predicate.as_ref())
+    }
+
+    /// The key-values of `id` as stored (tombstones and reserved keys included).
+    #[must_use]
+    pub fn node_state(&self, id: &NodeId) -> Option<&NodeState> {
+        self.members.get(id).map(|e| &e.keys)
     }
 
     /// Whether `id` is suspected (still live for users; a suspicion is not a verdict).
@@ -541,22 +666,52 @@ impl CohortMembership {
         self.members.is_empty()
     }
 
-    /// A snapshot of the membership (members hold no key-values in this first step).
+    /// A snapshot of the membership. A member's `heartbeat` is its incarnation here.
     #[must_use]
     pub fn members(&self) -> Members {
-        let mut all: Vec<Member> = self
-            .members
-            .values()
-            .map(|e| Member {
-                id: e.id.clone(),
-                status: e.status(),
-                heartbeat: e.incarnation,
-                max_version: 0,
-                keys: BTreeMap::new(),
-            })
-            .collect();
-        all.sort_by(|a, b| a.id.cmp(&b.id));
+        let all: Vec<Member> = self.members.values().map(|e| self.snapshot(e)).collect();
         Members::new(self.version, self.config.node_id.clone(), all)
+    }
+
+    /// The version of the membership: it grows with every change (a member first seen, a
+    /// status, a key, a member removed).
+    #[must_use]
+    pub fn members_version(&self) -> u64 {
+        self.version
+    }
+
+    /// This node as a member.
+    #[must_use]
+    pub fn local_member(&self) -> Member {
+        // The table always holds this node (`remove` never takes it out).
+        self.member(&self.config.node_id).unwrap_or_else(|| Member {
+            id: self.config.node_id.clone(),
+            status: MemberStatus::Live,
+            heartbeat: self.incarnation,
+            max_version: 0,
+            keys: BTreeMap::new(),
+        })
+    }
+
+    /// Whether [`leave`](Self::leave) was called.
+    #[must_use]
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
+    fn snapshot(&self, e: &Entry) -> Member {
+        Member {
+            id: e.id.clone(),
+            status: self.status_of(e),
+            heartbeat: e.incarnation,
+            max_version: e.keys.max_version(),
+            keys: e
+                .keys
+                .visible()
+                .filter(|(k, _)| !is_reserved_key(k))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
     }
 
     /// What was dropped or refused so far.
@@ -630,6 +785,9 @@ impl CohortMembership {
         if let Some((since, _)) = self.departed.front() {
             due = due.min(*since + self.config.dead_node_grace_period);
         }
+        if let Some(Reverse((at, _))) = self.gc_due.peek() {
+            due = due.min(*at);
+        }
         due
     }
 
@@ -661,14 +819,10 @@ impl CohortMembership {
         self.events.push(event, self.config.max_pending_events);
     }
 
-    fn member(&self, id: &NodeId) -> Option<Member> {
-        self.members.get(id).map(|e| Member {
-            id: e.id.clone(),
-            status: e.status(),
-            heartbeat: e.incarnation,
-            max_version: 0,
-            keys: BTreeMap::new(),
-        })
+    /// One member, as this node sees it.
+    #[must_use]
+    pub fn member(&self, id: &NodeId) -> Option<Member> {
+        self.members.get(id).map(|e| self.snapshot(e))
     }
 
     /// Writes a packet of `body` to `to`, with as many pending updates as fit (fewest
@@ -701,21 +855,90 @@ impl CohortMembership {
             let Some(mut queued) = self.queue.pop_front() else {
                 break;
             };
-            if self.queued.get(&queued.update.id) != Some(&queued.stamp) {
-                continue; // replaced by a newer update about the same member
-            }
-            if !wire::push_update(&mut out, at, &queued.update, limit) {
-                self.queue.push_front(queued);
-                break;
+            let fit = match &queued.news {
+                News::Member(update) => {
+                    if self.queued.get(&update.id) != Some(&queued.stamp) {
+                        continue; // replaced by a newer update about the same member
+                    }
+                    if wire::push_update(&mut out, at, update, limit) {
+                        Fit::Sent
+                    } else {
+                        Fit::Full
+                    }
+                }
+                News::Keys(id) => match self.queued_keys.get(id) {
+                    Some(&(stamp, from)) if stamp == queued.stamp => {
+                        self.push_keys_of(&mut out, at, id, from, limit)
+                    }
+                    _ => continue,
+                },
+            };
+            match fit {
+                Fit::Full => {
+                    self.queue.push_front(queued);
+                    break;
+                }
+                Fit::Gone => {
+                    self.forget_queued(&queued.news);
+                    continue;
+                }
+                Fit::Sent => {}
             }
             queued.transmits += 1;
             if queued.transmits < retransmits {
                 self.queue.push_back(queued);
             } else {
-                self.queued.remove(&queued.update.id);
+                self.forget_queued(&queued.news);
             }
         }
         self.push_transmit(to, out);
+    }
+
+    fn forget_queued(&mut self, news: &News) {
+        match news {
+            News::Member(update) => self.queued.remove(&update.id),
+            News::Keys(id) => self.queued_keys.remove(id).map(|(stamp, _)| stamp),
+        };
+    }
+
+    /// Writes `id`'s key-values above version `from` into a packet begun at `at`: whole, or,
+    /// into a packet that carries nothing else yet, as many as fit (the rest reaches the
+    /// others by table syncs).
+    fn push_keys_of(
+        &self,
+        out: &mut Vec<u8>,
+        at: usize,
+        id: &NodeId,
+        from: u64,
+        limit: usize,
+    ) -> Fit {
+        let Some(entry) = self.members.get(id) else {
+            return Fit::Gone;
+        };
+        let keys = &entry.keys;
+        if keys.max_version() <= from {
+            return Fit::Gone;
+        }
+        let entries = entries_above(keys, from);
+        let (len, count) = (out.len(), out[at]);
+        match wire::push_keys(
+            out,
+            at,
+            id,
+            keys.last_gc_version(),
+            from,
+            keys.max_version(),
+            &entries,
+            limit,
+        ) {
+            Some(n) if n == entries.len() || count == 0 => Fit::Sent,
+            Some(_) => {
+                out.truncate(len);
+                out[at] = count;
+                Fit::Full
+            }
+            None => Fit::Full,
+        }
     }
 
     fn push_transmit(&mut self, to: SocketAddr, payload: Vec<u8>) {
@@ -728,7 +951,23 @@ impl CohortMembership {
         self.stamp += 1;
         self.queued.insert(update.id.clone(), self.stamp);
         self.queue.push_front(Queued {
-            update,
+            news: News::Member(update),
+            transmits: 0,
+            stamp: self.stamp,
+        });
+    }
+
+    /// Queues `id`'s key-values above version `from` for dissemination (from the lower
+    /// version when some of them are queued already).
+    fn enqueue_keys(&mut self, id: &NodeId, from: u64) {
+        self.stamp += 1;
+        let from = self
+            .queued_keys
+            .get(id)
+            .map_or(from, |&(_, queued)| queued.min(from));
+        self.queued_keys.insert(id.clone(), (self.stamp, from));
+        self.queue.push_front(Queued {
+            news: News::Keys(id.clone()),
             transmits: 0,
             stamp: self.stamp,
         });
@@ -787,7 +1026,7 @@ impl CohortMembership {
         self.leaving = true;
         let me = self.config.node_id.clone();
         if let Some(entry) = self.members.get_mut(&me) {
-            let before = (entry.state, entry.incarnation);
+            let before = entry.record();
             entry.state = State::Left;
             entry.since = now;
             self.indexed(&me, Some(before));
@@ -799,6 +1038,113 @@ impl CohortMembership {
         for to in self.random_live(fanout, None) {
             self.send(to, &Body::Gossip);
         }
+    }
+
+    /// Sets one of this node's keys (gossiped to every member). Setting the value a key
+    /// already holds changes nothing. `now` is when the command is given.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Reserved`] for keys under `__cohort/`, [`KeyError::Leaving`] once the node
+    /// is leaving, [`KeyError::TooLong`] for a key and value longer than one packet carries
+    /// ([`wire::max_entry_len`]) or than [`StateLimits`] allows, [`KeyError::StateFull`] past
+    /// the other bounds. Nothing changes then.
+    pub fn set(&mut self, now: Instant, key: &str, value: &str) -> Result<(), KeyError> {
+        self.check_write(key, value)?;
+        self.own_write(now, key, |keys| keys.set(key, value));
+        Ok(())
+    }
+
+    /// Sets a key that is collected everywhere once
+    /// [`CohortConfig::marked_for_deletion_grace_period`] has passed since `now`. The value
+    /// the key already holds with a TTL changes nothing (its TTL is not restarted).
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Self::set).
+    pub fn set_with_ttl(&mut self, now: Instant, key: &str, value: &str) -> Result<(), KeyError> {
+        self.check_write(key, value)?;
+        self.own_write(now, key, |keys| keys.set_with_ttl(key, value, now));
+        Ok(())
+    }
+
+    /// Deletes one of this node's keys (a tombstone is gossiped). Returns whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Reserved`] or [`KeyError::Leaving`], as [`set`](Self::set).
+    pub fn delete(&mut self, now: Instant, key: &str) -> Result<bool, KeyError> {
+        self.check_key(key)?;
+        Ok(self.own_write(now, key, |keys| keys.delete(key, now)))
+    }
+
+    /// Keeps a key visible until the grace period has passed since `now`, then collects it
+    /// everywhere. Returns whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// As [`delete`](Self::delete).
+    pub fn delete_after_ttl(&mut self, now: Instant, key: &str) -> Result<bool, KeyError> {
+        self.check_key(key)?;
+        Ok(self.own_write(now, key, |keys| keys.delete_after_ttl(key, now)))
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), KeyError> {
+        if is_reserved_key(key) {
+            return Err(KeyError::Reserved(key.to_owned()));
+        }
+        if self.leaving {
+            return Err(KeyError::Leaving);
+        }
+        Ok(())
+    }
+
+    fn check_write(&self, key: &str, value: &str) -> Result<(), KeyError> {
+        self.check_key(key)?;
+        let me = &self.config.node_id;
+        let fits = wire::max_entry_len(me);
+        if key.len() + value.len() > fits {
+            return Err(KeyError::TooLong {
+                limit: super::Limit::ValueLength,
+                len: value.len(),
+                max: fits.saturating_sub(key.len()),
+            });
+        }
+        let Some(own) = self.members.get(me) else {
+            return Ok(());
+        };
+        let others = self.state_bytes - own.keys.bytes();
+        own.keys
+            .check_write(key, value, &self.config.limits, others)
+            .map_err(|broken| key_error(broken, key, value))
+    }
+
+    /// Applies a write to this node's own key-values; reports and queues what changed.
+    fn own_write(
+        &mut self,
+        now: Instant,
+        key: &str,
+        write: impl FnOnce(&mut NodeState) -> bool,
+    ) -> bool {
+        let _ = now;
+        let me = self.config.node_id.clone();
+        let Some(entry) = self.members.get_mut(&me) else {
+            return false;
+        };
+        let before = entry.record();
+        let old = entry.keys.get(key).map(str::to_owned);
+        let from = entry.keys.max_version();
+        let bytes = entry.keys.bytes();
+        if !write(&mut entry.keys) {
+            return false;
+        }
+        self.state_bytes = self.state_bytes - bytes + entry.keys.bytes();
+        self.indexed(&me, Some(before));
+        self.version += 1;
+        self.schedule_gc(&me);
+        self.enqueue_keys(&me, from);
+        self.report_keys(&me, std::iter::once((key.to_owned(), old)));
+        true
     }
 
     // ------------------------------------------------------------------------- inputs
@@ -854,6 +1200,19 @@ impl CohortMembership {
         let known = self.members.len();
         for update in packet.updates {
             self.learn(now, from, update, spread);
+        }
+        if packet.body == Body::KeysRequest {
+            self.answer_keys(from, &packet.deltas);
+        } else {
+            let behind: Vec<NodeId> = packet
+                .deltas
+                .iter()
+                .filter_map(|delta| self.learn_keys(now, delta, spread))
+                .collect();
+            if !behind.is_empty() {
+                // The sender holds what we lack (it applied, or wrote, the versions it sent).
+                self.pull_keys(now, from, behind);
+            }
         }
         if !spread && self.members.len() > known {
             // The table is growing (a join, or a cluster starting): sync again soon, with
@@ -914,7 +1273,7 @@ impl CohortMembership {
                     }
                 }
             }
-            Body::Gossip | Body::SyncResponse => {}
+            Body::Gossip | Body::SyncResponse | Body::KeysRequest => {}
             Body::SyncRequest {
                 buckets,
                 answer_back,
@@ -943,15 +1302,22 @@ impl CohortMembership {
     }
 
     /// Sends the records of this node's table that fall in the buckets marked in `buckets`
-    /// to `to`, in as many packets as it takes.
+    /// to `to`, in as many packets as it takes. A member with key-values has its versions
+    /// beside its record (a delta without key-values): a receiver behind asks for the rest.
     fn send_table(&mut self, to: SocketAddr, buckets: &[bool]) {
-        let mut records: Vec<Update> = self
+        let mut records: Vec<(Update, u64, u64)> = self
             .members
             .values()
             .filter(|e| buckets.get(bucket_of(&e.id)).copied().unwrap_or(true))
-            .map(Entry::current_update)
+            .map(|e| {
+                (
+                    e.current_update(),
+                    e.keys.last_gc_version(),
+                    e.keys.max_version(),
+                )
+            })
             .collect();
-        records.sort_by(|a, b| a.id.cmp(&b.id));
+        records.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         let limit = self.config.max_packet.min(MAX_PACKET);
         let mut records = records.into_iter().peekable();
         while records.peek().is_some() {
@@ -964,8 +1330,15 @@ impl CohortMembership {
                 &mut out,
             );
             let mut written = 0;
-            while let Some(record) = records.peek() {
-                if !wire::push_update(&mut out, at, record, limit) {
+            while let Some((record, gc, max)) = records.peek() {
+                let (len, count) = (out.len(), out[at]);
+                let fits = wire::push_update(&mut out, at, record, limit)
+                    && (*max == 0
+                        || wire::push_keys(&mut out, at, &record.id, *gc, *max, *max, &[], limit)
+                            .is_some());
+                if !fits {
+                    out.truncate(len);
+                    out[at] = count;
                     break;
                 }
                 records.next();
@@ -977,6 +1350,247 @@ impl CohortMembership {
                 continue;
             }
             self.push_transmit(to, out);
+        }
+    }
+
+    /// Answers a `KeysRequest` from `to`: for each member it names, the key-values beyond what
+    /// the request says it holds, as chained deltas in `SyncResponse` packets (at most
+    /// [`MAX_PULL_PACKETS`] in all).
+    fn answer_keys(&mut self, to: SocketAddr, wanted: &[NodeDelta]) {
+        let limit = self.config.max_packet.min(MAX_PACKET);
+        let mut packets = 0;
+        let mut out: Option<(Vec<u8>, usize)> = None;
+        for request in wanted {
+            let Some(entry) = self.members.get(&request.node) else {
+                continue;
+            };
+            let keys = &entry.keys;
+            let held = NodeDigest {
+                heartbeat: 0,
+                last_gc_version: request.last_gc_version,
+                max_version: request.max_version,
+            };
+            let Some(stale) = keys.stale_for(Some(&held)) else {
+                continue;
+            };
+            let entries: Vec<KeyEntry<'_>> = stale
+                .key_values
+                .iter()
+                .map(|(key, v)| KeyEntry {
+                    key,
+                    value: &v.value,
+                    version: v.version,
+                    status: v.status,
+                })
+                .collect();
+            let (gc, max) = (keys.last_gc_version(), keys.max_version());
+            let mut from = stale.from_version_excluded;
+            let mut sent = 0;
+            // Chained: each delta starts where the one before ended.
+            loop {
+                let (buf, at) = out.get_or_insert_with(|| {
+                    let mut buf = self.transmits.buffer(0, limit);
+                    let at = wire::encode_head(
+                        self.cluster,
+                        &self.config.node_id,
+                        self.incarnation,
+                        &Body::SyncResponse,
+                        &mut buf,
+                    );
+                    (buf, at)
+                });
+                let fresh = buf[*at] == 0;
+                match wire::push_keys(
+                    buf,
+                    *at,
+                    &request.node,
+                    gc,
+                    from,
+                    max,
+                    &entries[sent..],
+                    limit,
+                ) {
+                    Some(n) => {
+                        sent += n;
+                        if sent == entries.len() {
+                            break;
+                        }
+                        from = entries[sent - 1].version;
+                    }
+                    // An entry that fits no packet (never for writes within the bounds).
+                    None if fresh => break,
+                    None => {}
+                }
+                // The packet is full: send it, and go on in a new one.
+                if let Some((buf, _)) = out.take() {
+                    self.transmits
+                        .push(to, buf, self.config.max_pending_transmits);
+                }
+                packets += 1;
+                if packets >= MAX_PULL_PACKETS {
+                    return;
+                }
+            }
+        }
+        if let Some((buf, at)) = out {
+            if buf[at] > 0 {
+                self.push_transmit(to, buf);
+            }
+        }
+    }
+
+    /// Asks `to` for the key-values of `ids` beyond what this node holds, unless asked
+    /// recently.
+    fn pull_keys(&mut self, now: Instant, to: SocketAddr, ids: Vec<NodeId>) {
+        let wait = self.config.probe_interval * PULL_WAIT_INTERVALS;
+        if self.pulls.len() >= MAX_PENDING_PULLS {
+            self.pulls.retain(|_, until| *until > now);
+        }
+        let limit = self.config.max_packet.min(MAX_PACKET);
+        let mut out = self.transmits.buffer(0, limit);
+        let at = wire::encode_head(
+            self.cluster,
+            &self.config.node_id,
+            self.incarnation,
+            &Body::KeysRequest,
+            &mut out,
+        );
+        for id in ids {
+            if self.pulls.get(&id).is_some_and(|until| *until > now)
+                || self.pulls.len() >= MAX_PENDING_PULLS
+            {
+                continue;
+            }
+            let Some(entry) = self.members.get(&id) else {
+                continue;
+            };
+            let (gc, max) = (entry.keys.last_gc_version(), entry.keys.max_version());
+            if wire::push_keys(&mut out, at, &id, gc, max, max, &[], limit).is_none() {
+                break;
+            }
+            self.pulls.insert(id, now + wait);
+        }
+        if out[at] > 0 {
+            self.counts.key_pulls += 1;
+            self.push_transmit(to, out);
+        }
+    }
+
+    /// Applies a key-value delta heard from a member; gossips it on if `spread`. Returns the
+    /// member when the delta could not be applied because this node lacks versions before it
+    /// (they are to be asked for).
+    fn learn_keys(&mut self, now: Instant, delta: &NodeDelta, spread: bool) -> Option<NodeId> {
+        if delta.node == self.config.node_id {
+            return None;
+        }
+        let limits = self.config.limits;
+        let predicate = self.config.liveness_predicate.as_ref();
+        let entry = self.members.get_mut(&delta.node)?;
+        let before = member_status(entry, predicate);
+        let before_record = entry.record();
+        let others = self.state_bytes - entry.keys.bytes();
+        let applied = match entry.keys.apply_delta_within(delta, now, &limits, others) {
+            Ok(applied) => applied,
+            Err(Refused::Gap | Refused::NeedsReset | Refused::PredatesCollection) => {
+                return Some(delta.node.clone());
+            }
+            Err(Refused::NothingNew) => return None,
+            Err(Refused::OverLimit(_)) => {
+                self.counts.over_limit += 1;
+                return None;
+            }
+        };
+        self.state_bytes = others + entry.keys.bytes();
+        let after = member_status(entry, predicate);
+        let id = entry.id.clone();
+        self.pulls.remove(&id);
+        self.indexed(&id, Some(before_record));
+        self.version += 1;
+        self.schedule_gc(&id);
+        if applied.reset {
+            if let Some(member) = self.member(&id) {
+                self.push_event(Event::Reset(member));
+            }
+        }
+        self.report_keys(
+            &id,
+            applied.changed_keys.into_iter().zip(applied.old_values),
+        );
+        self.report(&id, before, after);
+        if spread {
+            self.enqueue_keys(&id, delta.from_version_excluded);
+        }
+        None
+    }
+
+    /// `KeyChanged` for each key of `id` whose visible value is no longer the one given.
+    fn report_keys(
+        &mut self,
+        id: &NodeId,
+        changed: impl Iterator<Item = (String, Option<String>)>,
+    ) {
+        let mut member: Option<Member> = None;
+        for (key, old) in changed {
+            if is_reserved_key(&key) {
+                continue;
+            }
+            if member.is_none() {
+                member = self.member(id);
+            }
+            let Some(snapshot) = &member else {
+                return;
+            };
+            let value = snapshot.get(&key).map(str::to_owned);
+            if value != old {
+                let member = snapshot.clone();
+                self.push_event(Event::KeyChanged {
+                    member,
+                    key,
+                    old,
+                    value,
+                });
+            }
+        }
+    }
+
+    /// Puts `id` in the collection queue if it holds deletions and is not queued.
+    fn schedule_gc(&mut self, id: &NodeId) {
+        let grace = self.config.marked_for_deletion_grace_period;
+        let Some(entry) = self.members.get_mut(id) else {
+            return;
+        };
+        if entry.gc_queued {
+            return;
+        }
+        if let Some(at) = entry.keys.earliest_deletion() {
+            entry.gc_queued = true;
+            let due = at.checked_add(grace).unwrap_or(at);
+            self.gc_due.push(Reverse((due, id.clone())));
+        }
+    }
+
+    /// Collects the tombstones and TTL keys whose grace period is over.
+    fn collect_keys(&mut self, now: Instant) {
+        let grace = self.config.marked_for_deletion_grace_period;
+        while let Some(Reverse((at, _))) = self.gc_due.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, id))) = self.gc_due.pop() else {
+                break;
+            };
+            let Some(entry) = self.members.get_mut(&id) else {
+                continue;
+            };
+            entry.gc_queued = false;
+            let bytes = entry.keys.bytes();
+            let removed = entry.keys.gc_tombstones(now, grace);
+            self.state_bytes = self.state_bytes - bytes + entry.keys.bytes();
+            if !removed.is_empty() {
+                self.version += 1;
+            }
+            self.report_keys(&id, removed.into_iter());
+            self.schedule_gc(&id);
         }
     }
 
@@ -997,11 +1611,12 @@ impl CohortMembership {
             return;
         }
         let confirmations = self.config.suspicion_confirmations as usize;
+        let predicate = self.config.liveness_predicate.as_ref();
         let Some(entry) = self.members.get_mut(&update.id) else {
             return;
         };
-        let before = entry.status();
-        let before_record = (entry.state, entry.incarnation);
+        let before = member_status(entry, predicate);
+        let before_record = entry.record();
         let newer = update.incarnation > entry.incarnation;
         let changed = match (update.kind, entry.state) {
             (_, State::Left) => false,
@@ -1057,7 +1672,7 @@ impl CohortMembership {
         if entry.state == State::Alive {
             entry.was_alive = true;
         }
-        let after = entry.status();
+        let after = member_status(entry, predicate);
         let id = entry.id.clone();
         self.version += 1;
         self.indexed(&id, Some(before_record));
@@ -1075,9 +1690,12 @@ impl CohortMembership {
         let Some(member) = self.member(id) else {
             return;
         };
+        // As in chitchat mode: a member first seen unready is reported `Unready`, and
+        // `Recovered` once ready.
         let event = match (before, after) {
             (MemberStatus::Joining, MemberStatus::Live) => Event::Joined(member),
-            (MemberStatus::Failed, MemberStatus::Live) => Event::Recovered(member),
+            (_, MemberStatus::Live) => Event::Recovered(member),
+            (_, MemberStatus::Unready) => Event::Unready(member),
             (_, MemberStatus::Failed) => Event::Failed(member),
             (_, MemberStatus::Left) => Event::Left(member),
             _ => return,
@@ -1102,7 +1720,7 @@ impl CohortMembership {
         {
             return;
         }
-        if self.members.len() >= self.config.max_members {
+        if self.members.len() >= self.config.limits.max_members {
             self.counts.refused_members += 1;
             return;
         }
@@ -1117,32 +1735,21 @@ impl CohortMembership {
             UpdateKind::Dead => State::Dead,
             UpdateKind::Left => State::Left,
         };
-        let entry = Entry {
-            id: update.id.clone(),
-            incarnation: update.incarnation,
-            state,
-            since: now,
-            suspicion: (state == State::Suspect).then(|| {
-                Box::new(Suspicion {
-                    started: now,
-                    confirmations: Vec::new(),
-                })
-            }),
-            live_pos: NOT_LISTED,
-            was_alive: matches!(state, State::Alive | State::Suspect),
-        };
-        let status = entry.status();
+        let mut entry = Entry::new(update.id.clone(), update.incarnation, state, now);
+        if state == State::Suspect {
+            entry.suspicion = Some(Box::new(Suspicion {
+                started: now,
+                confirmations: Vec::new(),
+            }));
+        }
+        let status = self.status_of(&entry);
         self.members.insert(update.id.clone(), entry);
         self.indexed(&update.id, None);
         self.version += 1;
         for old in older {
             self.remove(&old);
         }
-        if status == MemberStatus::Live {
-            if let Some(member) = self.member(&update.id) {
-                self.push_event(Event::Joined(member));
-            }
-        }
+        self.report(&update.id, MemberStatus::Joining, status);
         if spread {
             self.enqueue(update);
         }
@@ -1154,7 +1761,10 @@ impl CohortMembership {
         }
         self.unlist(id);
         if let Some(entry) = self.members.remove(id) {
-            self.indexed(id, Some((entry.state, entry.incarnation)));
+            self.indexed(id, Some(entry.record()));
+            self.state_bytes -= entry.keys.bytes();
+            self.queued_keys.remove(id);
+            self.pulls.remove(id);
             // Departed and superseded generations never come back.
             let superseded = self
                 .generations_of(id)
@@ -1167,7 +1777,7 @@ impl CohortMembership {
             if self.removed.insert(id.clone(), incarnation).is_none() {
                 self.removed_order.push_back(id.clone());
             }
-            while self.removed_order.len() > self.config.max_members {
+            while self.removed_order.len() > self.config.limits.max_members {
                 if let Some(old) = self.removed_order.pop_front() {
                     self.removed.remove(&old);
                 }
@@ -1190,7 +1800,7 @@ impl CohortMembership {
             self.counts.refutations += 1;
             let me = self.config.node_id.clone();
             if let Some(entry) = self.members.get_mut(&me) {
-                let before = (entry.state, entry.incarnation);
+                let before = entry.record();
                 entry.incarnation = self.incarnation;
                 self.indexed(&me, Some(before));
             }
@@ -1211,6 +1821,7 @@ impl CohortMembership {
         self.check_probe(now);
         self.expire_suspicions(now);
         self.collect(now);
+        self.collect_keys(now);
         if now >= self.next_probe {
             self.finish_probe(now);
             self.start_probe(now);
@@ -1443,7 +2054,7 @@ fn decimal_digits(n: usize) -> u32 {
 }
 
 /// A record's contribution to the table summary.
-fn record_hash(id: &NodeId, state: State, incarnation: u64) -> u64 {
+fn record_hash(id: &NodeId, (state, incarnation, max_version): Record) -> u64 {
     let addr = id.gossip_addr();
     let ip = match addr.ip() {
         IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
@@ -1463,6 +2074,7 @@ fn record_hash(id: &NodeId, state: State, incarnation: u64) -> u64 {
             .write(&addr.port().to_le_bytes())
             .write(&incarnation.to_le_bytes())
             .write(&[kind as u8])
+            .write(&max_version.to_le_bytes())
             .finish(),
     )
 }
@@ -1478,4 +2090,29 @@ fn bucket_of(id: &NodeId) -> usize {
             .finish(),
     );
     usize::try_from(hash % wire::SYNC_BUCKETS as u64).unwrap_or(0)
+}
+
+/// Whether a packet took a piece of news.
+enum Fit {
+    Sent,
+    /// No room left: the packet is done.
+    Full,
+    /// The news is about nothing any more (its member was collected).
+    Gone,
+}
+
+/// `keys`' entries above version `from`, ascending by version, as a delta writes them.
+fn entries_above(keys: &NodeState, from: u64) -> Vec<KeyEntry<'_>> {
+    let mut entries: Vec<KeyEntry<'_>> = keys
+        .entries()
+        .filter(|(_, v)| v.version > from)
+        .map(|(key, v)| KeyEntry {
+            key,
+            value: &v.value,
+            version: v.version,
+            status: v.status,
+        })
+        .collect();
+    entries.sort_unstable_by_key(|e| e.version);
+    entries
 }

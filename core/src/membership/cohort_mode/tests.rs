@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::wire::{self, Body, Packet, Update, UpdateKind};
 use super::*;
+use crate::wire::{DeletionStatus, KeyValueUpdate};
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -34,6 +35,11 @@ struct Net {
 
 impl Net {
     fn new(n: u16) -> Self {
+        Self::with(n, |_, _| {})
+    }
+
+    /// `n` nodes, each with its configuration adjusted by `adjust(index, config)`.
+    fn with(n: u16, adjust: impl Fn(u16, &mut CohortConfig)) -> Self {
         let now = Instant::now();
         let seed = addr(9000);
         let nodes = (0..n)
@@ -41,6 +47,7 @@ impl Net {
                 let mut config = CohortConfig::new(id(&format!("n{i}"), 1, 9000 + i), "test");
                 config.seeds = vec![seed];
                 config.rng_seed = u64::from(i) + 1;
+                adjust(i, &mut config);
                 CohortMembership::new(config, now)
             })
             .collect();
@@ -304,6 +311,7 @@ fn packets_round_trip_and_bad_bytes_are_typed_errors() {
             answer_back: true,
         },
         Body::SyncResponse,
+        Body::KeysRequest,
     ];
     for body in bodies {
         let packet = Packet {
@@ -323,6 +331,26 @@ fn packets_round_trip_and_bad_bytes_are_typed_errors() {
                     incarnation: 3,
                 },
             ],
+            deltas: vec![NodeDelta {
+                node: target.clone(),
+                last_gc_version: 1,
+                from_version_excluded: 2,
+                max_version: 9,
+                key_values: vec![
+                    KeyValueUpdate {
+                        key: "shard".into(),
+                        value: "7".into(),
+                        version: 3,
+                        status: DeletionStatus::Set,
+                    },
+                    KeyValueUpdate {
+                        key: "gone".into(),
+                        value: String::new(),
+                        version: 9,
+                        status: DeletionStatus::Deleted,
+                    },
+                ],
+            }],
         };
         let mut bytes = Vec::new();
         assert_eq!(wire::encode(&packet, &mut bytes), 2);
@@ -369,6 +397,7 @@ fn a_large_table_syncs_in_packets_under_the_bound() {
             answer_back: false,
         },
         updates: Vec::new(),
+        deltas: Vec::new(),
     };
     big.handle_packet(now, addr(8001), request);
     let mut buf = Vec::new();
@@ -393,6 +422,7 @@ fn another_clusters_packets_are_counted_and_change_nothing() {
         incarnation: 0,
         body: Body::Gossip,
         updates: Vec::new(),
+        deltas: Vec::new(),
     };
     let mut bytes = Vec::new();
     wire::encode(&packet, &mut bytes);
@@ -413,7 +443,7 @@ fn a_chitchat_peer_is_never_taken_for_a_cohort_mode_one_and_is_counted() {
             digest: crate::wire::Digest {
                 entries: vec![(
                     id("x", 1, 8201),
-                    crate::wire::NodeDigest {
+                    NodeDigest {
                         heartbeat: 1,
                         last_gc_version: 0,
                         max_version: 0,
@@ -439,6 +469,7 @@ fn a_chitchat_peer_is_never_taken_for_a_cohort_mode_one_and_is_counted() {
         incarnation: 0,
         body: Body::Gossip,
         updates: Vec::new(),
+        deltas: Vec::new(),
     };
     let timestamp = crate::Timestamp::new(1_000, 0, crate::NodeTag::new(1)).unwrap();
     let mut datagram = Vec::new();
@@ -448,4 +479,339 @@ fn a_chitchat_peer_is_never_taken_for_a_cohort_mode_one_and_is_counted() {
         crate::wire::decode_datagram(&datagram).err(),
         Some(DecodeError::BadMagic(wire::COHORT_MODE_MAGIC))
     );
+}
+
+impl Net {
+    /// What node `at` sees of node `of`'s key `key`.
+    fn key(&self, at: usize, of: usize, key: &str) -> Option<String> {
+        self.nodes[at]
+            .member(self.nodes[of].node_id())
+            .and_then(|m| m.get(key).map(str::to_owned))
+    }
+
+    /// Whether every live node sees node `of`'s key `key` as `value`.
+    fn everyone_sees(&self, of: usize, key: &str, value: Option<&str>) -> bool {
+        (0..self.nodes.len())
+            .filter(|&i| !self.down[i])
+            .all(|i| self.key(i, of, key).as_deref() == value)
+    }
+
+    fn key_events(&self, at: usize, key: &str) -> Vec<(Option<String>, Option<String>)> {
+        self.events[at]
+            .iter()
+            .filter_map(|e| match e {
+                Event::KeyChanged {
+                    key: k, old, value, ..
+                } if k == key => Some((old.clone(), value.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn key_values_spread_with_events_and_deletes_follow() {
+    let mut net = Net::with(12, |i, config| {
+        if i == 0 {
+            config.initial_key_values = vec![("role".into(), "seed".into())];
+        }
+    });
+    net.run_until(Duration::from_secs(5), Net::all_live)
+        .expect("converges");
+    net.run_until(Duration::from_secs(2), |net| {
+        net.everyone_sees(0, "role", Some("seed"))
+    })
+    .expect("initial key-values reach everyone");
+    // A key set later spreads by piggybacking, well before a table sync (10 s).
+    let now = net.now;
+    net.nodes[3].set(now, "shard", "7").unwrap();
+    let took = net
+        .run_until(Duration::from_secs(5), |net| {
+            net.everyone_sees(3, "shard", Some("7"))
+        })
+        .expect("the key reaches everyone");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    for i in 0..12 {
+        assert_eq!(
+            net.key_events(i, "shard"),
+            vec![(None, Some("7".into()))],
+            "node {i} saw the change once"
+        );
+    }
+    // Setting the same value again changes nothing; a new value and a delete follow.
+    let now = net.now;
+    net.nodes[3].set(now, "shard", "7").unwrap();
+    net.nodes[3].set(now, "shard", "8").unwrap();
+    assert!(net.nodes[3].delete(now, "shard").unwrap());
+    assert!(
+        !net.nodes[3].delete(now, "shard").unwrap(),
+        "deleted already"
+    );
+    net.run_until(Duration::from_secs(5), |net| {
+        net.everyone_sees(3, "shard", None)
+    })
+    .expect("the delete reaches everyone");
+    for i in 0..12 {
+        let seen = net.key_events(i, "shard");
+        assert_eq!(
+            seen.last(),
+            Some(&(seen.last().and_then(|s| s.0.clone()), None))
+        );
+        assert!(seen.len() >= 2, "node {i}: {seen:?}");
+    }
+    let max = net.nodes[3].local_member().max_version;
+    assert_eq!(max, 3, "set, set again, delete");
+    for node in &net.nodes {
+        assert_eq!(
+            node.member(net.nodes[3].node_id()).unwrap().max_version,
+            max
+        );
+    }
+}
+
+#[test]
+fn a_node_behind_asks_the_sender_for_what_it_missed() {
+    // No table sync within the test: only the pull can repair.
+    let mut net = Net::with(6, |_, config| config.sync_interval = Duration::from_secs(600));
+    net.run_until(Duration::from_secs(5), Net::all_live)
+        .expect("converges");
+    net.run(Duration::from_secs(3));
+    // Node 5 hears nothing while node 1 writes twice; its budget runs out meanwhile.
+    net.down[5] = true;
+    let now = net.now;
+    net.nodes[1].set(now, "a", "1").unwrap();
+    net.nodes[1].set(now, "b", "2").unwrap();
+    net.run(Duration::from_millis(300));
+    net.down[5] = false;
+    net.run(Duration::from_secs(2));
+    // Not repaired yet: the deltas were sent their budget before node 5 came back (or it
+    // would already know). A third write reaches it with a gap, and it pulls the rest.
+    assert_eq!(net.key(5, 1, "a"), None, "node 5 missed the first writes");
+    let pulls = net.nodes[5].counts().key_pulls;
+    let now = net.now;
+    net.nodes[1].set(now, "c", "3").unwrap();
+    let took = net
+        .run_until(Duration::from_secs(5), |net| {
+            ["a", "b", "c"].iter().all(|k| net.key(5, 1, k).is_some())
+        })
+        .expect("node 5 catches up");
+    assert!(
+        took < Duration::from_secs(2),
+        "before any table sync: {took:?}"
+    );
+    assert!(net.nodes[5].counts().key_pulls > pulls, "by asking");
+}
+
+#[test]
+fn table_syncs_repair_keys_missed_for_good() {
+    let mut net = Net::with(5, |_, config| {
+        config.sync_interval = Duration::from_secs(2);
+    });
+    net.run_until(Duration::from_secs(5), Net::all_live)
+        .expect("converges");
+    net.down[4] = true;
+    let now = net.now;
+    net.nodes[0].set(now, "x", "1").unwrap();
+    net.run(Duration::from_secs(1));
+    net.down[4] = false;
+    // No further write: only a table sync can tell node 4 that node 0's keys moved on.
+    net.run_until(Duration::from_secs(20), |net| {
+        net.key(4, 0, "x").as_deref() == Some("1")
+    })
+    .expect("a sync repairs it");
+    let digests: Vec<u64> = net
+        .nodes
+        .iter()
+        .map(CohortMembership::table_digest)
+        .collect();
+    net.run(Duration::from_secs(5));
+    let after: Vec<u64> = net
+        .nodes
+        .iter()
+        .map(CohortMembership::table_digest)
+        .collect();
+    assert!(
+        after.windows(2).all(|w| w[0] == w[1]),
+        "tables agree: {after:?} (were {digests:?})"
+    );
+}
+
+#[test]
+fn collected_tombstones_force_a_reset_of_a_stale_copy() {
+    let grace = Duration::from_secs(3);
+    let mut net = Net::with(4, |_, config| {
+        config.marked_for_deletion_grace_period = grace;
+        config.sync_interval = Duration::from_secs(2);
+    });
+    net.run_until(Duration::from_secs(5), Net::all_live)
+        .expect("converges");
+    let now = net.now;
+    net.nodes[0].set(now, "old", "v").unwrap();
+    net.nodes[0].set_with_ttl(now, "ttl", "t").unwrap();
+    net.run_until(Duration::from_secs(3), |net| {
+        net.everyone_sees(0, "old", Some("v")) && net.everyone_sees(0, "ttl", Some("t"))
+    })
+    .expect("spread");
+    // Node 3 misses the delete and its collection everywhere.
+    net.down[3] = true;
+    let now = net.now;
+    assert!(net.nodes[0].delete(now, "old").unwrap());
+    net.run(grace + Duration::from_secs(1));
+    assert_eq!(
+        net.nodes[0]
+            .node_state(net.nodes[0].node_id())
+            .unwrap()
+            .get_versioned("old"),
+        None,
+        "collected"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            net.key(i, 0, "ttl"),
+            None,
+            "the TTL key is collected at node {i}"
+        );
+        assert!(net.key_events(i, "ttl").contains(&(Some("t".into()), None)));
+    }
+    net.down[3] = false;
+    net.run_until(Duration::from_secs(20), |net| {
+        net.key(3, 0, "old").is_none()
+    })
+    .expect("node 3 drops the deleted key");
+    assert!(
+        net.events[3]
+            .iter()
+            .any(|e| matches!(e, Event::Reset(m) if m.id == *net.nodes[0].node_id())),
+        "by a reset"
+    );
+    for node in &net.nodes {
+        node.check_indexes();
+    }
+}
+
+#[test]
+fn a_state_larger_than_a_packet_reaches_everyone() {
+    let mut net = Net::new(5);
+    net.run_until(Duration::from_secs(5), Net::all_live)
+        .expect("converges");
+    let now = net.now;
+    let value = "v".repeat(300);
+    for k in 0..20 {
+        net.nodes[2]
+            .set(now, &format!("key-{k:02}"), &value)
+            .unwrap();
+    }
+    net.run_until(Duration::from_secs(30), |net| {
+        (0..20).all(|k| net.everyone_sees(2, &format!("key-{k:02}"), Some(&value)))
+    })
+    .expect("6 kB of keys reach everyone");
+    assert!(net.largest <= MAX_PACKET, "{} bytes", net.largest);
+}
+
+#[test]
+fn writes_are_checked_and_refused_ones_change_nothing() {
+    let now = Instant::now();
+    let mut m = CohortMembership::new(CohortConfig::new(id("a", 1, 8300), "test"), now);
+    let version = m.members_version();
+    assert_eq!(
+        m.set(now, "__cohort/x", "1"),
+        Err(KeyError::Reserved("__cohort/x".into()))
+    );
+    let fits = wire::max_entry_len(m.node_id());
+    assert!(fits > 900, "{fits}");
+    let long = "v".repeat(fits);
+    assert!(matches!(
+        m.set(now, "k", &long),
+        Err(KeyError::TooLong { len, max, .. }) if len == fits && max == fits - 1
+    ));
+    assert_eq!(m.members_version(), version, "nothing changed");
+    m.set(now, "k", &long[1..]).unwrap();
+    assert_eq!(m.local_member().get("k").map(str::len), Some(fits - 1));
+    m.leave(now);
+    assert_eq!(m.set(now, "k", "1"), Err(KeyError::Leaving));
+    assert_eq!(m.delete(now, "k"), Err(KeyError::Leaving));
+}
+
+#[test]
+fn a_member_failing_the_liveness_predicate_is_unready_until_it_passes() {
+    let predicate: LivenessPredicate =
+        std::sync::Arc::new(|state: &NodeState| state.get("ready") == Some("yes"));
+    let mut net = Net::with(4, |i, config| {
+        config.liveness_predicate = Some(predicate.clone());
+        if i != 2 {
+            config.initial_key_values = vec![("ready".into(), "yes".into())];
+        }
+    });
+    net.run_until(Duration::from_secs(5), |net| {
+        (0..4).filter(|&i| i != 2).all(|i| {
+            (0..4)
+                .filter(|&j| j != 2 && j != i)
+                .all(|j| net.status(i, j) == Some(MemberStatus::Live))
+                && net.status(i, 2) == Some(MemberStatus::Unready)
+        })
+    })
+    .expect("node 2 is unready everywhere");
+    let now = net.now;
+    net.nodes[2].set(now, "ready", "yes").unwrap();
+    net.run_until(Duration::from_secs(3), |net| {
+        (0..4).all(|i| net.status(i, 2) == Some(MemberStatus::Live))
+    })
+    .expect("and live once its key says so");
+    assert!(
+        net.events[0]
+            .iter()
+            .any(|e| matches!(e, Event::Unready(m) if m.id == *net.nodes[2].node_id()))
+    );
+    assert!(
+        net.events[0]
+            .iter()
+            .any(|e| matches!(e, Event::Recovered(m) if m.id == *net.nodes[2].node_id()))
+    );
+}
+
+#[test]
+fn malformed_deltas_are_refused() {
+    let delta = |from, max, versions: &[u64]| Packet {
+        cluster: wire::cluster_hash("test"),
+        from: id("a", 1, 7000),
+        incarnation: 0,
+        body: Body::Gossip,
+        updates: Vec::new(),
+        deltas: vec![NodeDelta {
+            node: id("b", 1, 7001),
+            last_gc_version: 0,
+            from_version_excluded: from,
+            max_version: max,
+            key_values: versions
+                .iter()
+                .map(|&version| KeyValueUpdate {
+                    key: format!("k{version}"),
+                    value: "v".into(),
+                    version,
+                    status: DeletionStatus::Set,
+                })
+                .collect(),
+        }],
+    };
+    let encode = |packet: &Packet| {
+        let mut bytes = Vec::new();
+        wire::encode(packet, &mut bytes);
+        bytes
+    };
+    let good = delta(1, 4, &[2, 4]);
+    assert_eq!(wire::decode(&encode(&good)), Ok(good));
+    for bad in [
+        delta(1, 4, &[4, 2]),
+        delta(1, 4, &[2, 5]),
+        delta(3, 4, &[2]),
+        delta(5, 4, &[]),
+    ] {
+        assert!(
+            matches!(
+                wire::decode(&encode(&bad)),
+                Err(DecodeError::MalformedDelta(_))
+            ),
+            "{bad:?}"
+        );
+    }
 }

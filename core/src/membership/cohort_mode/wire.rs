@@ -7,7 +7,9 @@
 use std::net::IpAddr;
 
 use crate::NodeId;
-use crate::wire::{DecodeError, Reader, put_socket_addr};
+use crate::wire::{
+    DecodeError, DeletionStatus, KeyValueUpdate, NodeDelta, Reader, put_socket_addr,
+};
 
 /// The first two bytes of a cohort-mode packet (`4d c0`), after the envelope.
 pub const COHORT_MODE_MAGIC: u16 = 0xC04D;
@@ -114,8 +116,15 @@ pub enum Body {
         /// Whether the receiver should send its own summary back (a push-pull exchange).
         answer_back: bool,
     },
-    /// Part of the sender's table: the updates carried are its records.
+    /// Part of the sender's table: the updates carried are its records, and the key-value
+    /// deltas what the receiver asked for (or, with no key-values, the versions a member's
+    /// keys reached: a receiver behind asks for the rest with `KeysRequest`).
     SyncResponse,
+    /// Asks for the key-values of the members its deltas name: each delta carries no
+    /// key-values and states what the sender holds of that member (`last_gc_version`, and
+    /// `from_version_excluded` = `max_version` = its max version). The receiver answers with
+    /// what it has beyond that, in `SyncResponse` packets.
+    KeysRequest,
 }
 
 impl Body {
@@ -128,6 +137,7 @@ impl Body {
             Self::Gossip => 5,
             Self::SyncRequest { .. } => 6,
             Self::SyncResponse => 7,
+            Self::KeysRequest => 8,
         }
     }
 }
@@ -145,6 +155,9 @@ pub struct Packet {
     pub body: Body,
     /// Membership news carried along.
     pub updates: Vec<Update>,
+    /// Key-value deltas carried along (after the membership news, whatever their order in the
+    /// packet).
+    pub deltas: Vec<NodeDelta>,
 }
 
 /// The hash of a cluster id that packets carry (FNV-1a, 64 bits).
@@ -200,7 +213,7 @@ pub(crate) fn encode_head(
             out.extend_from_slice(&seq.to_le_bytes());
             put_id(target, out);
         }
-        Body::Gossip | Body::SyncResponse => {}
+        Body::Gossip | Body::SyncResponse | Body::KeysRequest => {}
         Body::SyncRequest {
             buckets,
             answer_back,
@@ -233,6 +246,165 @@ pub(crate) fn push_update(
     true
 }
 
+/// The bytes a key-value delta takes before its entries.
+fn keys_head_len(id: &NodeId) -> usize {
+    1 + id_len(id) + 8 + 8 + 8 + 1
+}
+
+/// The bytes one entry of a key-value delta takes.
+fn entry_len(key: &str, value: &str) -> usize {
+    2 + key.len() + 2 + value.len() + 8 + 1
+}
+
+/// The longest `key` + `value` a member named `id` can publish: a delta holding that one
+/// entry must fit a [`Body::Gossip`] packet of [`MAX_PACKET`] bytes sent by a member with a
+/// name of the longest length.
+#[must_use]
+pub fn max_entry_len(id: &NodeId) -> usize {
+    let longest_sender = NodeId::new(
+        "n".repeat(MAX_NAME_LEN),
+        0,
+        std::net::SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0),
+    );
+    let head = 2 + 1 + 1 + 8 + id_len(&longest_sender) + 8 + 1;
+    MAX_PACKET.saturating_sub(head + keys_head_len(id) + entry_len("", ""))
+}
+
+/// Appends a key-value delta about `id` to a packet begun with [`encode_head`]: its collection
+/// watermark `last_gc`, then as many of `entries` (the key-values above version `from`,
+/// ascending by version) as fit in `limit` bytes. The delta's max version is that of the last
+/// entry written, or `max` when all of them are. Returns how many entries were written, or
+/// `None` when the delta did not fit at all (nothing appended).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn push_keys(
+    out: &mut Vec<u8>,
+    count_at: usize,
+    id: &NodeId,
+    last_gc: u64,
+    from: u64,
+    max: u64,
+    entries: &[KeyEntry<'_>],
+    limit: usize,
+) -> Option<usize> {
+    if out[count_at] == u8::MAX || out.len() + keys_head_len(id) > limit {
+        return None;
+    }
+    let start = out.len();
+    out.push(KEYS_ITEM);
+    put_id(id, out);
+    out.extend_from_slice(&last_gc.to_le_bytes());
+    out.extend_from_slice(&from.to_le_bytes());
+    let max_at = out.len();
+    out.extend_from_slice(&max.to_le_bytes());
+    let n_at = out.len();
+    out.push(0);
+    let mut written = 0usize;
+    for entry in entries.iter().take(usize::from(u8::MAX)) {
+        let (Ok(key_len), Ok(value_len)) = (
+            u16::try_from(entry.key.len()),
+            u16::try_from(entry.value.len()),
+        ) else {
+            break;
+        };
+        if out.len() + entry_len(entry.key, entry.value) > limit {
+            break;
+        }
+        out.extend_from_slice(&key_len.to_le_bytes());
+        out.extend_from_slice(entry.key.as_bytes());
+        out.extend_from_slice(&value_len.to_le_bytes());
+        out.extend_from_slice(entry.value.as_bytes());
+        out.extend_from_slice(&entry.version.to_le_bytes());
+        out.push(status_byte(entry.status));
+        written += 1;
+    }
+    if written == 0 && !entries.is_empty() {
+        out.truncate(start);
+        return None;
+    }
+    if written < entries.len() {
+        let last = entries[written - 1].version;
+        out[max_at..max_at + 8].copy_from_slice(&last.to_le_bytes());
+    }
+    out[n_at] = u8::try_from(written).unwrap_or(u8::MAX);
+    out[count_at] += 1;
+    Some(written)
+}
+
+/// One key-value to write in a delta.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyEntry<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) value: &'a str,
+    pub(crate) version: u64,
+    pub(crate) status: DeletionStatus,
+}
+
+/// The item tag of a key-value delta (membership updates use 1 to 4).
+const KEYS_ITEM: u8 = 5;
+
+fn status_byte(status: DeletionStatus) -> u8 {
+    match status {
+        DeletionStatus::Set => 0,
+        DeletionStatus::Deleted => 1,
+        DeletionStatus::DeleteAfterTtl => 2,
+    }
+}
+
+/// A key-value delta's entries: versions strictly increasing above its `from`, none above its
+/// max.
+fn read_delta(r: &mut Reader<'_>) -> Result<NodeDelta, DecodeError> {
+    let node = read_id(r)?;
+    let last_gc_version = r.u64("last gc version")?;
+    let from_version_excluded = r.u64("from version")?;
+    let max_version = r.u64("max version")?;
+    if from_version_excluded > max_version {
+        return Err(DecodeError::MalformedDelta("starts above its max version"));
+    }
+    let count = r.u8("key-value count")?;
+    // Each entry is at least 13 bytes: no allocation beyond what the input can hold.
+    let mut key_values = Vec::with_capacity(usize::from(count).min(r.remaining() / 13));
+    let mut last = from_version_excluded;
+    for _ in 0..count {
+        let key_len = usize::from(r.u16("key length")?);
+        let key = std::str::from_utf8(r.take(key_len, "key")?)
+            .map_err(|_| DecodeError::InvalidUtf8("key"))?;
+        let value_len = usize::from(r.u16("value length")?);
+        let value = std::str::from_utf8(r.take(value_len, "value")?)
+            .map_err(|_| DecodeError::InvalidUtf8("value"))?;
+        let version = r.u64("version")?;
+        let status = match r.u8("deletion status")? {
+            0 => DeletionStatus::Set,
+            1 => DeletionStatus::Deleted,
+            2 => DeletionStatus::DeleteAfterTtl,
+            tag => {
+                return Err(DecodeError::InvalidTag {
+                    what: "deletion status",
+                    tag,
+                });
+            }
+        };
+        if version <= last || version > max_version {
+            return Err(DecodeError::MalformedDelta(
+                "versions not increasing within the delta's range",
+            ));
+        }
+        last = version;
+        key_values.push(KeyValueUpdate {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            version,
+            status,
+        });
+    }
+    Ok(NodeDelta {
+        node,
+        last_gc_version,
+        from_version_excluded,
+        max_version,
+        key_values,
+    })
+}
+
 /// Encodes a whole packet (its updates as far as [`MAX_PACKET`] allows; the others are left
 /// out). Returns how many updates were written.
 pub fn encode(packet: &Packet, out: &mut Vec<u8>) -> usize {
@@ -244,11 +416,39 @@ pub fn encode(packet: &Packet, out: &mut Vec<u8>) -> usize {
         &packet.body,
         out,
     );
-    packet
+    let written = packet
         .updates
         .iter()
         .take_while(|u| push_update(out, at, u, start + MAX_PACKET))
-        .count()
+        .count();
+    if written == packet.updates.len() {
+        for delta in &packet.deltas {
+            let entries: Vec<KeyEntry<'_>> = delta
+                .key_values
+                .iter()
+                .map(|kv| KeyEntry {
+                    key: &kv.key,
+                    value: &kv.value,
+                    version: kv.version,
+                    status: kv.status,
+                })
+                .collect();
+            let pushed = push_keys(
+                out,
+                at,
+                &delta.node,
+                delta.last_gc_version,
+                delta.from_version_excluded,
+                delta.max_version,
+                &entries,
+                start + MAX_PACKET,
+            );
+            if pushed != Some(entries.len()) {
+                break;
+            }
+        }
+    }
+    written
 }
 
 /// A node id: its name (a `u8` length, then UTF-8), generation and address.
@@ -316,13 +516,20 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
             },
         },
         7 => Body::SyncResponse,
+        8 => Body::KeysRequest,
         other => return Err(DecodeError::UnknownMessageType(other)),
     };
     let count = r.u8("update count")?;
     // Each update is at least 21 bytes: no allocation beyond what the input can hold.
     let mut updates = Vec::with_capacity(usize::from(count).min(r.remaining() / 21));
+    let mut deltas = Vec::new();
     for _ in 0..count {
-        let kind = UpdateKind::from_byte(r.u8("update kind")?)?;
+        let tag = r.u8("update kind")?;
+        if tag == KEYS_ITEM {
+            deltas.push(read_delta(&mut r)?);
+            continue;
+        }
+        let kind = UpdateKind::from_byte(tag)?;
         let incarnation = r.u64("update incarnation")?;
         let id = read_id(&mut r)?;
         updates.push(Update {
@@ -340,5 +547,6 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
         incarnation,
         body,
         updates,
+        deltas,
     })
 }
