@@ -481,7 +481,28 @@ fn cohort_mode_seeds() -> Vec<(String, Vec<u8>)> {
             },
         ),
         ("sync-response", Body::SyncResponse),
+        ("keys-request", Body::KeysRequest),
     ];
+    let deltas = vec![cohort_core::wire::NodeDelta {
+        node: node_b.clone(),
+        last_gc_version: 1,
+        from_version_excluded: 1,
+        max_version: 4,
+        key_values: vec![
+            cohort_core::wire::KeyValueUpdate {
+                key: "shard".into(),
+                value: "7".into(),
+                version: 2,
+                status: cohort_core::wire::DeletionStatus::Set,
+            },
+            cohort_core::wire::KeyValueUpdate {
+                key: "old".into(),
+                value: String::new(),
+                version: 4,
+                status: cohort_core::wire::DeletionStatus::Deleted,
+            },
+        ],
+    }];
     bodies
         .into_iter()
         .map(|(name, body)| {
@@ -491,6 +512,7 @@ fn cohort_mode_seeds() -> Vec<(String, Vec<u8>)> {
                 incarnation: 1,
                 body,
                 updates: updates.clone(),
+                deltas: deltas.clone(),
             };
             let mut bytes = Vec::new();
             cm::encode(&packet, &mut bytes);

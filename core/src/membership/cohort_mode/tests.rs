@@ -353,7 +353,7 @@ fn packets_round_trip_and_bad_bytes_are_typed_errors() {
             }],
         };
         let mut bytes = Vec::new();
-        assert_eq!(wire::encode(&packet, &mut bytes), 2);
+        assert_eq!(wire::encode(&packet, &mut bytes), 3);
         assert_eq!(wire::decode(&bytes), Ok(packet.clone()));
         // Every strict prefix is refused; so is a byte more.
         for cut in 0..bytes.len() {
@@ -572,7 +572,9 @@ fn key_values_spread_with_events_and_deletes_follow() {
 #[test]
 fn a_node_behind_asks_the_sender_for_what_it_missed() {
     // No table sync within the test: only the pull can repair.
-    let mut net = Net::with(6, |_, config| config.sync_interval = Duration::from_secs(600));
+    let mut net = Net::with(6, |_, config| {
+        config.sync_interval = Duration::from_secs(600)
+    });
     net.run_until(Duration::from_secs(5), Net::all_live)
         .expect("converges");
     net.run(Duration::from_secs(3));

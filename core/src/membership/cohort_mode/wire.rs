@@ -405,8 +405,9 @@ fn read_delta(r: &mut Reader<'_>) -> Result<NodeDelta, DecodeError> {
     })
 }
 
-/// Encodes a whole packet (its updates as far as [`MAX_PACKET`] allows; the others are left
-/// out). Returns how many updates were written.
+/// Encodes a whole packet: its membership updates, then its key-value deltas, as far as
+/// [`MAX_PACKET`] allows (the others are left out). Returns how many items (updates and
+/// deltas) were written.
 pub fn encode(packet: &Packet, out: &mut Vec<u8>) -> usize {
     let start = out.len();
     let at = encode_head(
@@ -421,6 +422,7 @@ pub fn encode(packet: &Packet, out: &mut Vec<u8>) -> usize {
         .iter()
         .take_while(|u| push_update(out, at, u, start + MAX_PACKET))
         .count();
+    let mut written = written;
     if written == packet.updates.len() {
         for delta in &packet.deltas {
             let entries: Vec<KeyEntry<'_>> = delta
@@ -444,8 +446,9 @@ pub fn encode(packet: &Packet, out: &mut Vec<u8>) -> usize {
                 start + MAX_PACKET,
             );
             if pushed != Some(entries.len()) {
-                break;
+                break; // not at all, or in part: not counted
             }
+            written += 1;
         }
     }
     written
