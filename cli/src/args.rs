@@ -144,7 +144,22 @@ pub(crate) struct AgentArgs {
     #[arg(long, value_name = "ID", default_value = DEFAULT_CLUSTER_ID)]
     pub(crate) cluster: String,
 
-    /// How often a gossip round runs, in milliseconds.
+    /// The membership protocol: `chitchat` (chitchat's gossip; joins real chitchat clusters)
+    /// or `cohort` (cohort nodes only; per-node cost independent of the cluster's size). Every
+    /// node of a cluster must use the same.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "chitchat")]
+    pub(crate) mode: Mode,
+
+    /// Cohort mode: the time between probes, in milliseconds.
+    #[arg(
+        long = "probe-interval-ms",
+        value_name = "MS",
+        default_value_t = default_probe_interval_ms(),
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    pub(crate) probe_interval_ms: u64,
+
+    /// How often a gossip round runs (chitchat mode), in milliseconds.
     #[arg(
         long = "interval-ms",
         value_name = "MS",
@@ -319,6 +334,28 @@ impl Cli {
     }
 }
 
+/// The membership protocols, as named on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Mode {
+    /// chitchat's Scuttlebutt gossip (joins real chitchat clusters).
+    Chitchat,
+    /// cohort mode (cohort nodes only; for large clusters).
+    Cohort,
+}
+
+impl From<Mode> for cohort_tokio::Protocol {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Chitchat => Self::Chitchat,
+            Mode::Cohort => Self::Cohort,
+        }
+    }
+}
+
+fn default_probe_interval_ms() -> u64 {
+    u64::try_from(cohort_tokio::DEFAULT_PROBE_INTERVAL.as_millis()).unwrap_or(100)
+}
+
 /// The gossip protocol versions, as named on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Protocol {
@@ -382,6 +419,15 @@ mod tests {
             DEFAULT_GOSSIP_INTERVAL.as_millis()
         );
         assert_eq!(a.protocol, None);
+        assert_eq!(a.mode, Mode::Chitchat);
+        assert_eq!(
+            u128::from(a.probe_interval_ms),
+            cohort_tokio::DEFAULT_PROBE_INTERVAL.as_millis()
+        );
+        let cohort = agent(&["--mode", "cohort", "--probe-interval-ms", "50"]).expect("parses");
+        assert_eq!(cohort.mode, Mode::Cohort);
+        assert_eq!(cohort.probe_interval_ms, 50);
+        assert!(agent(&["--mode", "swim"]).is_err());
         assert_eq!(a.generation, None);
         assert!(!a.chitchat_compatible && !a.json);
         assert_eq!(a.seeds().count(), 0);

@@ -86,6 +86,8 @@ macro_rules! builder {
         .cluster_id(args.cluster.clone())
         .data_center(args.dc.clone())
         .gossip_interval(std::time::Duration::from_millis(args.interval_ms))
+        .protocol(args.mode.into())
+        .probe_interval(std::time::Duration::from_millis(args.probe_interval_ms))
         .chitchat_compatible(args.chitchat_compatible);
         if let Some(protocol) = args.protocol {
             builder = builder.protocol_version(protocol.into());

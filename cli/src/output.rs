@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 // The event type of both drivers (core's, re-exported by each). The only name of it in this
 // crate: a rename is a change here.
 use cohort_tokio::Event;
-use cohort_tokio::{Limit, Member, Members, NodeId, Timestamp};
+use cohort_tokio::{Limit, Member, Members, NodeId, Protocol, Timestamp};
 use serde_json::{Map, Value, json};
 
 /// One line of output, before it is formatted.
@@ -78,6 +78,15 @@ pub(crate) enum Line<'a> {
         from: SocketAddr,
         /// The bound.
         limit: Limit,
+        /// How many more from it were held back since its last report.
+        suppressed: u64,
+    },
+    /// A datagram of the other membership protocol.
+    ProtocolMismatch {
+        /// The sender.
+        from: SocketAddr,
+        /// The protocol it speaks.
+        theirs: Protocol,
         /// How many more from it were held back since its last report.
         suppressed: u64,
     },
@@ -157,6 +166,15 @@ impl<'a> Line<'a> {
                 limit: *limit,
                 suppressed: *suppressed,
             },
+            Event::ProtocolMismatch {
+                from,
+                theirs,
+                suppressed,
+            } => Self::ProtocolMismatch {
+                from: *from,
+                theirs: *theirs,
+                suppressed: *suppressed,
+            },
             other => Self::Unknown(format!("{other:?}")),
         }
     }
@@ -206,6 +224,14 @@ impl<'a> Line<'a> {
                 limit,
                 suppressed,
             } => format!("over-limit {from} {limit}{}", held_back(*suppressed)),
+            Self::ProtocolMismatch {
+                from,
+                theirs,
+                suppressed,
+            } => format!(
+                "protocol-mismatch {from} theirs={theirs}{}",
+                held_back(*suppressed)
+            ),
             Self::Unknown(debug) => format!("event {debug}"),
             Self::Members { live, known } => format!("members live={live} known={known}"),
             Self::Stopped => "stopped".to_owned(),
@@ -265,6 +291,16 @@ impl<'a> Line<'a> {
                 "event": "over-limit",
                 "from": from.to_string(),
                 "limit": limit.name(),
+                "suppressed": suppressed,
+            }),
+            Self::ProtocolMismatch {
+                from,
+                theirs,
+                suppressed,
+            } => json!({
+                "event": "protocol-mismatch",
+                "from": from.to_string(),
+                "theirs": theirs.name(),
                 "suppressed": suppressed,
             }),
             Self::Unknown(debug) => json!({"event": "unknown", "debug": debug}),
@@ -506,6 +542,19 @@ mod tests {
             suppressed: 0,
         });
         assert_eq!(text, "over-limit 127.0.0.1:9 members");
+        let (mismatch, mismatch_json) = both(&Event::ProtocolMismatch {
+            from,
+            theirs: Protocol::Chitchat,
+            suppressed: 2,
+        });
+        assert_eq!(
+            mismatch,
+            "protocol-mismatch 127.0.0.1:9 theirs=chitchat suppressed=2"
+        );
+        assert_eq!(
+            mismatch_json,
+            json!({"event": "protocol-mismatch", "from": "127.0.0.1:9", "theirs": "chitchat", "suppressed": 2})
+        );
         assert_eq!(
             json,
             json!({"event": "over-limit", "from": "127.0.0.1:9", "limit": "members", "suppressed": 0})

@@ -95,6 +95,19 @@ pub enum Event {
         /// How many more from this sender were held back since its last report.
         suppressed: u64,
     },
+    /// A datagram of the other membership protocol arrived (see
+    /// [`NodeConfig::protocol`](crate::NodeConfig::protocol)): a peer configured for chitchat
+    /// mode while this node runs cohort mode, or the other way round (or a real chitchat node
+    /// gossiping to a cohort-mode node). It was refused, never taken for this protocol's
+    /// gossip. Reported at most once per sender in a diagnostic interval.
+    ProtocolMismatch {
+        /// The sender's address.
+        from: SocketAddr,
+        /// The protocol the sender speaks.
+        theirs: crate::node::config::Protocol,
+        /// How many more from this sender were held back since its last report.
+        suppressed: u64,
+    },
     /// This node stopped declaring deaths for a while: it heard nothing while many peers went
     /// silent at once, or it was starved (a round ran late), so it suspects itself.
     SelfSuspected,
@@ -136,7 +149,8 @@ impl Event {
 
     /// The event's name in lower case, for logs and command-line output: `joined`,
     /// `recovered`, `unready`, `failed`, `left`, `removed`, `key`, `reset`, `skew`,
-    /// `bad-cluster`, `unauthenticated`, `over-limit`, `suspect` or `lagged`.
+    /// `bad-cluster`, `unauthenticated`, `over-limit`, `protocol-mismatch`, `suspect` or
+    /// `lagged`.
     #[must_use]
     pub const fn kind(&self) -> &'static str {
         match self {
@@ -152,6 +166,7 @@ impl Event {
             Self::BadCluster { .. } => "bad-cluster",
             Self::Unauthenticated { .. } => "unauthenticated",
             Self::OverLimit { .. } => "over-limit",
+            Self::ProtocolMismatch { .. } => "protocol-mismatch",
             Self::SelfSuspected => "suspect",
             Self::Lagged { .. } => "lagged",
         }

@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 pub use self::config::{
     ConfigError, DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LEAVE_TIMEOUT,
-    MAX_DURATION_SETTING, NodeConfig, generation_at,
+    DEFAULT_PROBE_INTERVAL, MAX_DURATION_SETTING, NodeConfig, Protocol, generation_at,
 };
 use crate::auth::{AUTH_TAG_LEN, ClusterKey, Keyring, KeyringError};
 use crate::clock::{HlcConfig, NodeTag, SharedHlc, WallTime};
 use crate::members::Members;
+use crate::membership::cohort_mode::{self, CohortMembership};
 use crate::membership::diagnostics::DiagnosticKind;
 use crate::membership::{
     Diagnostics, KeyError, Member, MemberStatus, Membership, NodeState, Transmits,
@@ -72,7 +73,7 @@ pub struct Drained {
 /// tasks can read it without going through the loop.
 #[derive(Debug)]
 pub struct Node {
-    membership: Membership,
+    machine: Machine,
     clock: Arc<SharedHlc>,
     compatible: bool,
     /// Signs outgoing datagrams and checks incoming ones, when gossip is authenticated.
@@ -84,18 +85,44 @@ pub struct Node {
     drained_version: u64,
 }
 
+/// The membership machine of the protocol chosen ([`NodeConfig::protocol`]).
+#[derive(Debug)]
+enum Machine {
+    Chitchat(Box<Membership>),
+    Cohort(Box<CohortMembership>),
+}
+
+/// Runs `$body` with `$m` bound to whichever machine `$machine` holds (both have the method).
+macro_rules! with_machine {
+    ($machine:expr, $m:ident => $body:expr) => {
+        match $machine {
+            Machine::Chitchat($m) => $body,
+            Machine::Cohort($m) => $body,
+        }
+    };
+}
+
 impl Node {
-    /// A node started at `now`, as `config` says. Its first gossip round is due at once.
+    /// A node started at `now`, as `config` says. Its first gossip round (or probe) is due at
+    /// once.
     ///
     /// # Errors
     ///
     /// A [`ConfigError`] when the settings are unusable ([`NodeConfig::validate`]).
     pub fn new(config: NodeConfig, now: Instant) -> Result<Self, ConfigError> {
-        let membership = config.membership_config()?;
+        let machine = match config.protocol {
+            Protocol::Chitchat => {
+                Machine::Chitchat(Box::new(Membership::new(config.membership_config()?, now)))
+            }
+            Protocol::Cohort => Machine::Cohort(Box::new(CohortMembership::new(
+                config.cohort_config()?,
+                now,
+            ))),
+        };
         let tag = NodeTag::from_node_id(&config.id);
         let clock = SharedHlc::new(HlcConfig::new(tag).with_max_drift(config.max_clock_drift));
         Ok(Self {
-            membership: Membership::new(membership, now),
+            machine,
             clock: Arc::new(clock),
             compatible: config.chitchat_compatible,
             keyring: config.keyring,
@@ -111,51 +138,74 @@ impl Node {
     /// This node's identity.
     #[must_use]
     pub fn id(&self) -> &NodeId {
-        self.membership.node_id()
+        with_machine!(&self.machine, m => m.node_id())
     }
 
-    /// The membership machine, for queries beyond the ones here.
+    /// The protocol this node speaks.
     #[must_use]
-    pub fn membership(&self) -> &Membership {
-        &self.membership
+    pub fn protocol(&self) -> Protocol {
+        match self.machine {
+            Machine::Chitchat(_) => Protocol::Chitchat,
+            Machine::Cohort(_) => Protocol::Cohort,
+        }
+    }
+
+    /// The chitchat-mode membership machine, for queries beyond the ones here (`None` in
+    /// cohort mode).
+    #[must_use]
+    pub fn membership(&self) -> Option<&Membership> {
+        match &self.machine {
+            Machine::Chitchat(m) => Some(m),
+            Machine::Cohort(_) => None,
+        }
+    }
+
+    /// The cohort-mode membership machine, for queries beyond the ones here (`None` in
+    /// chitchat mode).
+    #[must_use]
+    pub fn cohort_membership(&self) -> Option<&CohortMembership> {
+        match &self.machine {
+            Machine::Chitchat(_) => None,
+            Machine::Cohort(m) => Some(m),
+        }
     }
 
     /// A snapshot of every known member (this node included), at
     /// [`members_version`](Self::members_version).
     #[must_use]
     pub fn members(&self) -> Members {
-        self.membership.members()
+        with_machine!(&self.machine, m => m.members())
     }
 
     /// The version of the membership: it grows with every change of the member list (a member
     /// first seen, a status, a key, a member removed), not with heartbeats.
     #[must_use]
     pub fn members_version(&self) -> u64 {
-        self.membership.members_version()
+        with_machine!(&self.machine, m => m.members_version())
     }
 
     /// One member, as this node sees it.
     #[must_use]
     pub fn member(&self, id: &NodeId) -> Option<Member> {
-        self.membership.member(id)
+        with_machine!(&self.machine, m => m.member(id))
     }
 
     /// This node as a member (its status is [`MemberStatus::Left`] once it leaves).
     #[must_use]
     pub fn local_member(&self) -> Member {
-        self.membership.local_member()
+        with_machine!(&self.machine, m => m.local_member())
     }
 
     /// What this node believes of `id`.
     #[must_use]
     pub fn status(&self, id: &NodeId) -> Option<MemberStatus> {
-        self.membership.status(id)
+        with_machine!(&self.machine, m => m.status(id))
     }
 
     /// The raw state of `id` (tombstones and reserved keys included).
     #[must_use]
     pub fn node_state(&self, id: &NodeId) -> Option<&NodeState> {
-        self.membership.node_state(id)
+        with_machine!(&self.machine, m => m.node_state(id))
     }
 
     /// The node's clock, shareable with other tasks.
@@ -173,7 +223,7 @@ impl Node {
     /// Whether [`leave`](Self::leave) was called.
     #[must_use]
     pub fn is_leaving(&self) -> bool {
-        self.membership.is_leaving()
+        with_machine!(&self.machine, m => m.is_leaving())
     }
 
     // ---------------------------------------------------------------- commands
@@ -186,7 +236,7 @@ impl Node {
     /// [`KeyError::Reserved`] for keys under `__cohort/`, [`KeyError::Leaving`] once the node
     /// is leaving; nothing changes then.
     pub fn set(&mut self, now: Instant, key: &str, value: &str) -> Result<(), KeyError> {
-        self.membership.set(now, key, value)
+        with_machine!(&mut self.machine, m => m.set(now, key, value))
     }
 
     /// Publishes `key = value` until the grace period
@@ -197,7 +247,7 @@ impl Node {
     ///
     /// As [`set`](Self::set).
     pub fn set_with_ttl(&mut self, now: Instant, key: &str, value: &str) -> Result<(), KeyError> {
-        self.membership.set_with_ttl(now, key, value)
+        with_machine!(&mut self.machine, m => m.set_with_ttl(now, key, value))
     }
 
     /// Removes `key` from this node's metadata (a tombstone is gossiped). Returns whether it
@@ -207,7 +257,7 @@ impl Node {
     ///
     /// As [`set`](Self::set).
     pub fn delete(&mut self, now: Instant, key: &str) -> Result<bool, KeyError> {
-        self.membership.delete(now, key)
+        with_machine!(&mut self.machine, m => m.delete(now, key))
     }
 
     /// Keeps `key` visible until the grace period has passed since `now`, then collects it
@@ -217,7 +267,7 @@ impl Node {
     ///
     /// As [`set`](Self::set).
     pub fn delete_after_ttl(&mut self, now: Instant, key: &str) -> Result<bool, KeyError> {
-        self.membership.delete_after_ttl(now, key)
+        with_machine!(&mut self.machine, m => m.delete_after_ttl(now, key))
     }
 
     /// Starts a graceful departure at `now`: the node shows as [`MemberStatus::Left`] at once
@@ -226,10 +276,10 @@ impl Node {
     /// is part of [`Drained::deadline`]), [`Drained::left`] says how it ended. A second call
     /// does nothing.
     pub fn leave(&mut self, now: Instant) {
-        if self.membership.is_leaving() {
+        if self.is_leaving() {
             return;
         }
-        self.membership.leave(now);
+        with_machine!(&mut self.machine, m => m.leave(now));
         // A timeout too far to represent is no timeout.
         self.leave_deadline = now.checked_add(self.leave_timeout);
     }
@@ -237,26 +287,30 @@ impl Node {
     /// Replaces the seed addresses (a driver re-resolving seed host names calls this); from
     /// the next round on.
     pub fn set_seeds(&mut self, seeds: Vec<SocketAddr>) {
-        self.membership.set_seeds(seeds);
+        with_machine!(&mut self.machine, m => m.set_seeds(seeds));
     }
 
     /// Starts one handshake with `addr` now, outside the regular rounds.
     pub fn gossip_to(&mut self, addr: SocketAddr) {
-        self.membership.gossip_to(addr);
+        with_machine!(&mut self.machine, m => m.gossip_to(addr));
     }
 
     // ---------------------------------------------------------------- inputs
 
     /// Processes a datagram received from `from` at `now`, when the wall clock read `wall`.
     ///
-    /// Accepts a cohort envelope or a bare chitchat datagram. An envelope's timestamp is
-    /// observed by the clock; one too far ahead is reported as [`Event::ClockSkew`] and the
-    /// gossip is processed anyway.
+    /// Accepts a cohort envelope or, in chitchat mode, a bare chitchat datagram. An
+    /// envelope's timestamp is observed by the clock; one too far ahead is reported as
+    /// [`Event::ClockSkew`] and the gossip is processed anyway. A datagram of the other
+    /// protocol ([`NodeConfig::protocol`]) is refused and reported as
+    /// [`Event::ProtocolMismatch`].
     ///
     /// # Errors
     ///
-    /// Bytes that are neither a cohort envelope nor a chitchat datagram, or are malformed, give
-    /// a [`DecodeError`] and change nothing.
+    /// Bytes that are not a datagram of this node's protocol, or are malformed, give a
+    /// [`DecodeError`] and change nothing (beyond the counts of
+    /// [`diagnostics`](Self::diagnostics)). The other protocol's datagrams are refused as
+    /// [`DecodeError::BadMagic`] with that protocol's magic number.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
@@ -264,44 +318,86 @@ impl Node {
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), DecodeError> {
-        let datagram = wire::decode_datagram(bytes)?;
+        let (envelope, payload) = wire::split_datagram(bytes)?;
         if let Some(keyring) = &self.keyring {
-            // The tag covers the envelope up to its length byte, then the chitchat datagram.
+            // The tag covers the envelope up to its length byte, then the payload.
             let signed = bytes.get(..wire::ENVELOPE_OVERHEAD + 1).unwrap_or_default();
-            let verified = datagram
-                .envelope
+            let verified = envelope
                 .as_ref()
                 .and_then(|e| e.auth_tag)
-                .is_some_and(|tag| keyring.verifies(signed, datagram.chitchat, tag));
+                .is_some_and(|tag| keyring.verifies(signed, payload, tag));
             if !verified {
-                self.membership.report_diagnostic(
-                    now,
-                    from,
-                    DiagnosticKind::Unauthenticated,
-                    |suppressed| Event::Unauthenticated { from, suppressed },
-                );
+                self.report_diagnostic(now, from, DiagnosticKind::Unauthenticated, |suppressed| {
+                    Event::Unauthenticated { from, suppressed }
+                });
                 return Err(DecodeError::Unauthenticated);
             }
         }
-        if let Some(envelope) = datagram.envelope {
-            if let Err(error) = self.clock.observe(envelope.timestamp, wall) {
-                let remote = envelope.timestamp;
-                self.membership.report_diagnostic(
-                    now,
+        let magic = match payload {
+            [a, b, ..] => u16::from_le_bytes([*a, *b]),
+            _ => 0,
+        };
+        let theirs = match magic {
+            wire::CHITCHAT_MAGIC => Some(Protocol::Chitchat),
+            cohort_mode::wire::COHORT_MODE_MAGIC => Some(Protocol::Cohort),
+            _ => None,
+        };
+        if let Some(theirs) = theirs.filter(|theirs| *theirs != self.protocol()) {
+            self.report_diagnostic(now, from, DiagnosticKind::ProtocolMismatch, |suppressed| {
+                Event::ProtocolMismatch {
                     from,
-                    DiagnosticKind::ClockSkew,
-                    |suppressed| Event::ClockSkew {
-                        from,
-                        remote,
-                        error,
-                        suppressed,
-                    },
-                );
+                    theirs,
+                    suppressed,
+                }
+            });
+            return Err(DecodeError::BadMagic(magic));
+        }
+        // Decoded whole before anything changes (the clock included).
+        let clock = &self.clock;
+        match &mut self.machine {
+            Machine::Chitchat(m) => {
+                let (version, message) = wire::decode_chitchat_view(payload)?;
+                if let Some(skew) = Self::observe(clock, wall, from, envelope.as_ref()) {
+                    m.report_diagnostic(now, from, DiagnosticKind::ClockSkew, skew);
+                }
+                m.handle_message(now, from, version, message);
+            }
+            Machine::Cohort(m) => {
+                let packet = m.decode(payload)?;
+                if let Some(skew) = Self::observe(clock, wall, from, envelope.as_ref()) {
+                    m.report_diagnostic(now, from, DiagnosticKind::ClockSkew, skew);
+                }
+                m.handle_packet(now, from, packet);
             }
         }
-        self.membership
-            .handle_message(now, from, datagram.version, datagram.message);
         Ok(())
+    }
+
+    /// Observes an envelope's timestamp: for one the clock refuses, how to report it.
+    fn observe(
+        clock: &SharedHlc,
+        wall: WallTime,
+        from: SocketAddr,
+        envelope: Option<&wire::EnvelopeHeader<'_>>,
+    ) -> Option<impl FnOnce(u64) -> Event + use<>> {
+        let remote = envelope?.timestamp;
+        let error = clock.observe(remote, wall).err()?;
+        Some(move |suppressed| Event::ClockSkew {
+            from,
+            remote,
+            error,
+            suppressed,
+        })
+    }
+
+    fn report_diagnostic(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        kind: DiagnosticKind,
+        make: impl FnOnce(u64) -> Event,
+    ) {
+        with_machine!(&mut self.machine, m => m.report_diagnostic(now, from, kind, make));
     }
 
     /// Counts of bad input received since the start: messages of other clusters, refused
@@ -309,7 +405,7 @@ impl Node {
     /// [`NodeConfig::diagnostic_interval`]).
     #[must_use]
     pub fn diagnostics(&self) -> Diagnostics {
-        self.membership.diagnostics()
+        with_machine!(&self.machine, m => m.diagnostics())
     }
 
     /// The cluster's keys, when gossip is authenticated ([`NodeConfig::keyring`]).
@@ -357,7 +453,7 @@ impl Node {
 
     /// Runs what is due at `now`: a gossip round, a liveness check, the end of a leave.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.membership.handle_timeout(now);
+        with_machine!(&mut self.machine, m => m.handle_timeout(now));
         self.settle_leave(Some(now));
     }
 
@@ -367,7 +463,7 @@ impl Node {
         let Some(deadline) = self.leave_deadline.filter(|_| self.left.is_none()) else {
             return;
         };
-        if self.membership.leave_announced() {
+        if with_machine!(&self.machine, m => m.leave_announced()) {
             self.left = Some(LeaveOutcome::Announced);
         } else if now.is_some_and(|now| now >= deadline) {
             self.left = Some(LeaveOutcome::TimedOut);
@@ -380,7 +476,7 @@ impl Node {
     /// for a later datagram), wrapped in cohort's envelope stamped at wall time `wall` (bare
     /// in compatible mode), and returns where to send it.
     pub fn poll_transmit(&mut self, wall: WallTime, out: &mut Vec<u8>) -> Option<SocketAddr> {
-        let destination = self.membership.poll_transmit(out)?;
+        let destination = with_machine!(&mut self.machine, m => m.poll_transmit(out))?;
         if self.compatible {
             return Some(destination);
         }
@@ -420,13 +516,13 @@ impl Node {
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.membership.poll_event()
+        with_machine!(&mut self.machine, m => m.poll_event())
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     #[must_use]
     pub fn poll_timeout(&self) -> Instant {
-        let at = self.membership.poll_timeout();
+        let at = with_machine!(&self.machine, m => m.poll_timeout());
         match self.leave_deadline {
             Some(leave) if self.left.is_none() => at.min(leave),
             _ => at,
@@ -448,7 +544,7 @@ impl Node {
             events.push(event);
         }
         self.settle_leave(None);
-        let version = self.membership.members_version();
+        let version = self.members_version();
         let members_changed = version != self.drained_version;
         self.drained_version = version;
         Drained {

@@ -131,6 +131,22 @@ impl NodeBuilder {
         self
     }
 
+    /// The membership protocol: [`Protocol::Chitchat`](crate::Protocol::Chitchat) (the
+    /// default; joins real chitchat clusters) or [`Protocol::Cohort`](crate::Protocol::Cohort)
+    /// (cohort nodes only; per-node cost independent of the cluster's size, for large
+    /// clusters). Every node of a cluster must use the same one.
+    pub fn protocol(mut self, protocol: crate::Protocol) -> Self {
+        self.settings.protocol = protocol;
+        self
+    }
+
+    /// Time between probes in cohort mode (each probes one member). Default
+    /// [`DEFAULT_PROBE_INTERVAL`](crate::DEFAULT_PROBE_INTERVAL) (100 ms).
+    pub fn probe_interval(mut self, interval: Duration) -> Self {
+        self.settings.probe_interval = interval;
+        self
+    }
+
     /// How often a gossip round runs. Default
     /// [`DEFAULT_GOSSIP_INTERVAL`](crate::DEFAULT_GOSSIP_INTERVAL) (1 s, datacake's interval;
     /// chitchat's tests use 100 ms to 1 s).

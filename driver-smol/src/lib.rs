@@ -181,8 +181,8 @@ pub use cohort_core::membership::{
     RESERVED_KEY_PREFIX, StateLimits, VersionedValue,
 };
 pub use cohort_core::node::{
-    DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LEAVE_TIMEOUT, LeaveOutcome,
-    MAX_DURATION_SETTING,
+    DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LEAVE_TIMEOUT, DEFAULT_PROBE_INTERVAL,
+    LeaveOutcome, MAX_DURATION_SETTING, Protocol,
 };
 /// The random number generator traits [`NodeSelector::select`] takes: implement a selector of
 /// your own with `cohort_smol::rand_core::Rng`, no other dependency needed.

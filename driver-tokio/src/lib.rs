@@ -146,8 +146,8 @@ pub use cohort_core::membership::{
     RESERVED_KEY_PREFIX, StateLimits, VersionedValue,
 };
 pub use cohort_core::node::{
-    DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LEAVE_TIMEOUT, LeaveOutcome,
-    MAX_DURATION_SETTING,
+    DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LEAVE_TIMEOUT, DEFAULT_PROBE_INTERVAL,
+    LeaveOutcome, MAX_DURATION_SETTING, Protocol,
 };
 /// RPC: services, handlers, requests, statuses and limits, from the core.
 pub use cohort_core::rpc::{

@@ -483,23 +483,23 @@ fn cohort_mode_seeds() -> Vec<(String, Vec<u8>)> {
         ("sync-response", Body::SyncResponse),
         ("keys-request", Body::KeysRequest),
     ];
-    let deltas = vec![cohort_core::wire::NodeDelta {
+    let deltas = vec![NodeDelta {
         node: node_b.clone(),
         last_gc_version: 1,
         from_version_excluded: 1,
         max_version: 4,
         key_values: vec![
-            cohort_core::wire::KeyValueUpdate {
+            KeyValueUpdate {
                 key: "shard".into(),
                 value: "7".into(),
                 version: 2,
-                status: cohort_core::wire::DeletionStatus::Set,
+                status: DeletionStatus::Set,
             },
-            cohort_core::wire::KeyValueUpdate {
+            KeyValueUpdate {
                 key: "old".into(),
                 value: String::new(),
                 version: 4,
-                status: cohort_core::wire::DeletionStatus::Deleted,
+                status: DeletionStatus::Deleted,
             },
         ],
     }];

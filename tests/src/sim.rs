@@ -1168,9 +1168,7 @@ impl Sim {
     /// observer is down).
     #[must_use]
     pub fn status(&self, observer: usize, subject: usize) -> Option<MemberStatus> {
-        self.node(observer)?
-            .membership()
-            .status(&self.slots.get(subject)?.id)
+        self.node(observer)?.status(&self.slots.get(subject)?.id)
     }
 
     /// The value of `key` of `owner`'s current generation as `observer` sees it.
@@ -1178,7 +1176,6 @@ impl Sim {
     pub fn value(&self, observer: usize, owner: usize, key: &str) -> Option<String> {
         let state = self
             .node(observer)?
-            .membership()
             .node_state(&self.slots.get(owner)?.id)?;
         state.get(key).map(str::to_owned)
     }
@@ -1228,7 +1225,7 @@ impl Sim {
                 if o == s || slot.expected.is_empty() {
                     continue;
                 }
-                let state = node.membership().node_state(&slot.id);
+                let state = node.node_state(&slot.id);
                 for (key, value) in &slot.expected {
                     if state.and_then(|st| st.get(key)) != value.as_deref() {
                         return false;

@@ -132,7 +132,7 @@ fn a_graceful_leave_is_seen_within_a_few_rounds() {
         let leaver = 5;
         let detector_timeout = sim
             .node(0)
-            .and_then(|n| n.membership().failure_timeout(&sim.id(leaver)))
+            .and_then(|n| n.membership()?.failure_timeout(&sim.id(leaver)))
             .expect("node 0 has a heartbeat history of the leaver");
         sim.leave(leaver);
         // The driver waits for the announcement, then stops the process.

@@ -15,7 +15,8 @@ use crate::clock::{DEFAULT_MAX_DRIFT, WallClock, WallTime};
 use crate::members::DEFAULT_DATA_CENTER;
 use crate::membership::{FailureDetectorConfig, LivenessPredicate};
 use crate::node::{
-    DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LEAVE_TIMEOUT, generation_at,
+    DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LEAVE_TIMEOUT, DEFAULT_PROBE_INTERVAL,
+    Protocol, generation_at,
 };
 use crate::wire::ProtocolVersion;
 use crate::{DcAwareSelector, NodeConfig, NodeId, NodeSelector};
@@ -82,6 +83,10 @@ pub struct NodeSettings {
     pub data_center: String,
     /// The selector of `select_nodes`. Default [`DcAwareSelector`].
     pub selector: Arc<dyn NodeSelector + Send + Sync>,
+    /// The membership protocol. Default [`Protocol::Chitchat`].
+    pub protocol: Protocol,
+    /// Time between probes in cohort mode. Default [`DEFAULT_PROBE_INTERVAL`].
+    pub probe_interval: Duration,
     /// Default [`DEFAULT_GOSSIP_INTERVAL`].
     pub gossip_interval: Duration,
     /// Default `None` (the core's policy: chitchat's, with the gossip interval as prior).
@@ -130,7 +135,9 @@ impl std::fmt::Debug for NodeSettings {
             .field("connection", &self.connection)
             .field("cluster_id", &self.cluster_id)
             .field("data_center", &self.data_center)
+            .field("protocol", &self.protocol)
             .field("gossip_interval", &self.gossip_interval)
+            .field("probe_interval", &self.probe_interval)
             .field("chitchat_compatible", &self.chitchat_compatible)
             .field("protocol_version", &self.protocol_version)
             .field("wall_clock", &self.wall_clock)
@@ -149,6 +156,8 @@ impl NodeSettings {
             data_center: DEFAULT_DATA_CENTER.to_owned(),
             selector: Arc::new(DcAwareSelector),
             gossip_interval: DEFAULT_GOSSIP_INTERVAL,
+            protocol: Protocol::Chitchat,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
             failure_detector: None,
             metadata: Vec::new(),
             chitchat_compatible: false,
@@ -200,6 +209,8 @@ impl NodeSettings {
         config.rpc_addr = self.rpc_addr;
         config.seeds = seeds;
         config.gossip_interval = self.gossip_interval;
+        config.protocol = self.protocol;
+        config.probe_interval = self.probe_interval;
         config.failure_detector.clone_from(&self.failure_detector);
         config.metadata.clone_from(&self.metadata);
         config.protocol_version = self.protocol_version;

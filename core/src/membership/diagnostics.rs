@@ -25,6 +25,9 @@ pub struct Diagnostics {
     /// [`StateLimits`](super::StateLimits) (new members past the member bounds, a member's
     /// delta past its size bounds); each message counts once.
     pub over_limit: u64,
+    /// Datagrams of the other membership protocol (a chitchat-mode peer of a cohort-mode
+    /// node, or the other way round), refused.
+    pub protocol_mismatch: u64,
     /// Occurrences not reported as an event of their own (counted in the next event of the
     /// same sender and kind instead, or lost with its bucket).
     pub suppressed: u64,
@@ -37,6 +40,7 @@ pub(crate) enum DiagnosticKind {
     ClockSkew,
     Unauthenticated,
     OverLimit,
+    ProtocolMismatch,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -101,6 +105,7 @@ impl DiagnosticLimiter {
             DiagnosticKind::ClockSkew => self.counts.clock_skew += 1,
             DiagnosticKind::Unauthenticated => self.counts.unauthenticated += 1,
             DiagnosticKind::OverLimit => self.counts.over_limit += 1,
+            DiagnosticKind::ProtocolMismatch => self.counts.protocol_mismatch += 1,
         }
         let interval = self.interval;
         let admitted = if let Some(bucket) = self.buckets.get_mut(&(from, kind)) {

@@ -37,7 +37,7 @@ use crate::wire::{
 use crate::{Event, NodeId};
 
 /// Seed addresses as the machine keeps them: without `own`, sorted, each once.
-fn normalize_seeds(seeds: &mut Vec<SocketAddr>, own: SocketAddr) {
+pub(super) fn normalize_seeds(seeds: &mut Vec<SocketAddr>, own: SocketAddr) {
     seeds.retain(|a| *a != own);
     seeds.sort_unstable();
     seeds.dedup();

@@ -10,6 +10,8 @@ use crate::NodeId;
 use crate::clock::{DEFAULT_MAX_DRIFT, WallTime};
 use crate::hash::{Fnv1a64, splitmix64};
 use crate::members::{DATA_CENTER_KEY, DEFAULT_DATA_CENTER, RPC_ADDR_KEY};
+use crate::membership::cohort_mode::CohortConfig;
+use crate::membership::state::key_error;
 use crate::membership::{
     FailureDetectorConfig, KeyError, Limit, LivenessPredicate, MembershipConfig, NodeState,
     StateLimits, is_reserved_key,
@@ -36,6 +38,59 @@ pub const MAX_DURATION_SETTING: Duration = Duration::from_secs(100 * 365 * 24 * 
 #[must_use]
 pub fn generation_at(wall: WallTime) -> u64 {
     wall.as_unix_millis().max(1)
+}
+
+/// The time between probes of a cohort-mode node that sets none.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Which membership protocol a node speaks ([`NodeConfig::protocol`]). Every node of a
+/// cluster speaks the same one: a node refuses the other's datagrams and reports them
+/// ([`Event::ProtocolMismatch`](crate::Event::ProtocolMismatch)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// chitchat's Scuttlebutt gossip with phi-accrual failure detection, byte for byte: it
+    /// joins clusters of real chitchat nodes (quickwit, datacake). Its cost per node grows
+    /// with the cluster (every round exchanges digests of every member): for clusters of up
+    /// to a few hundred nodes.
+    #[default]
+    Chitchat,
+    /// cohort mode (`docs/cohort-mode.md`): SWIM probes with Lifeguard, changes piggybacked
+    /// on the probes, rare table syncs. A node's cost does not grow with the cluster, and
+    /// failures are detected in about a second; cohort nodes only. A key and its value must
+    /// fit one datagram (about 1 KB).
+    Cohort,
+}
+
+impl Protocol {
+    /// Its name on the command line: `chitchat` or `cohort`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Chitchat => "chitchat",
+            Self::Cohort => "cohort",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "chitchat" => Ok(Self::Chitchat),
+            "cohort" => Ok(Self::Cohort),
+            other => Err(format!(
+                "unknown protocol {other:?} (expected `chitchat` or `cohort`)"
+            )),
+        }
+    }
 }
 
 /// Why a [`NodeConfig`] cannot start a node. Nothing was started.
@@ -71,6 +126,13 @@ pub enum ConfigError {
     /// tag, so they cannot be authenticated.
     #[error("gossip cannot be authenticated in chitchat-compatible mode (no envelope)")]
     AuthenticatedCompatible,
+    /// Cohort mode with chitchat-compatible mode: real chitchat nodes cannot read cohort
+    /// mode's datagrams.
+    #[error("cohort mode cannot be chitchat-compatible: choose one")]
+    CohortModeCompatible,
+    /// The probe interval is zero (cohort mode).
+    #[error("the probe interval is zero")]
+    ZeroProbeInterval,
 }
 
 /// The settings of a [`Node`](crate::Node): what its user chooses. The core turns them into
@@ -114,8 +176,14 @@ pub struct NodeConfig {
     /// Addresses contacted to join (resolved: a driver resolves host names). This node's own
     /// address and duplicates are ignored.
     pub seeds: Vec<SocketAddr>,
-    /// Time between gossip rounds. Default [`DEFAULT_GOSSIP_INTERVAL`].
+    /// The membership protocol. Default [`Protocol::Chitchat`].
+    pub protocol: Protocol,
+    /// Time between gossip rounds (chitchat mode). Default [`DEFAULT_GOSSIP_INTERVAL`].
     pub gossip_interval: Duration,
+    /// Time between probes (cohort mode: each probes one member, so a crash is suspected
+    /// within a few intervals; the probe timeout is 40% of it). Default
+    /// [`DEFAULT_PROBE_INTERVAL`].
+    pub probe_interval: Duration,
     /// Key-values this node publishes from the start, after the data center and RPC address.
     pub metadata: Vec<(String, String)>,
     /// Seed of the node's random choices (gossip targets, tie shuffles). Default: derived from
@@ -189,7 +257,9 @@ impl NodeConfig {
             data_center: DEFAULT_DATA_CENTER.to_owned(),
             rpc_addr: None,
             seeds: Vec::new(),
+            protocol: Protocol::Chitchat,
             gossip_interval: DEFAULT_GOSSIP_INTERVAL,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
             metadata: Vec::new(),
             rng_seed,
             chitchat_compatible: false,
@@ -235,9 +305,17 @@ impl NodeConfig {
         if self.gossip_interval.is_zero() {
             return Err(ConfigError::ZeroGossipInterval);
         }
+        let cohort = self.protocol == Protocol::Cohort;
+        if cohort && self.chitchat_compatible {
+            return Err(ConfigError::CohortModeCompatible);
+        }
+        if cohort && self.probe_interval.is_zero() {
+            return Err(ConfigError::ZeroProbeInterval);
+        }
         let fd = self.failure_detector.as_ref();
         let durations = [
             ("gossip_interval", Some(self.gossip_interval)),
+            ("probe_interval", Some(self.probe_interval)),
             ("max_clock_drift", Some(self.max_clock_drift)),
             ("leave_timeout", Some(self.leave_timeout)),
             (
@@ -263,34 +341,83 @@ impl NodeConfig {
         for (key, _) in &self.metadata {
             Self::check_metadata_key(key)?;
         }
-        // The node's first state must fit its own limits, as its later writes must.
+        // The node's first state must fit its own limits, as its later writes must (in
+        // cohort mode, each key-value must also fit a packet).
         let mut state = NodeState::new();
-        let rpc_addr = self.published_rpc_addr().to_string();
-        let initial = [
-            (DATA_CENTER_KEY, self.data_center.as_str()),
-            (RPC_ADDR_KEY, &rpc_addr),
-        ]
-        .into_iter()
-        .chain(self.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        for (key, value) in initial {
-            if let Err((limit, max)) = state.check_write(key, value, &self.limits, 0) {
-                let error = match limit {
-                    Limit::KeyLength | Limit::ValueLength => KeyError::TooLong {
-                        limit,
-                        len: if limit == Limit::KeyLength {
-                            key.len()
-                        } else {
-                            value.len()
-                        },
-                        max,
-                    },
-                    _ => KeyError::StateFull { limit, max },
-                };
-                return Err(error.into());
+        let fits = cohort.then(|| crate::membership::cohort_mode::wire::max_entry_len(&self.id));
+        for (key, value) in self.initial_key_values() {
+            if let Some(fits) = fits.filter(|fits| key.len() + value.len() > *fits) {
+                return Err(KeyError::TooLong {
+                    limit: Limit::ValueLength,
+                    len: value.len(),
+                    max: fits.saturating_sub(key.len()),
+                }
+                .into());
             }
-            state.set(key, value);
+            state
+                .check_write(&key, &value, &self.limits, 0)
+                .map_err(|broken| key_error(broken, &key, &value))?;
+            state.set(&key, &value);
         }
         Ok(())
+    }
+
+    /// The key-values the node starts with: [`DATA_CENTER_KEY`], [`RPC_ADDR_KEY`], then
+    /// [`metadata`](Self::metadata).
+    #[must_use]
+    pub fn initial_key_values(&self) -> Vec<(String, String)> {
+        let mut all = Vec::with_capacity(2 + self.metadata.len());
+        all.push((DATA_CENTER_KEY.to_owned(), self.data_center.clone()));
+        all.push((
+            RPC_ADDR_KEY.to_owned(),
+            self.published_rpc_addr().to_string(),
+        ));
+        all.extend(self.metadata.iter().cloned());
+        all
+    }
+
+    /// The room left at the front of every datagram for cohort's envelope (none in
+    /// chitchat-compatible mode; with its tag when gossip is authenticated).
+    fn envelope_headroom(&self) -> usize {
+        if self.chitchat_compatible {
+            0
+        } else if self.keyring.is_some() {
+            wire::envelope_len(crate::auth::AUTH_TAG_LEN)
+        } else {
+            wire::ENVELOPE_OVERHEAD
+        }
+    }
+
+    /// The cohort-mode machine's settings for this node ([`Protocol::Cohort`]): the probe
+    /// interval and 40% of it as the probe timeout; the identity, cluster, seeds, initial
+    /// key-values (as [`membership_config`](Self::membership_config) builds them), limits,
+    /// leave fan-out, tombstone grace period, liveness predicate, queue bounds and seed as
+    /// set here; the failure detector's `dead_node_grace_period`, when set, as the time a
+    /// failed member is kept; room for the envelope.
+    ///
+    /// # Errors
+    ///
+    /// What [`validate`](Self::validate) finds.
+    pub fn cohort_config(&self) -> Result<CohortConfig, ConfigError> {
+        self.validate()?;
+        let mut c = CohortConfig::new(self.id.clone(), self.cluster_id.as_str());
+        c.seeds.clone_from(&self.seeds);
+        c.probe_interval = self.probe_interval;
+        c.probe_timeout = self.probe_interval * 2 / 5;
+        c.initial_key_values = self.initial_key_values();
+        c.limits = self.limits;
+        c.leave_fanout = self.leave_fanout;
+        c.marked_for_deletion_grace_period = self.marked_for_deletion_grace_period;
+        if let Some(fd) = &self.failure_detector {
+            c.dead_node_grace_period = fd.dead_node_grace_period;
+        }
+        c.liveness_predicate.clone_from(&self.liveness_predicate);
+        c.max_pending_events = self.max_pending_events;
+        c.max_pending_transmits = self.max_pending_transmits;
+        c.diagnostic_interval = self.diagnostic_interval;
+        c.transmit_headroom = self.envelope_headroom();
+        c.rng_seed = self.rng_seed;
+        Ok(c)
     }
 
     /// Whether `key` may be given in [`metadata`](Self::metadata): not reserved for cohort,
@@ -343,21 +470,8 @@ impl NodeConfig {
                     ..FailureDetectorConfig::default()
                 });
         m.marked_for_deletion_grace_period = self.marked_for_deletion_grace_period;
-        m.initial_key_values = Vec::with_capacity(2 + self.metadata.len());
-        m.initial_key_values
-            .push((DATA_CENTER_KEY.to_owned(), self.data_center.clone()));
-        m.initial_key_values.push((
-            RPC_ADDR_KEY.to_owned(),
-            self.published_rpc_addr().to_string(),
-        ));
-        m.initial_key_values.extend(self.metadata.iter().cloned());
-        let headroom = if self.chitchat_compatible {
-            0
-        } else if self.keyring.is_some() {
-            wire::envelope_len(crate::auth::AUTH_TAG_LEN)
-        } else {
-            wire::ENVELOPE_OVERHEAD
-        };
+        m.initial_key_values = self.initial_key_values();
+        let headroom = self.envelope_headroom();
         m.reserved_bytes = headroom;
         m.transmit_headroom = headroom;
         m.removed_nodes_remembered = self.removed_nodes_remembered;
@@ -394,7 +508,9 @@ impl fmt::Debug for NodeConfig {
             .field("rpc_addr", &self.rpc_addr)
             .field("limits", &self.limits)
             .field("seeds", &self.seeds)
+            .field("protocol", &self.protocol)
             .field("gossip_interval", &self.gossip_interval)
+            .field("probe_interval", &self.probe_interval)
             .field("metadata", &self.metadata)
             .field("chitchat_compatible", &self.chitchat_compatible)
             .field("protocol_version", &self.protocol_version)

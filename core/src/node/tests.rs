@@ -85,7 +85,7 @@ fn envelope_carries_the_clock_and_orders_the_receiver_after_the_sender() {
     // a observed b's timestamps: its clock runs at b's time.
     let a_last = nodes[0].clock().last().unwrap();
     assert!(a_last.millis() >= WALL0 + 300, "{a_last}");
-    assert_eq!(nodes[0].membership().status(&b), Some(MemberStatus::Live));
+    assert_eq!(nodes[0].status(&b), Some(MemberStatus::Live));
     while let Some(e) = nodes[0].poll_event() {
         assert!(!matches!(e, Event::ClockSkew { .. }), "{e:?}");
     }
@@ -117,7 +117,7 @@ fn a_peer_beyond_the_drift_bound_is_reported_and_does_not_move_the_clock() {
     }
     assert!(skews > 0);
     // Gossip still works: the skewed peer is a member.
-    assert_eq!(nodes[0].membership().status(&b), Some(MemberStatus::Live));
+    assert_eq!(nodes[0].status(&b), Some(MemberStatus::Live));
 }
 
 #[test]
@@ -137,8 +137,8 @@ fn compatible_mode_sends_bare_chitchat_and_both_forms_interoperate() {
         seen.iter().any(|d| d[..2] == [0x47, 0xc0]),
         "enveloped from a"
     );
-    assert_eq!(nodes[0].membership().status(&b), Some(MemberStatus::Live));
-    assert_eq!(nodes[1].membership().status(&a), Some(MemberStatus::Live));
+    assert_eq!(nodes[0].status(&b), Some(MemberStatus::Live));
+    assert_eq!(nodes[1].status(&a), Some(MemberStatus::Live));
     assert!(nodes[1].is_chitchat_compatible());
 }
 
@@ -148,7 +148,7 @@ fn garbage_is_refused_without_changing_anything() {
     let a = id("a", 7001);
     let mut n = node(config(&a, &[]), start);
     let wall = WallTime::from_unix_millis(WALL0).unwrap();
-    let before = n.membership().node_state(&a).unwrap().clone();
+    let before = n.node_state(&a).unwrap().clone();
     for bad in [
         &b""[..],
         b"\x47\xc0",
@@ -161,11 +161,7 @@ fn garbage_is_refused_without_changing_anything() {
                 .is_err()
         );
     }
-    assert_eq!(
-        n.membership().node_state(&a).unwrap(),
-        &before,
-        "heartbeat untouched"
-    );
+    assert_eq!(n.node_state(&a).unwrap(), &before, "heartbeat untouched");
     assert!(n.poll_transmit(wall, &mut Vec::new()).is_none());
     assert!(n.clock().last().is_none());
 }
@@ -804,4 +800,205 @@ fn the_authenticated_envelope_vector() {
         other.handle_datagram(start, wall, from, &vector),
         Err(DecodeError::Unauthenticated)
     );
+}
+
+// ------------------------------------------------------------------ cohort mode behind `Node`
+
+fn cohort(me: &NodeId, seeds: &[&NodeId]) -> NodeConfig {
+    let mut c = config(me, seeds);
+    c.protocol = Protocol::Cohort;
+    c.probe_interval = Duration::from_millis(100);
+    c
+}
+
+#[test]
+fn cohort_mode_nodes_converge_with_their_keys_behind_the_envelope() {
+    let start = Instant::now();
+    let (a, b, c) = (id("a", 7101), id("b", 7102), id("c", 7103));
+    let mut with_meta = cohort(&c, &[&a]);
+    with_meta.metadata.push(("role".into(), "indexer".into()));
+    let mut nodes = vec![
+        node(cohort(&a, &[]), start),
+        node(cohort(&b, &[&a]), start),
+        node(with_meta, start),
+    ];
+    assert_eq!(nodes[0].protocol(), Protocol::Cohort);
+    assert!(nodes[0].membership().is_none() && nodes[0].cohort_membership().is_some());
+    // b's wall clock runs 300 ms ahead: within the drift bound.
+    let walls = [
+        WallTime::from_unix_millis(WALL0).unwrap(),
+        WallTime::from_unix_millis(WALL0 + 300).unwrap(),
+        WallTime::from_unix_millis(WALL0).unwrap(),
+    ];
+    let seen = run(&mut nodes, start, 40, &walls);
+    for datagram in &seen {
+        assert!(datagram.len() <= 1_400, "{} bytes", datagram.len());
+        let (envelope, payload) = wire::split_datagram(datagram).unwrap();
+        assert!(envelope.is_some(), "always enveloped");
+        assert!(cohort_mode::wire::decode(payload).is_ok());
+    }
+    for n in &nodes {
+        for other in [&a, &b, &c] {
+            assert_eq!(
+                n.status(other),
+                Some(MemberStatus::Live),
+                "{other} at {}",
+                n.id()
+            );
+        }
+        let member = n.member(&c).unwrap();
+        assert_eq!(member.get("role"), Some("indexer"));
+        assert_eq!(
+            member.get(crate::members::RPC_ADDR_KEY),
+            Some("127.0.0.1:7103"),
+            "the keys a node publishes from its settings"
+        );
+    }
+    // The clock observed the envelopes: a's clock moved past b's wall clock.
+    let a_last = nodes[0].clock().last().unwrap();
+    assert!(a_last.millis() >= WALL0 + 300, "{a_last}");
+    // A key set later reaches the others, with its event.
+    let later = start + Duration::from_secs(5);
+    nodes[1].set(later, "shard", "3").unwrap();
+    let mut events = Vec::new();
+    for r in 0..10 {
+        let now = later + Duration::from_millis(100) * r;
+        for n in &mut nodes {
+            n.handle_timeout(now);
+        }
+        exchange(&mut nodes, now, &walls);
+        while let Some(e) = nodes[2].poll_event() {
+            events.push(e);
+        }
+    }
+    assert_eq!(nodes[2].member(&b).unwrap().get("shard"), Some("3"));
+    assert!(events.iter().any(
+        |e| matches!(e, Event::KeyChanged { key, value: Some(v), .. } if key == "shard" && v == "3")
+    ));
+}
+
+#[test]
+fn cohort_mode_gossip_is_authenticated_with_a_keyring() {
+    let start = Instant::now();
+    let (a, b) = (id("a", 7111), id("b", 7112));
+    let keyed = |me: &NodeId, seeds: &[&NodeId]| {
+        let mut c = cohort(me, seeds);
+        c.keyring = Some(Keyring::new(key(7)));
+        c
+    };
+    let mut nodes = vec![node(keyed(&a, &[]), start), node(keyed(&b, &[&a]), start)];
+    let walls = [WallTime::from_unix_millis(WALL0).unwrap(); 2];
+    let seen = run(&mut nodes, start, 20, &walls);
+    assert_eq!(nodes[0].status(&b), Some(MemberStatus::Live));
+    assert!(seen.iter().all(|d| d.len() <= 1_400));
+    // A datagram altered in its payload is refused, and counted.
+    let mut forged = seen.last().unwrap().clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert_eq!(
+        nodes[0].handle_datagram(start, walls[0], b.gossip_addr(), &forged),
+        Err(DecodeError::Unauthenticated)
+    );
+    assert_eq!(nodes[0].diagnostics().unauthenticated, 1);
+}
+
+#[test]
+fn a_chitchat_mode_and_a_cohort_mode_node_refuse_each_other_and_say_so() {
+    let start = Instant::now();
+    let (a, b) = (id("a", 7121), id("b", 7122));
+    let mut nodes = [
+        node(config(&a, &[&b]), start),
+        node(cohort(&b, &[&a]), start),
+    ];
+    let walls = [WallTime::from_unix_millis(WALL0).unwrap(); 2];
+    let mut refused = [0u32; 2];
+    for r in 0..20 {
+        let now = start + Duration::from_millis(100) * r;
+        for n in &mut nodes {
+            n.handle_timeout(now);
+        }
+        for i in 0..2 {
+            let mut buf = Vec::new();
+            while nodes[i].poll_transmit(walls[i], &mut buf).is_some() {
+                let from = nodes[i].id().gossip_addr();
+                let j = 1 - i;
+                let result = nodes[j].handle_datagram(now, walls[j], from, &buf);
+                assert!(
+                    matches!(result, Err(DecodeError::BadMagic(_))),
+                    "{result:?}"
+                );
+                refused[j] += 1;
+            }
+        }
+    }
+    assert!(refused.iter().all(|r| *r > 0), "{refused:?}");
+    // Neither took the other for a member.
+    assert_eq!(nodes[0].status(&b), None);
+    assert_eq!(nodes[1].status(&a), None);
+    for (i, theirs) in [(0, Protocol::Cohort), (1, Protocol::Chitchat)] {
+        let events: Vec<Event> = std::iter::from_fn(|| nodes[i].poll_event()).collect();
+        let reports: Vec<&Event> = events
+            .iter()
+            .filter(|e| matches!(e, Event::ProtocolMismatch { .. }))
+            .collect();
+        assert!(
+            matches!(reports.first(), Some(Event::ProtocolMismatch { theirs: t, .. }) if *t == theirs),
+            "node {i}: {events:?}"
+        );
+        // At most one report per diagnostic interval (1 s) over the 2 s run.
+        assert!(reports.len() <= 2, "node {i}: {reports:?}");
+        assert_eq!(
+            u32::try_from(nodes[i].diagnostics().protocol_mismatch).unwrap(),
+            refused[i]
+        );
+    }
+}
+
+#[test]
+fn a_cohort_mode_leave_is_announced_and_seen() {
+    let start = Instant::now();
+    let (a, b) = (id("a", 7131), id("b", 7132));
+    let mut nodes = vec![node(cohort(&a, &[]), start), node(cohort(&b, &[&a]), start)];
+    let walls = [WallTime::from_unix_millis(WALL0).unwrap(); 2];
+    run(&mut nodes, start, 20, &walls);
+    let now = start + Duration::from_secs(3);
+    nodes[1].leave(now);
+    let mut transmits = Transmits::new();
+    let mut events = Vec::new();
+    let drained = nodes[1].drain(walls[1], &mut transmits, &mut events);
+    assert_eq!(drained.left, Some(LeaveOutcome::Announced));
+    for t in transmits.iter() {
+        nodes[0]
+            .handle_datagram(now, walls[0], b.gossip_addr(), &t.payload)
+            .unwrap();
+    }
+    assert_eq!(nodes[0].status(&b), Some(MemberStatus::Left));
+}
+
+#[test]
+fn cohort_mode_settings_are_checked() {
+    let a = id("a", 7141);
+    let mut c = cohort(&a, &[]);
+    c.chitchat_compatible = true;
+    assert_eq!(
+        Node::new(c, Instant::now()).err(),
+        Some(ConfigError::CohortModeCompatible)
+    );
+    let mut c = cohort(&a, &[]);
+    c.probe_interval = Duration::ZERO;
+    assert_eq!(
+        Node::new(c, Instant::now()).err(),
+        Some(ConfigError::ZeroProbeInterval)
+    );
+    // A key-value must fit one packet in cohort mode (chitchat mode takes it).
+    let mut c = cohort(&a, &[]);
+    c.metadata.push(("big".into(), "v".repeat(2_000)));
+    assert!(matches!(
+        Node::new(c.clone(), Instant::now()).err(),
+        Some(ConfigError::Key(KeyError::TooLong { .. }))
+    ));
+    c.protocol = Protocol::Chitchat;
+    assert!(Node::new(c, Instant::now()).is_ok());
+    assert_eq!("cohort".parse::<Protocol>(), Ok(Protocol::Cohort));
+    assert!("swim".parse::<Protocol>().is_err());
 }

@@ -192,6 +192,28 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<(EnvelopeHeader<'_>, &[u8]), Deco
     Ok((header, bytes.get(consumed..).unwrap_or_default()))
 }
 
+/// Splits a received gossip datagram into its envelope (`None` for a bare one) and what
+/// follows it (a chitchat datagram, or a cohort-mode packet), checking only the envelope: the
+/// payload is left to its own decoder.
+///
+/// # Errors
+///
+/// [`DecodeError::Oversized`] past [`MAX_DATAGRAM_SIZE`], [`DecodeError::BadMagic`] for bytes
+/// that start with neither the envelope's magic nor chitchat's, or a malformed envelope.
+pub fn split_datagram(bytes: &[u8]) -> Result<(Option<EnvelopeHeader<'_>>, &[u8]), DecodeError> {
+    if bytes.len() > MAX_DATAGRAM_SIZE {
+        return Err(DecodeError::Oversized(bytes.len()));
+    }
+    match Reader::new(bytes).u16("magic")? {
+        CHITCHAT_MAGIC => Ok((None, bytes)),
+        ENVELOPE_MAGIC => {
+            let (header, rest) = decode_envelope(bytes)?;
+            Ok((Some(header), rest))
+        }
+        other => Err(DecodeError::BadMagic(other)),
+    }
+}
+
 /// Decodes a received datagram: a bare chitchat datagram (starting `53 b0`) or an enveloped
 /// one (starting `47 c0`), told apart by the first two bytes.
 ///
@@ -214,18 +236,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<(EnvelopeHeader<'_>, &[u8]), Deco
 /// # Ok::<(), cohort_core::wire::DecodeError>(())
 /// ```
 pub fn decode_datagram(bytes: &[u8]) -> Result<Datagram<'_>, DecodeError> {
-    if bytes.len() > MAX_DATAGRAM_SIZE {
-        return Err(DecodeError::Oversized(bytes.len()));
-    }
-    let magic = Reader::new(bytes).u16("magic")?;
-    let (envelope, chitchat) = match magic {
-        CHITCHAT_MAGIC => (None, bytes),
-        ENVELOPE_MAGIC => {
-            let (header, rest) = decode_envelope(bytes)?;
-            (Some(header), rest)
-        }
-        other => return Err(DecodeError::BadMagic(other)),
-    };
+    let (envelope, chitchat) = split_datagram(bytes)?;
     let (version, message) = decode_chitchat_view(chitchat)?;
     Ok(Datagram {
         envelope,

@@ -77,7 +77,7 @@ pub use delta_writer::DeltaWriter;
 pub use envelope::{
     Datagram, ENVELOPE_FLAG_AUTH_TAG, ENVELOPE_MAGIC, ENVELOPE_OVERHEAD, ENVELOPE_VERSION,
     EnvelopeHeader, InvalidAuthTag, MAX_AUTH_TAG_LEN, decode_datagram, decode_envelope,
-    encode_envelope, envelope_bytes, envelope_len,
+    encode_envelope, envelope_bytes, envelope_len, split_datagram,
 };
 
 /// chitchat's magic number, the first two bytes of every chitchat datagram (`53 b0`).

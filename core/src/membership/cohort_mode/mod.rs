@@ -23,7 +23,10 @@ use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use self::wire::{Body, KeyEntry, MAX_PACKET, Packet, Update, UpdateKind};
+use super::Diagnostics;
+use super::diagnostics::{DiagnosticKind, DiagnosticLimiter};
 use super::events::EventQueue;
+use super::machine::normalize_seeds;
 use super::state::{NodeState, Refused, key_error};
 use super::transmit::TransmitQueue;
 use super::{KeyError, LivenessPredicate, Member, MemberStatus, StateLimits, is_reserved_key};
@@ -72,6 +75,13 @@ pub struct CohortConfig {
     pub max_pending_events: usize,
     /// The most packets kept for the driver. Default 1,024.
     pub max_pending_transmits: usize,
+    /// Zero bytes left at the front of every packet for a wrapper the caller writes in place
+    /// (cohort's envelope, behind [`Node`](crate::Node)); not counted in `max_packet`.
+    /// Default 0.
+    pub transmit_headroom: usize,
+    /// Bad input (another cluster, deltas past the bounds) is reported at most once per
+    /// sender and kind in this interval. Default 1 s.
+    pub diagnostic_interval: Duration,
     /// Bounds on the members and key-values kept (the defaults of [`StateLimits`]). A key and
     /// its value together are also bounded by what one packet carries
     /// ([`wire::max_entry_len`]: about 1 KB with names of up to 64 bytes).
@@ -107,6 +117,8 @@ impl std::fmt::Debug for CohortConfig {
             .field("max_packet", &self.max_packet)
             .field("max_pending_events", &self.max_pending_events)
             .field("max_pending_transmits", &self.max_pending_transmits)
+            .field("transmit_headroom", &self.transmit_headroom)
+            .field("diagnostic_interval", &self.diagnostic_interval)
             .field("limits", &self.limits)
             .field("initial_key_values", &self.initial_key_values)
             .field(
@@ -141,6 +153,8 @@ impl CohortConfig {
             max_packet: MAX_PACKET,
             max_pending_events: 1_024,
             max_pending_transmits: 1_024,
+            transmit_headroom: 0,
+            diagnostic_interval: Duration::from_secs(1),
             limits: StateLimits::default(),
             initial_key_values: Vec::new(),
             marked_for_deletion_grace_period: Duration::from_secs(3_600),
@@ -289,8 +303,6 @@ struct Queued {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CohortCounts {
-    /// Packets of another cluster.
-    pub bad_cluster: u64,
     /// Members not added because the table was full.
     pub refused_members: u64,
     /// Packets dropped because the driver's queue was full.
@@ -300,9 +312,6 @@ pub struct CohortCounts {
     /// Chitchat datagrams received (a chitchat-mode peer, or a real chitchat node): refused as
     /// [`DecodeError::BadMagic`] with chitchat's magic, never taken for cohort-mode packets.
     pub chitchat_datagrams: u64,
-    /// Key-value deltas refused because storing them would break a bound of
-    /// [`StateLimits`].
-    pub over_limit: u64,
     /// Requests for missing key-values sent (a delta that could not be applied, or a table
     /// sync that showed a member's keys behind).
     pub key_pulls: u64,
@@ -427,6 +436,7 @@ pub struct CohortMembership {
     transmits: TransmitQueue,
     events: EventQueue,
     counts: CohortCounts,
+    diagnostics: DiagnosticLimiter,
     leaving: bool,
     version: u64,
     rng: Xoshiro256PlusPlus,
@@ -436,10 +446,7 @@ impl CohortMembership {
     /// A machine for `config.node_id`, started at `now`.
     #[must_use]
     pub fn new(mut config: CohortConfig, now: Instant) -> Self {
-        let own = config.node_id.gossip_addr();
-        config.seeds.retain(|s| *s != own);
-        config.seeds.sort_unstable();
-        config.seeds.dedup();
+        normalize_seeds(&mut config.seeds, config.node_id.gossip_addr());
         let mut own = Entry::new(config.node_id.clone(), 0, State::Alive, now);
         for (key, value) in &config.initial_key_values {
             own.keys.set(key, value);
@@ -475,6 +482,7 @@ impl CohortMembership {
             transmits: TransmitQueue::default(),
             events: EventQueue::default(),
             counts: CohortCounts::default(),
+            diagnostics: DiagnosticLimiter::new(config.diagnostic_interval),
             leaving: false,
             version: 1,
             rng: Xoshiro256PlusPlus::seed_from_u64(config.rng_seed),
@@ -723,6 +731,26 @@ impl CohortMembership {
         }
     }
 
+    /// Counts of bad input since the start (every occurrence, reported or held back).
+    #[must_use]
+    pub fn diagnostics(&self) -> Diagnostics {
+        self.diagnostics.counts()
+    }
+
+    /// Reports bad input from `from` as the event `make` builds, at most once per sender and
+    /// kind per diagnostic interval (counted either way).
+    pub(crate) fn report_diagnostic(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        kind: DiagnosticKind,
+        make: impl FnOnce(u64) -> Event,
+    ) {
+        if let Some(suppressed) = self.diagnostics.admit(now, from, kind) {
+            self.push_event(make(suppressed));
+        }
+    }
+
     /// The order-independent summary of the table that table syncs compare: equal summaries
     /// mean equal tables (up to a 64-bit hash collision).
     #[must_use]
@@ -828,7 +856,8 @@ impl CohortMembership {
     /// Writes a packet of `body` to `to`, with as many pending updates as fit (fewest
     /// transmissions first; an update sent its limit is dropped from the queue).
     fn send(&mut self, to: SocketAddr, body: &Body) {
-        let mut out = self.transmits.buffer(0, 256);
+        let mut out = self.transmits.buffer(self.config.transmit_headroom, 256);
+        let (_, limit) = self.packet_bounds();
         let at = wire::encode_head(
             self.cluster,
             &self.config.node_id,
@@ -836,7 +865,6 @@ impl CohortMembership {
             body,
             &mut out,
         );
-        let limit = self.config.max_packet.min(MAX_PACKET);
         // Lifeguard's buddy system: a packet to a suspected member tells it first, so that it
         // refutes at once rather than when the gossip reaches it.
         let buddy = self
@@ -941,6 +969,13 @@ impl CohortMembership {
         }
     }
 
+    /// The headroom left at the front of every packet, and the length no packet passes (the
+    /// headroom included).
+    fn packet_bounds(&self) -> (usize, usize) {
+        let headroom = self.config.transmit_headroom;
+        (headroom, headroom + self.config.max_packet.min(MAX_PACKET))
+    }
+
     fn push_transmit(&mut self, to: SocketAddr, payload: Vec<u8>) {
         self.transmits
             .push(to, payload, self.config.max_pending_transmits);
@@ -1038,6 +1073,32 @@ impl CohortMembership {
         for to in self.random_live(fanout, None) {
             self.send(to, &Body::Gossip);
         }
+    }
+
+    /// Whether the departure started by [`leave`](Self::leave) was handed out: it is queued
+    /// at once, for up to [`CohortConfig::leave_fanout`] peers (at once too when no peer is
+    /// known: nobody to tell).
+    #[must_use]
+    pub fn leave_announced(&self) -> bool {
+        self.leaving
+    }
+
+    /// Replaces the seed addresses; used while this node knows no live member.
+    pub fn set_seeds(&mut self, mut seeds: Vec<SocketAddr>) {
+        normalize_seeds(&mut seeds, self.config.node_id.gossip_addr());
+        self.config.seeds = seeds;
+    }
+
+    /// Starts a push-pull table sync with `addr` now, outside the regular ones.
+    pub fn gossip_to(&mut self, addr: SocketAddr) {
+        let buckets = self.table_summary();
+        self.send(
+            addr,
+            &Body::SyncRequest {
+                buckets,
+                answer_back: true,
+            },
+        );
     }
 
     /// Sets one of this node's keys (gossiped to every member). Setting the value a key
@@ -1161,23 +1222,31 @@ impl CohortMembership {
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), DecodeError> {
-        let packet = match wire::decode(bytes) {
-            Ok(packet) => packet,
-            Err(error) => {
-                if error == DecodeError::BadMagic(crate::wire::CHITCHAT_MAGIC) {
-                    self.counts.chitchat_datagrams += 1;
-                }
-                return Err(error);
-            }
-        };
+        let packet = self.decode(bytes)?;
         self.handle_packet(now, from, packet);
         Ok(())
+    }
+
+    /// Decodes a packet as [`handle_datagram`](Self::handle_datagram) does (counting a
+    /// chitchat datagram), without processing it.
+    ///
+    /// # Errors
+    ///
+    /// As [`handle_datagram`](Self::handle_datagram).
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<Packet, DecodeError> {
+        wire::decode(bytes).inspect_err(|error| {
+            if *error == DecodeError::BadMagic(crate::wire::CHITCHAT_MAGIC) {
+                self.counts.chitchat_datagrams += 1;
+            }
+        })
     }
 
     /// Processes a decoded packet (see [`handle_datagram`](Self::handle_datagram)).
     pub fn handle_packet(&mut self, now: Instant, from: SocketAddr, packet: Packet) {
         if packet.cluster != self.cluster {
-            self.counts.bad_cluster += 1;
+            self.report_diagnostic(now, from, DiagnosticKind::BadCluster, |suppressed| {
+                Event::BadCluster { from, suppressed }
+            });
             return;
         }
         if packet.from == self.config.node_id {
@@ -1207,7 +1276,7 @@ impl CohortMembership {
             let behind: Vec<NodeId> = packet
                 .deltas
                 .iter()
-                .filter_map(|delta| self.learn_keys(now, delta, spread))
+                .filter_map(|delta| self.learn_keys(now, from, delta, spread))
                 .collect();
             if !behind.is_empty() {
                 // The sender holds what we lack (it applied, or wrote, the versions it sent).
@@ -1318,10 +1387,10 @@ impl CohortMembership {
             })
             .collect();
         records.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-        let limit = self.config.max_packet.min(MAX_PACKET);
+        let (headroom, limit) = self.packet_bounds();
         let mut records = records.into_iter().peekable();
         while records.peek().is_some() {
-            let mut out = self.transmits.buffer(0, limit);
+            let mut out = self.transmits.buffer(headroom, limit);
             let at = wire::encode_head(
                 self.cluster,
                 &self.config.node_id,
@@ -1357,7 +1426,7 @@ impl CohortMembership {
     /// the request says it holds, as chained deltas in `SyncResponse` packets (at most
     /// [`MAX_PULL_PACKETS`] in all).
     fn answer_keys(&mut self, to: SocketAddr, wanted: &[NodeDelta]) {
-        let limit = self.config.max_packet.min(MAX_PACKET);
+        let (headroom, limit) = self.packet_bounds();
         let mut packets = 0;
         let mut out: Option<(Vec<u8>, usize)> = None;
         for request in wanted {
@@ -1389,7 +1458,7 @@ impl CohortMembership {
             // Chained: each delta starts where the one before ended.
             loop {
                 let (buf, at) = out.get_or_insert_with(|| {
-                    let mut buf = self.transmits.buffer(0, limit);
+                    let mut buf = self.transmits.buffer(headroom, limit);
                     let at = wire::encode_head(
                         self.cluster,
                         &self.config.node_id,
@@ -1446,8 +1515,8 @@ impl CohortMembership {
         if self.pulls.len() >= MAX_PENDING_PULLS {
             self.pulls.retain(|_, until| *until > now);
         }
-        let limit = self.config.max_packet.min(MAX_PACKET);
-        let mut out = self.transmits.buffer(0, limit);
+        let (headroom, limit) = self.packet_bounds();
+        let mut out = self.transmits.buffer(headroom, limit);
         let at = wire::encode_head(
             self.cluster,
             &self.config.node_id,
@@ -1479,7 +1548,13 @@ impl CohortMembership {
     /// Applies a key-value delta heard from a member; gossips it on if `spread`. Returns the
     /// member when the delta could not be applied because this node lacks versions before it
     /// (they are to be asked for).
-    fn learn_keys(&mut self, now: Instant, delta: &NodeDelta, spread: bool) -> Option<NodeId> {
+    fn learn_keys(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        delta: &NodeDelta,
+        spread: bool,
+    ) -> Option<NodeId> {
         if delta.node == self.config.node_id {
             return None;
         }
@@ -1495,8 +1570,14 @@ impl CohortMembership {
                 return Some(delta.node.clone());
             }
             Err(Refused::NothingNew) => return None,
-            Err(Refused::OverLimit(_)) => {
-                self.counts.over_limit += 1;
+            Err(Refused::OverLimit(limit)) => {
+                self.report_diagnostic(now, from, DiagnosticKind::OverLimit, |suppressed| {
+                    Event::OverLimit {
+                        from,
+                        limit,
+                        suppressed,
+                    }
+                });
                 return None;
             }
         };

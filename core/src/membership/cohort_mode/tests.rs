@@ -428,7 +428,11 @@ fn another_clusters_packets_are_counted_and_change_nothing() {
     wire::encode(&packet, &mut bytes);
     m.handle_datagram(now, addr(8101), &bytes).unwrap();
     assert_eq!(m.len(), 1);
-    assert_eq!(m.counts().bad_cluster, 1);
+    assert_eq!(m.diagnostics().bad_cluster, 1);
+    assert!(matches!(
+        m.poll_event(),
+        Some(Event::BadCluster { suppressed: 0, .. })
+    ));
 }
 
 #[test]
