@@ -4,7 +4,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use cohort_core::auth::{ClusterKey, Keyring};
-use cohort_core::wire::{DecodeError, MAX_DATAGRAM_SIZE, decode_datagram, encode_envelope};
+use cohort_core::wire::{
+    DecodeError, MAX_DATAGRAM_SIZE, decode_datagram, encode_envelope, split_datagram,
+};
 use cohort_core::{Event, Node, NodeConfig, NodeId, NodeTag, Timestamp, Transmits, WallTime};
 
 use crate::rpc::WALL_MILLIS;
@@ -42,8 +44,8 @@ const KEY: [u8; 32] = [0x6b; 32];
 /// whose first byte is even is sealed with the node's key ([`ClusterKey::seal`], stamped by
 /// node-a at the targets' wall time) so that the fuzzer works on the authenticated path behind
 /// the tag; an odd one arrives as it is, and is applied only if it carries a valid tag (which
-/// the fuzzer cannot forge: it must be dropped as [`DecodeError::Unauthenticated`] once it
-/// decodes).
+/// the fuzzer cannot forge: it must be dropped as [`DecodeError::Unauthenticated`] once its
+/// envelope decodes, whatever follows).
 pub fn node_keyed(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -59,7 +61,8 @@ pub fn node_keyed(data: &[u8]) {
             decode_datagram(&datagram).err(),
         );
     } else {
-        let expected = match decode_datagram(rest) {
+        // The tag is checked before the payload is parsed.
+        let expected = match split_datagram(rest) {
             Err(error) => error,
             Ok(_) => DecodeError::Unauthenticated,
         };

@@ -510,6 +510,7 @@ fn cohort_mode_seeds() -> Vec<(String, Vec<u8>)> {
                 cluster: cm::cluster_hash("test-cluster"),
                 from: node_a.clone(),
                 incarnation: 1,
+                keys_version: 4,
                 body,
                 updates: updates.clone(),
                 deltas: deltas.clone(),

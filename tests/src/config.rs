@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use cohort_core::NodeConfig;
 use cohort_core::membership::FailureDetectorConfig;
+use cohort_core::node::Protocol;
 use cohort_core::wire::ProtocolVersion;
 
 /// A hook that adjusts the configuration of the node in a slot (called with the slot index and
@@ -63,7 +64,10 @@ pub struct SimConfig {
     pub cluster_id: String,
     /// Time between gossip rounds. Default 100 ms.
     pub gossip_interval: Duration,
-    /// The protocol version of the Syns nodes send. Default V0.
+    /// The membership protocol of every node. Default chitchat mode. In cohort mode the
+    /// probe interval is the gossip interval, so that rounds compare.
+    pub mode: Protocol,
+    /// The protocol version of the Syns nodes send (chitchat mode). Default V0.
     pub protocol_version: ProtocolVersion,
     /// Failure detector settings. Default: the core's (chitchat's) defaults, whose prior mean
     /// interval is 5 s; see [`SimConfig::with_fast_failure_detection`].
@@ -101,6 +105,7 @@ impl SimConfig {
             seed,
             cluster_id: "sim".to_owned(),
             gossip_interval: interval,
+            mode: Protocol::Chitchat,
             protocol_version: ProtocolVersion::V0,
             failure_detector: FailureDetectorConfig::default(),
             marked_for_deletion_grace_period: Duration::from_secs(3_600),
@@ -119,6 +124,13 @@ impl SimConfig {
     pub fn with_gossip_interval(mut self, interval: Duration) -> Self {
         self.gossip_interval = interval;
         self.start_spread = interval;
+        self
+    }
+
+    /// Sets the membership protocol.
+    #[must_use]
+    pub fn with_mode(mut self, mode: Protocol) -> Self {
+        self.mode = mode;
         self
     }
 
@@ -176,6 +188,7 @@ impl fmt::Debug for SimConfig {
             .field("seed", &self.seed)
             .field("cluster_id", &self.cluster_id)
             .field("gossip_interval", &self.gossip_interval)
+            .field("mode", &self.mode)
             .field("protocol_version", &self.protocol_version)
             .field("failure_detector", &self.failure_detector)
             .field(

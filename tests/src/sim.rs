@@ -945,6 +945,8 @@ impl Sim {
         config.seeds.clone_from(&self.slots[node].seeds);
         config.gossip_interval = self.config.gossip_interval;
         config.protocol_version = self.config.protocol_version;
+        config.protocol = self.config.mode;
+        config.probe_interval = self.config.gossip_interval;
         config.failure_detector = Some(self.config.failure_detector.clone());
         config.marked_for_deletion_grace_period = self.config.marked_for_deletion_grace_period;
         config.max_clock_drift = self.config.max_clock_drift;

@@ -8,7 +8,9 @@ use common::{config, ms, secs};
 
 /// A script that exercises every source of randomness and every fault.
 fn eventful_run(seed: u64) -> Result<(Metrics, Vec<TraceEntry>), SimError> {
-    let mut config = config(seed).with_loss(0.05).with_duplication(0.05);
+    let mut config = config(seed, cohort_core::node::Protocol::Chitchat)
+        .with_loss(0.05)
+        .with_duplication(0.05);
     config.network.jitter = ms(10);
     config.marked_for_deletion_grace_period = secs(2);
     let mut sim = Sim::new(config);
@@ -102,7 +104,7 @@ fn a_failing_seed_is_reported_with_a_replay_command() {
 #[test]
 fn views_built_from_events_match_the_nodes_answers() {
     run_seeds(&[1, 2], |seed| {
-        let mut sim = Sim::new(config(seed).with_loss(0.2));
+        let mut sim = Sim::new(config(seed, cohort_core::node::Protocol::Chitchat).with_loss(0.2));
         sim.add_nodes(10);
         for step in 0..60 {
             sim.advance(ms(100));

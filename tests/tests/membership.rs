@@ -5,14 +5,14 @@ mod common;
 
 use cohort_core::Event;
 use cohort_core::membership::MemberStatus;
+use cohort_core::node::Protocol;
 use cohort_core::wire::{DeletionStatus, ProtocolVersion};
 use cohort_sim::{Sim, SimError, TraceKind, run_seeds};
 use common::{SEEDS, config, ms, secs};
 
-#[test]
-fn five_nodes_join_and_converge() {
+fn five_nodes_join_and_converge(mode: Protocol) {
     run_seeds(&[1, 2, 3, 4, 5], |seed| {
-        let mut sim = Sim::new(config(seed));
+        let mut sim = Sim::new(config(seed, mode));
         sim.add_nodes(5);
         let c = sim.run_until_converged(secs(5))?;
         assert!(c.rounds <= 10, "{c:?}");
@@ -34,11 +34,13 @@ fn five_nodes_join_and_converge() {
 fn twenty_nodes_join_in_v0_and_v1() {
     run_seeds(SEEDS, |seed| {
         for version in [ProtocolVersion::V0, ProtocolVersion::V1] {
-            let mut sim = Sim::new(config(seed).with_protocol(version).with_configure(
-                |slot, node| {
-                    node.metadata = vec![("dc".into(), format!("dc-{}", slot % 3))];
-                },
-            ));
+            let mut sim = Sim::new(
+                config(seed, Protocol::Chitchat)
+                    .with_protocol(version)
+                    .with_configure(|slot, node| {
+                        node.metadata = vec![("dc".into(), format!("dc-{}", slot % 3))];
+                    }),
+            );
             sim.add_nodes(20);
             let c = sim.run_until_converged(secs(10))?;
             assert!(c.rounds <= 15, "{version:?}: {c:?}");
@@ -49,10 +51,9 @@ fn twenty_nodes_join_in_v0_and_v1() {
     });
 }
 
-#[test]
-fn a_late_joiner_is_seen_by_everyone() {
+fn a_late_joiner_is_seen_by_everyone(mode: Protocol) {
     run_seeds(SEEDS, |seed| {
-        let mut sim = Sim::new(config(seed));
+        let mut sim = Sim::new(config(seed, mode));
         sim.add_nodes(6);
         sim.run_until_converged(secs(5))?;
         sim.advance(secs(2));
@@ -70,10 +71,9 @@ fn a_late_joiner_is_seen_by_everyone() {
     });
 }
 
-#[test]
-fn keys_propagate_to_every_node() {
+fn keys_propagate_to_every_node(mode: Protocol) {
     run_seeds(SEEDS, |seed| {
-        let mut sim = Sim::new(config(seed));
+        let mut sim = Sim::new(config(seed, mode));
         sim.add_nodes(8);
         sim.run_until_converged(secs(5))?;
         sim.set(3, "role", "indexer");
@@ -105,10 +105,9 @@ fn keys_propagate_to_every_node() {
     });
 }
 
-#[test]
-fn deleted_keys_disappear_and_their_tombstones_are_collected() {
+fn deleted_keys_disappear_and_their_tombstones_are_collected(mode: Protocol) {
     run_seeds(SEEDS, |seed| {
-        let mut sim = Sim::new(config(seed).with_grace_period(secs(2)));
+        let mut sim = Sim::new(config(seed, mode).with_grace_period(secs(2)));
         sim.add_nodes(6);
         sim.set(2, "temp", "1");
         sim.run_until_converged(secs(5))?;
@@ -139,10 +138,9 @@ fn deleted_keys_disappear_and_their_tombstones_are_collected() {
     });
 }
 
-#[test]
-fn ttl_keys_are_visible_then_collected_everywhere() {
+fn ttl_keys_are_visible_then_collected_everywhere(mode: Protocol) {
     run_seeds(SEEDS, |seed| {
-        let mut sim = Sim::new(config(seed).with_grace_period(secs(2)));
+        let mut sim = Sim::new(config(seed, mode).with_grace_period(secs(2)));
         sim.add_nodes(6);
         sim.set(1, "lease", "a");
         sim.run_until_converged(secs(5))?;
@@ -174,10 +172,9 @@ fn ttl_keys_are_visible_then_collected_everywhere() {
 /// than the grace period missed both the delete and the tombstone's collection. When the
 /// partition heals it must take the writer's state through a reset, and the deleted key must
 /// not come back anywhere.
-#[test]
-fn tombstone_gc_across_a_long_partition_resets_the_partitioned_node() {
+fn tombstone_gc_across_a_long_partition_resets_the_partitioned_node(mode: Protocol) {
     run_seeds(SEEDS, |seed| -> Result<(), SimError> {
-        let mut sim = Sim::new(config(seed).with_grace_period(secs(2)));
+        let mut sim = Sim::new(config(seed, mode).with_grace_period(secs(2)));
         sim.add_nodes(4);
         let (writer, cut_off) = (1, 3);
         sim.set(writer, "doomed", "v");
@@ -233,3 +230,12 @@ fn tombstone_gc_across_a_long_partition_resets_the_partitioned_node() {
         Ok(())
     });
 }
+
+in_both_modes!(
+    five_nodes_join_and_converge,
+    a_late_joiner_is_seen_by_everyone,
+    keys_propagate_to_every_node,
+    deleted_keys_disappear_and_their_tombstones_are_collected,
+    ttl_keys_are_visible_then_collected_everywhere,
+    tombstone_gc_across_a_long_partition_resets_the_partitioned_node
+);

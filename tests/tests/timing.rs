@@ -4,16 +4,16 @@ mod common;
 
 use cohort_core::Event;
 use cohort_core::membership::MemberStatus;
+use cohort_core::node::Protocol;
 use cohort_sim::{Sim, TraceKind, run_seeds};
 use common::{SEEDS, config, failed_about, failed_reported_by, ms, secs};
 
 /// Datagrams that wait for a paused node die with its process: when it is restarted during
 /// the pause, the new generation never gets them (they were in the old one's socket), so it
 /// cannot learn stale heartbeats from them.
-#[test]
-fn a_node_restarted_while_paused_loses_what_waited_for_it() {
+fn a_node_restarted_while_paused_loses_what_waited_for_it(mode: Protocol) {
     run_seeds(SEEDS, |seed| {
-        let mut sim = Sim::new(config(seed));
+        let mut sim = Sim::new(config(seed, mode));
         sim.add_nodes(4);
         sim.run_until_converged(secs(5))?;
         sim.pause(2, secs(2));
@@ -34,10 +34,9 @@ fn a_node_restarted_while_paused_loses_what_waited_for_it() {
 
 /// A node whose process is stopped for 5 s (all 7 peers look silent to it when it resumes)
 /// suspects itself instead of convicting everyone at once.
-#[test]
-fn a_starved_node_suspects_itself_instead_of_convicting_everyone() {
+fn a_starved_node_suspects_itself_instead_of_convicting_everyone(mode: Protocol) {
     run_seeds(&[1, 2, 3, 4, 5], |seed| {
-        let mut sim = Sim::new(config(seed));
+        let mut sim = Sim::new(config(seed, mode));
         sim.add_nodes(8);
         sim.run_until_converged(secs(5))?;
         sim.advance(secs(5));
@@ -72,18 +71,34 @@ fn a_starved_node_suspects_itself_instead_of_convicting_everyone() {
 /// 60 ms late (less than an interval): its rounds keep their rate, each 60 ms late, and its
 /// replies are slow. 150 ms late (more than an interval): every round misses its slot and the
 /// next one is skipped, so it gossips at well under the normal rate.
-#[test]
-fn a_slow_node_is_not_declared_dead() {
+///
+/// In cohort mode a node that answers probes later than the probe interval (150 ms against
+/// 100 ms) is suspected at every probe and refutes every time; it may lose a race now and
+/// then (declared failed, recovered within a round): there it must end live everywhere, with
+/// at most one such flap per 10 s.
+fn a_slow_node_is_not_declared_dead(mode: Protocol) {
     for (delay, fewer_rounds) in [(60, false), (150, true)] {
         run_seeds(SEEDS, |seed| {
-            let mut sim = Sim::new(config(seed));
+            let mut sim = Sim::new(config(seed, mode));
             sim.add_nodes(8);
             sim.run_until_converged(secs(5))?;
             sim.set_slow(6, ms(delay));
             sim.advance(secs(20));
-            assert_eq!(sim.metrics().failed_events, 0, "{delay} ms late");
-            let rounds = sim.counters(6).rounds;
-            let normal = sim.counters(5).rounds;
+            if mode == Protocol::Cohort && delay > 100 {
+                assert!(sim.metrics().failed_events <= 2, "{delay} ms late");
+                assert!(sim.all_see(6, MemberStatus::Live));
+            } else {
+                assert_eq!(sim.metrics().failed_events, 0, "{delay} ms late");
+            }
+            // Rounds: chitchat mode's gossip rounds (timer firings), cohort mode's probes.
+            let rounds_of = |node: usize| match mode {
+                Protocol::Cohort => sim
+                    .node(node)
+                    .and_then(|n| n.cohort_membership())
+                    .map_or(0, |m| m.counts().probes),
+                _ => sim.counters(node).rounds,
+            };
+            let (rounds, normal) = (rounds_of(6), rounds_of(5));
             if fewer_rounds {
                 assert!(
                     rounds * 10 < normal * 8,
@@ -104,10 +119,9 @@ fn a_slow_node_is_not_declared_dead() {
 
 /// One node's wall clock is 2 s ahead: every other node refuses its timestamps (reporting
 /// `ClockSkew`) and its clock is not dragged ahead; gossip still works.
-#[test]
-fn a_clock_two_seconds_ahead_is_reported_and_does_not_drag_the_others() {
+fn a_clock_two_seconds_ahead_is_reported_and_does_not_drag_the_others(mode: Protocol) {
     run_seeds(SEEDS, |seed| {
-        let mut sim = Sim::new(config(seed));
+        let mut sim = Sim::new(config(seed, mode));
         sim.add_nodes(5);
         let fast = 4;
         sim.set_clock_skew_ms(fast, 2_000);
@@ -149,10 +163,9 @@ fn a_clock_two_seconds_ahead_is_reported_and_does_not_drag_the_others() {
 
 /// Wall clocks spread over 300 ms (less than the 500 ms drift bound, also after the fastest
 /// clock's time travels through the others' clocks) cause no report at all.
-#[test]
-fn clocks_within_300_ms_are_fine() {
+fn clocks_within_300_ms_are_fine(mode: Protocol) {
     run_seeds(SEEDS, |seed| {
-        let mut sim = Sim::new(config(seed));
+        let mut sim = Sim::new(config(seed, mode));
         sim.add_nodes(6);
         for (node, skew) in [(0, 0), (1, 300), (2, 150), (3, 75), (4, 225), (5, 10)] {
             sim.set_clock_skew_ms(node, skew);
@@ -165,7 +178,18 @@ fn clocks_within_300_ms_are_fine() {
             .node(0)
             .and_then(|n| n.clock().last())
             .expect("clock used");
-        assert!(clock.millis() + 5 >= sim.wall(1).as_unix_millis() - 100);
+        // chitchat mode's rounds reach 3 peers each; cohort mode's probe one, so the fastest
+        // clock's time reaches node 0 in more hops (still well above its own 300 ms lag).
+        let tolerance = if mode == Protocol::Cohort { 200 } else { 100 };
+        assert!(clock.millis() + 5 >= sim.wall(1).as_unix_millis() - tolerance);
         Ok(())
     });
 }
+
+in_both_modes!(
+    a_node_restarted_while_paused_loses_what_waited_for_it,
+    a_starved_node_suspects_itself_instead_of_convicting_everyone,
+    a_slow_node_is_not_declared_dead,
+    a_clock_two_seconds_ahead_is_reported_and_does_not_drag_the_others,
+    clocks_within_300_ms_are_fine
+);

@@ -415,6 +415,8 @@ impl NodeConfig {
         c.max_pending_events = self.max_pending_events;
         c.max_pending_transmits = self.max_pending_transmits;
         c.diagnostic_interval = self.diagnostic_interval;
+        c.late_round_factor = self.late_round_factor;
+        c.self_suspicion_hold = self.self_suspicion_hold;
         c.transmit_headroom = self.envelope_headroom();
         c.rng_seed = self.rng_seed;
         Ok(c)

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use cohort_core::Event;
+use cohort_core::node::Protocol;
 use cohort_sim::{Sim, SimConfig, TraceKind};
 
 /// The seeds every scenario runs with, unless `COHORT_SIM_SEED` says otherwise.
@@ -21,8 +22,36 @@ pub fn secs(n: u64) -> Duration {
 /// The configuration most scenarios use: 100 ms gossip, 1 ms + [0, 1] ms latency, and the
 /// failure detector of chitchat's performance tests (chitchat's defaults, prior mean interval
 /// = gossip interval).
-pub fn config(seed: u64) -> SimConfig {
-    SimConfig::new(seed).with_fast_failure_detection()
+///
+/// In cohort mode the probe interval is the gossip interval (100 ms).
+pub fn config(seed: u64, mode: Protocol) -> SimConfig {
+    SimConfig::new(seed)
+        .with_fast_failure_detection()
+        .with_mode(mode)
+}
+
+/// Runs each scenario named (a function of the [`Protocol`]) in both membership protocols, as
+/// the tests `chitchat_mode::<name>` and `cohort_mode::<name>`.
+#[macro_export]
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod chitchat_mode {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(cohort_core::node::Protocol::Chitchat);
+                }
+            )*
+        }
+        mod cohort_mode {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(cohort_core::node::Protocol::Cohort);
+                }
+            )*
+        }
+    };
 }
 
 /// How many `Failed` events `observer` reported (about anyone).

@@ -75,6 +75,12 @@ pub struct CohortConfig {
     pub max_pending_events: usize,
     /// The most packets kept for the driver. Default 1,024.
     pub max_pending_transmits: usize,
+    /// How long at most the self-suspicion guard holds this node's verdicts while it hears
+    /// nothing. Default 10 s.
+    pub self_suspicion_hold: Duration,
+    /// A timer that fires this many probe intervals late means this node was paused or
+    /// starved: it suspects itself rather than the others. Default 3.
+    pub late_round_factor: u32,
     /// Zero bytes left at the front of every packet for a wrapper the caller writes in place
     /// (cohort's envelope, behind [`Node`](crate::Node)); not counted in `max_packet`.
     /// Default 0.
@@ -117,6 +123,8 @@ impl std::fmt::Debug for CohortConfig {
             .field("max_packet", &self.max_packet)
             .field("max_pending_events", &self.max_pending_events)
             .field("max_pending_transmits", &self.max_pending_transmits)
+            .field("late_round_factor", &self.late_round_factor)
+            .field("self_suspicion_hold", &self.self_suspicion_hold)
             .field("transmit_headroom", &self.transmit_headroom)
             .field("diagnostic_interval", &self.diagnostic_interval)
             .field("limits", &self.limits)
@@ -153,6 +161,8 @@ impl CohortConfig {
             max_packet: MAX_PACKET,
             max_pending_events: 1_024,
             max_pending_transmits: 1_024,
+            late_round_factor: 3,
+            self_suspicion_hold: Duration::from_secs(10),
             transmit_headroom: 0,
             diagnostic_interval: Duration::from_secs(1),
             limits: StateLimits::default(),
@@ -312,6 +322,8 @@ pub struct CohortCounts {
     /// Chitchat datagrams received (a chitchat-mode peer, or a real chitchat node): refused as
     /// [`DecodeError::BadMagic`] with chitchat's magic, never taken for cohort-mode packets.
     pub chitchat_datagrams: u64,
+    /// Probes sent (one per probe interval while there is a member to probe).
+    pub probes: u64,
     /// Requests for missing key-values sent (a delta that could not be applied, or a table
     /// sync that showed a member's keys behind).
     pub key_pulls: u64,
@@ -437,6 +449,10 @@ pub struct CohortMembership {
     events: EventQueue,
     counts: CohortCounts,
     diagnostics: DiagnosticLimiter,
+    /// When a packet of this cluster last arrived (the start, before any).
+    last_received: Instant,
+    /// Since when this node has heard nothing while it should (the self-suspicion guard).
+    silent_since: Option<Instant>,
     leaving: bool,
     version: u64,
     rng: Xoshiro256PlusPlus,
@@ -483,6 +499,8 @@ impl CohortMembership {
             events: EventQueue::default(),
             counts: CohortCounts::default(),
             diagnostics: DiagnosticLimiter::new(config.diagnostic_interval),
+            last_received: now,
+            silent_since: None,
             leaving: false,
             version: 1,
             rng: Xoshiro256PlusPlus::seed_from_u64(config.rng_seed),
@@ -843,7 +861,9 @@ impl CohortMembership {
     }
 
     fn push_event(&mut self, event: Event) {
-        self.version += 1;
+        if event.changes_members() {
+            self.version += 1;
+        }
         self.events.push(event, self.config.max_pending_events);
     }
 
@@ -856,23 +876,23 @@ impl CohortMembership {
     /// Writes a packet of `body` to `to`, with as many pending updates as fit (fewest
     /// transmissions first; an update sent its limit is dropped from the queue).
     fn send(&mut self, to: SocketAddr, body: &Body) {
-        let mut out = self.transmits.buffer(self.config.transmit_headroom, 256);
+        self.send_with(to, body, None);
+    }
+
+    /// As [`send`](Self::send), with `notice` first (news the receiver must hear about
+    /// itself).
+    fn send_with(&mut self, to: SocketAddr, body: &Body, notice: Option<Update>) {
+        let (mut out, at) = self.new_packet(body);
         let (_, limit) = self.packet_bounds();
-        let at = wire::encode_head(
-            self.cluster,
-            &self.config.node_id,
-            self.incarnation,
-            body,
-            &mut out,
-        );
         // Lifeguard's buddy system: a packet to a suspected member tells it first, so that it
         // refutes at once rather than when the gossip reaches it.
-        let buddy = self
-            .suspects
-            .iter()
-            .find(|id| id.gossip_addr() == to)
-            .and_then(|id| self.members.get(id))
-            .map(|e| e.update(UpdateKind::Suspect));
+        let buddy = notice.or_else(|| {
+            self.suspects
+                .iter()
+                .find(|id| id.gossip_addr() == to)
+                .and_then(|id| self.members.get(id))
+                .map(|e| e.update(UpdateKind::Suspect))
+        });
         if let Some(suspicion) = &buddy {
             wire::push_update(&mut out, at, suspicion, limit);
         }
@@ -967,6 +987,26 @@ impl CohortMembership {
             }
             None => Fit::Full,
         }
+    }
+
+    /// A packet buffer with this node's header for `body` written (after the headroom), and
+    /// where its update count is.
+    fn new_packet(&mut self, body: &Body) -> (Vec<u8>, usize) {
+        let (headroom, limit) = self.packet_bounds();
+        let keys = self.own_keys_version();
+        let head = wire::Head {
+            cluster: self.cluster,
+            from: &self.config.node_id,
+            incarnation: self.incarnation,
+            keys,
+        };
+        start_packet(&mut self.transmits, &head, headroom, limit, body)
+    }
+
+    fn own_keys_version(&self) -> u64 {
+        self.members
+            .get(&self.config.node_id)
+            .map_or(0, |e| e.keys.max_version())
     }
 
     /// The headroom left at the front of every packet, and the length no packet passes (the
@@ -1252,6 +1292,7 @@ impl CohortMembership {
         if packet.from == self.config.node_id {
             return;
         }
+        self.last_received = now;
         // A packet from a member proves it alive at its incarnation.
         self.apply(
             now,
@@ -1262,6 +1303,16 @@ impl CohortMembership {
                 incarnation: packet.incarnation,
             },
         );
+        // A member we believe failed (or collected after failing) is talking to us: tell it,
+        // so that it refutes and comes back everywhere (a healed partition).
+        let notice = match self.members.get(&packet.from) {
+            Some(e) if e.state == State::Dead => Some(e.update(UpdateKind::Dead)),
+            Some(_) => None,
+            None => self.dead_notice(&packet.from),
+        };
+        if let Some(notice) = notice {
+            self.send_with(from, &Body::Gossip, Some(notice));
+        }
         // A table sync's records are reconciliation, not news: what they teach is not gossiped
         // on (the joins and changes in them spread from where they happened). Otherwise a
         // node that joins a large cluster would queue a thousand updates for gossip.
@@ -1273,11 +1324,20 @@ impl CohortMembership {
         if packet.body == Body::KeysRequest {
             self.answer_keys(from, &packet.deltas);
         } else {
-            let behind: Vec<NodeId> = packet
+            let mut behind: Vec<NodeId> = packet
                 .deltas
                 .iter()
                 .filter_map(|delta| self.learn_keys(now, from, delta, spread))
                 .collect();
+            // The sender's own keys moved past our copy (a change whose deltas we missed, or
+            // a member first heard of from itself): ask it.
+            if self
+                .members
+                .get(&packet.from)
+                .is_some_and(|e| e.keys.max_version() < packet.keys_version)
+            {
+                behind.push(packet.from.clone());
+            }
             if !behind.is_empty() {
                 // The sender holds what we lack (it applied, or wrote, the versions it sent).
                 self.pull_keys(now, from, behind);
@@ -1387,17 +1447,10 @@ impl CohortMembership {
             })
             .collect();
         records.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-        let (headroom, limit) = self.packet_bounds();
+        let (_, limit) = self.packet_bounds();
         let mut records = records.into_iter().peekable();
         while records.peek().is_some() {
-            let mut out = self.transmits.buffer(headroom, limit);
-            let at = wire::encode_head(
-                self.cluster,
-                &self.config.node_id,
-                self.incarnation,
-                &Body::SyncResponse,
-                &mut out,
-            );
+            let (mut out, at) = self.new_packet(&Body::SyncResponse);
             let mut written = 0;
             while let Some((record, gc, max)) = records.peek() {
                 let (len, count) = (out.len(), out[at]);
@@ -1427,6 +1480,12 @@ impl CohortMembership {
     /// [`MAX_PULL_PACKETS`] in all).
     fn answer_keys(&mut self, to: SocketAddr, wanted: &[NodeDelta]) {
         let (headroom, limit) = self.packet_bounds();
+        let head = wire::Head {
+            cluster: self.cluster,
+            from: &self.config.node_id,
+            incarnation: self.incarnation,
+            keys: self.own_keys_version(),
+        };
         let mut packets = 0;
         let mut out: Option<(Vec<u8>, usize)> = None;
         for request in wanted {
@@ -1457,17 +1516,18 @@ impl CohortMembership {
             let mut sent = 0;
             // Chained: each delta starts where the one before ended.
             loop {
-                let (buf, at) = out.get_or_insert_with(|| {
-                    let mut buf = self.transmits.buffer(headroom, limit);
-                    let at = wire::encode_head(
-                        self.cluster,
-                        &self.config.node_id,
-                        self.incarnation,
+                if out.is_none() {
+                    out = Some(start_packet(
+                        &mut self.transmits,
+                        &head,
+                        headroom,
+                        limit,
                         &Body::SyncResponse,
-                        &mut buf,
-                    );
-                    (buf, at)
-                });
+                    ));
+                }
+                let Some((buf, at)) = out.as_mut() else {
+                    break;
+                };
                 let fresh = buf[*at] == 0;
                 match wire::push_keys(
                     buf,
@@ -1515,15 +1575,8 @@ impl CohortMembership {
         if self.pulls.len() >= MAX_PENDING_PULLS {
             self.pulls.retain(|_, until| *until > now);
         }
-        let (headroom, limit) = self.packet_bounds();
-        let mut out = self.transmits.buffer(headroom, limit);
-        let at = wire::encode_head(
-            self.cluster,
-            &self.config.node_id,
-            self.incarnation,
-            &Body::KeysRequest,
-            &mut out,
-        );
+        let (_, limit) = self.packet_bounds();
+        let (mut out, at) = self.new_packet(&Body::KeysRequest);
         for id in ids {
             if self.pulls.get(&id).is_some_and(|until| *until > now)
                 || self.pulls.len() >= MAX_PENDING_PULLS
@@ -1684,11 +1737,27 @@ impl CohortMembership {
     /// As [`apply`](Self::apply); what was news is gossiped on only if `spread`.
     fn learn(&mut self, now: Instant, from: SocketAddr, update: Update, spread: bool) {
         if update.id == self.config.node_id {
-            self.about_self(update);
+            self.about_self(from, update);
             return;
         }
-        if !self.members.contains_key(&update.id) {
+        let Some(entry) = self.members.get(&update.id) else {
             self.add(now, update, spread);
+            return;
+        };
+        if !spread
+            && update.kind == UpdateKind::Dead
+            && matches!(entry.state, State::Alive | State::Suspect)
+            && update.incarnation >= entry.incarnation
+        {
+            // A death heard in a table sync may be stale (the verdict of the other side of a
+            // healed partition): here it is a suspicion, which the member has its time to
+            // refute.
+            let suspect = Update {
+                kind: UpdateKind::Suspect,
+                ..update
+            };
+            let own = self.config.node_id.gossip_addr();
+            self.learn(now, own, suspect, true);
             return;
         }
         let confirmations = self.config.suspicion_confirmations as usize;
@@ -1870,12 +1939,20 @@ impl CohortMembership {
 
     /// News about this node: a suspicion or a death notice at our incarnation is refuted by a
     /// higher one (unless we are leaving).
-    fn about_self(&mut self, update: Update) {
-        if self.leaving {
+    fn about_self(&mut self, from: SocketAddr, update: Update) {
+        if self.leaving || !matches!(update.kind, UpdateKind::Suspect | UpdateKind::Dead) {
             return;
         }
-        if matches!(update.kind, UpdateKind::Suspect | UpdateKind::Dead)
-            && update.incarnation >= self.incarnation
+        let own = self.config.node_id.gossip_addr();
+        if update.incarnation < self.incarnation {
+            // Refuted already, but `from` has not heard: answer it directly (it is one of the
+            // suspecters, racing its timer).
+            if from != own {
+                let alive = self.own_update(UpdateKind::Alive);
+                self.send_with(from, &Body::Gossip, Some(alive));
+            }
+            return;
+        }
         {
             self.incarnation = update.incarnation + 1;
             self.counts.refutations += 1;
@@ -1889,8 +1966,13 @@ impl CohortMembership {
             self.enqueue(alive);
             // The refutation races the suspicion's timers: it goes out at once, to more
             // members than a round's gossip.
+            // The member that told us first.
             let burst = self.config.gossip_fanout.max(1) * 2;
-            for to in self.random_live(burst, None) {
+            let mut targets = self.random_live(burst, None);
+            if from != own && !targets.contains(&from) {
+                targets.insert(0, from);
+            }
+            for to in targets {
                 self.send(to, &Body::Gossip);
             }
         }
@@ -1903,16 +1985,109 @@ impl CohortMembership {
         self.expire_suspicions(now);
         self.collect(now);
         self.collect_keys(now);
+        let late = self.config.probe_interval * self.config.late_round_factor.max(1);
+        if now > self.next_probe + late {
+            self.starved(now);
+        }
         if now >= self.next_probe {
             self.finish_probe(now);
             self.start_probe(now);
             self.gossip();
-            self.next_probe = now + self.scaled(self.config.probe_interval);
+            // The schedule keeps its rate when a round runs a little late; a round missed
+            // whole is skipped.
+            let interval = self.scaled(self.config.probe_interval);
+            let next = self.next_probe + interval;
+            self.next_probe = if next > now { next } else { now + interval };
         }
         if now >= self.next_sync {
             self.sync();
+            self.reconnect();
             self.next_sync = now + self.config.sync_interval;
         }
+    }
+
+    /// This node's timer fired far too late (its process was paused or starved): what it
+    /// waited for meanwhile may be waiting in its own socket. It suspects itself
+    /// ([`Event::SelfSuspected`]), drops the probe in flight, and gives every suspicion in
+    /// progress its whole time again, so that it convicts no one for its own stall.
+    fn starved(&mut self, now: Instant) {
+        self.push_event(Event::SelfSuspected);
+        self.probe = None;
+        self.restart_suspicions(now);
+    }
+
+    fn restart_suspicions(&mut self, now: Instant) {
+        let suspects: Vec<NodeId> = self.suspects.iter().cloned().collect();
+        for id in suspects {
+            if let Some(suspicion) = self.members.get_mut(&id).and_then(|e| e.suspicion.as_mut()) {
+                suspicion.started = now;
+            }
+        }
+    }
+
+    /// The self-suspicion guard: whether this node, with at least two live peers, has heard
+    /// nothing for three probe intervals (for at most
+    /// [`CohortConfig::self_suspicion_hold`]): then it is the likely culprit (cut off, or
+    /// deaf), and it neither suspects nor convicts anyone. Reported once per silence as
+    /// [`Event::SelfSuspected`].
+    fn self_suspected(&mut self, now: Instant) -> bool {
+        let silent_for = now.saturating_duration_since(self.last_received);
+        if self.live.len() < 2 || silent_for <= self.config.probe_interval * 3 {
+            self.silent_since = None;
+            return false;
+        }
+        let begins = self.silent_since.is_none();
+        let since = *self.silent_since.get_or_insert(now);
+        if begins {
+            self.push_event(Event::SelfSuspected);
+        }
+        now.saturating_duration_since(since) < self.config.self_suspicion_hold
+    }
+
+    /// Reaches out to one member believed failed (or collected after failing), with a
+    /// table sync that tells it so: if it is alive after all (a partition healed) it refutes,
+    /// and the two sides merge again (serf's reconnect). One packet per sync interval.
+    fn reconnect(&mut self) {
+        let total = self.departed.len() + self.removed_order.len();
+        if total == 0 || self.leaving {
+            return;
+        }
+        for _ in 0..4 {
+            let i = self.random_index(total);
+            let notice = if i < self.departed.len() {
+                self.departed.get(i).and_then(|(_, id)| {
+                    self.members
+                        .get(id)
+                        .filter(|e| e.state == State::Dead)
+                        .map(|e| e.update(UpdateKind::Dead))
+                })
+            } else {
+                self.removed_order
+                    .get(i - self.departed.len())
+                    .and_then(|id| self.dead_notice(id))
+            };
+            if let Some(notice) = notice {
+                let buckets = self.table_summary();
+                let to = notice.id.gossip_addr();
+                let body = Body::SyncRequest {
+                    buckets,
+                    answer_back: true,
+                };
+                self.send_with(to, &body, Some(notice));
+                return;
+            }
+        }
+    }
+
+    /// The death notice of a member collected after failing (not one that left or was
+    /// superseded: those never come back).
+    fn dead_notice(&self, id: &NodeId) -> Option<Update> {
+        let incarnation = *self.removed.get(id)?;
+        (incarnation != u64::MAX).then(|| Update {
+            kind: UpdateKind::Dead,
+            id: id.clone(),
+            incarnation,
+        })
     }
 
     fn expire_relays(&mut self, now: Instant) {
@@ -1974,6 +2149,9 @@ impl CohortMembership {
         let missing_nacks = probe.relays.saturating_sub(probe.nacks);
         self.local_health =
             (self.local_health + 1 + u32::from(missing_nacks > 0)).min(MAX_LOCAL_HEALTH);
+        if self.self_suspected(now) {
+            return;
+        }
         let Some(entry) = self.members.get(&probe.target) else {
             return;
         };
@@ -1993,6 +2171,7 @@ impl CohortMembership {
             return;
         };
         let seq = self.next_seq();
+        self.counts.probes += 1;
         self.send(
             target.gossip_addr(),
             &Body::Ping {
@@ -2087,6 +2266,12 @@ impl CohortMembership {
     }
 
     fn expire_suspicions(&mut self, now: Instant) {
+        if self.self_suspected(now) {
+            // Hearing nothing, this node is the likely culprit: its suspicions wait, with
+            // their whole time again once it hears from the cluster.
+            self.restart_suspicions(now);
+            return;
+        }
         let expired: Vec<NodeId> = self
             .suspects
             .iter()
@@ -2171,6 +2356,20 @@ fn bucket_of(id: &NodeId) -> usize {
             .finish(),
     );
     usize::try_from(hash % wire::SYNC_BUCKETS as u64).unwrap_or(0)
+}
+
+/// A packet buffer from `transmits` with `head` and `body` written after `headroom` zero
+/// bytes, and where its update count is.
+fn start_packet(
+    transmits: &mut TransmitQueue,
+    head: &wire::Head<'_>,
+    headroom: usize,
+    limit: usize,
+    body: &Body,
+) -> (Vec<u8>, usize) {
+    let mut out = transmits.buffer(headroom, limit);
+    let at = wire::encode_head(head, body, &mut out);
+    (out, at)
 }
 
 /// Whether a packet took a piece of news.

@@ -151,6 +151,9 @@ pub struct Packet {
     pub from: NodeId,
     /// The sender's incarnation (a packet from it proves it alive at this incarnation).
     pub incarnation: u64,
+    /// The sender's own key-value version: a receiver whose copy is behind asks it for the
+    /// rest.
+    pub keys_version: u64,
     /// What the packet is for.
     pub body: Body,
     /// Membership news carried along.
@@ -185,21 +188,25 @@ fn put_id(id: &NodeId, out: &mut Vec<u8>) {
     put_socket_addr(out, id.gossip_addr());
 }
 
+/// What every packet says of its sender.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Head<'a> {
+    pub(crate) cluster: u64,
+    pub(crate) from: &'a NodeId,
+    pub(crate) incarnation: u64,
+    pub(crate) keys: u64,
+}
+
 /// Writes the packet without its updates; returns where the update count byte is (the caller
 /// appends updates with [`push_update`] and counts them there).
-pub(crate) fn encode_head(
-    cluster: u64,
-    from: &NodeId,
-    incarnation: u64,
-    body: &Body,
-    out: &mut Vec<u8>,
-) -> usize {
+pub(crate) fn encode_head(head: &Head<'_>, body: &Body, out: &mut Vec<u8>) -> usize {
     out.extend_from_slice(&COHORT_MODE_MAGIC.to_le_bytes());
     out.push(COHORT_MODE_VERSION);
     out.push(body.kind());
-    out.extend_from_slice(&cluster.to_le_bytes());
-    put_id(from, out);
-    out.extend_from_slice(&incarnation.to_le_bytes());
+    out.extend_from_slice(&head.cluster.to_le_bytes());
+    put_id(head.from, out);
+    out.extend_from_slice(&head.incarnation.to_le_bytes());
+    out.extend_from_slice(&head.keys.to_le_bytes());
     match body {
         Body::Ping {
             seq,
@@ -410,13 +417,13 @@ fn read_delta(r: &mut Reader<'_>) -> Result<NodeDelta, DecodeError> {
 /// deltas) were written.
 pub fn encode(packet: &Packet, out: &mut Vec<u8>) -> usize {
     let start = out.len();
-    let at = encode_head(
-        packet.cluster,
-        &packet.from,
-        packet.incarnation,
-        &packet.body,
-        out,
-    );
+    let head = Head {
+        cluster: packet.cluster,
+        from: &packet.from,
+        incarnation: packet.incarnation,
+        keys: packet.keys_version,
+    };
+    let at = encode_head(&head, &packet.body, out);
     let written = packet
         .updates
         .iter()
@@ -487,6 +494,7 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
     let cluster = r.u64("cluster")?;
     let from = read_id(&mut r)?;
     let incarnation = r.u64("incarnation")?;
+    let keys_version = r.u64("keys version")?;
     let body = match kind {
         1 => Body::Ping {
             seq: r.u32("sequence")?,
@@ -548,6 +556,7 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
         cluster,
         from,
         incarnation,
+        keys_version,
         body,
         updates,
         deltas,
