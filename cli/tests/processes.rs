@@ -11,6 +11,9 @@
 //! not drag their clocks; and, for each driver, an agent killed with SIGKILL and restarted in
 //! the middle of a stream of RPC calls (made by a node in the test process) leaves no call
 //! hanging past its deadline, and the cluster converges again.
+//! Cohort mode: five agents with `--mode cohort` (four tokio, one smol) fail a SIGKILLed
+//! one, see its restart rejoin and a graceful stop leave, and refuse a chitchat-mode agent
+//! (each side prints `protocol-mismatch`).
 //! Every wait is bounded, and every child is killed when the test ends, even when it fails.
 
 use std::io::{BufRead, BufReader, Read};
@@ -1572,4 +1575,101 @@ fn sigkill_and_restart_under_rpc_load_smol() {
             .expect("the calling node starts")
         },
     );
+}
+
+/// Cohort mode on real sockets: four tokio agents and a smol agent with `--mode cohort` form a
+/// cluster; one killed with SIGKILL is failed by the others within seconds, restarted with a
+/// new generation and seen to rejoin; a key published with `--meta` reaches everyone; a
+/// chitchat-mode agent sent to the cluster is refused by it, and says so, as it says so of
+/// them; a graceful stop is seen as a departure, never a failure.
+#[test]
+fn cohort_mode_processes_fail_rejoin_leave_and_refuse_a_chitchat_mode_agent() {
+    let cohort = ["--mode", "cohort", "--probe-interval-ms", "100"];
+    let mut cluster = Cluster(Vec::new());
+    let mut first_args = cohort.to_vec();
+    first_args.extend(["--meta", "role=seed"]);
+    let first = Proc::start_with("c0", loopback(), &[], &first_args);
+    let seed = first.listen;
+    cluster.0.push(first);
+    for i in 1..4 {
+        cluster.0.push(Proc::start_with(
+            &format!("c{i}"),
+            loopback(),
+            &[seed],
+            &cohort,
+        ));
+    }
+    let mut smol_args = cohort.to_vec();
+    smol_args.extend(["--driver", "smol"]);
+    cluster
+        .0
+        .push(Proc::start_with("c4", loopback(), &[seed], &smol_args));
+    for p in &mut cluster.0 {
+        p.wait_members(5);
+    }
+    let seed_id = cluster.0[0].id.clone();
+    for p in &mut cluster.0[1..] {
+        p.wait_line(|l| l == format!("key {seed_id} role=seed"));
+    }
+
+    // SIGKILL c3: failed everywhere, well within the 3 s target.
+    let victim_id = cluster.0[3].id.clone();
+    let victim_addr = cluster.0[3].listen;
+    cluster.0[3].child.kill().expect("SIGKILL");
+    let _ = cluster.0[3].child.wait();
+    let killed_at = Instant::now();
+    for i in [0, 1, 2, 4] {
+        cluster.0[i].wait_line(|l| l == format!("failed {victim_id}"));
+    }
+    let detect = killed_at.elapsed();
+    let restarted = Proc::start_with("c3", victim_addr, &[seed], &cohort);
+    let new_id = restarted.id.clone();
+    assert_ne!(new_id, victim_id, "a new generation");
+    cluster.0[3] = restarted;
+    for i in [0, 1, 2, 4] {
+        cluster.0[i].wait_line(|l| l == format!("joined {new_id}"));
+    }
+
+    // A chitchat-mode agent seeded with the cluster: both sides refuse and report it.
+    let mut stranger = Proc::start_with("chitchat", loopback(), &[seed], &[]);
+    let stranger_addr = stranger.listen;
+    cluster.0[0].wait_line(|l| {
+        l.starts_with(&format!(
+            "protocol-mismatch {stranger_addr} theirs=chitchat"
+        ))
+    });
+    stranger.wait_line(|l| l.starts_with(&format!("protocol-mismatch {seed} theirs=cohort")));
+    stranger.drain();
+    assert!(
+        !stranger.history.iter().any(|l| l.starts_with("joined ")),
+        "the chitchat-mode agent took no cohort-mode node for a member: {:?}",
+        stranger.history
+    );
+    drop(stranger);
+
+    // c2 stops gracefully: a departure, not a failure.
+    let leaver_id = cluster.0[2].id.clone();
+    drop(cluster.0[2].stdin.take());
+    cluster.0[2].wait_line(|l| l == "stopped");
+    let status = cluster.0[2].child.wait().expect("c2 exits");
+    assert!(status.success(), "a graceful stop exits 0: {status}");
+    for i in [0, 1, 3, 4] {
+        cluster.0[i].wait_line(|l| l == format!("left {leaver_id}"));
+        cluster.0[i].drain();
+        assert!(
+            !cluster.0[i]
+                .history
+                .iter()
+                .any(|l| l == &format!("failed {leaver_id}")),
+            "a graceful departure is not a failure"
+        );
+        assert!(
+            !cluster.0[i]
+                .history
+                .iter()
+                .any(|l| l.starts_with("joined ") && l.contains("chitchat/")),
+            "no cohort-mode agent took the chitchat-mode one for a member"
+        );
+    }
+    eprintln!("cohort mode: a SIGKILL was failed by every survivor after {detect:?}");
 }

@@ -99,7 +99,9 @@ pub enum Event {
     /// [`NodeConfig::protocol`](crate::NodeConfig::protocol)): a peer configured for chitchat
     /// mode while this node runs cohort mode, or the other way round (or a real chitchat node
     /// gossiping to a cohort-mode node). It was refused, never taken for this protocol's
-    /// gossip. Reported at most once per sender in a diagnostic interval.
+    /// gossip. Reported at most once per sender in a diagnostic interval, and each report is
+    /// answered with a small datagram of this node's protocol, so that the sender reports the
+    /// mismatch too.
     ProtocolMismatch {
         /// The sender's address.
         from: SocketAddr,

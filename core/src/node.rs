@@ -343,13 +343,7 @@ impl Node {
             _ => None,
         };
         if let Some(theirs) = theirs.filter(|theirs| *theirs != self.protocol()) {
-            self.report_diagnostic(now, from, DiagnosticKind::ProtocolMismatch, |suppressed| {
-                Event::ProtocolMismatch {
-                    from,
-                    theirs,
-                    suppressed,
-                }
-            });
+            with_machine!(&mut self.machine, m => m.protocol_mismatch(now, from, theirs));
             return Err(DecodeError::BadMagic(magic));
         }
         // Decoded whole before anything changes (the clock included).

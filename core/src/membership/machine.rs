@@ -478,6 +478,28 @@ impl Membership {
         }
     }
 
+    /// Reports a datagram of the other membership protocol from `from` (rate-limited as the
+    /// other diagnostics), and, when it is reported, answers with a `BadCluster` message (4
+    /// bytes), so that the sender learns of the mismatch too.
+    pub(crate) fn protocol_mismatch(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        theirs: crate::node::Protocol,
+    ) {
+        let kind = DiagnosticKind::ProtocolMismatch;
+        if let Some(suppressed) = self.diagnostics.admit(now, from, kind) {
+            self.push_event(Event::ProtocolMismatch {
+                from,
+                theirs,
+                suppressed,
+            });
+            let mut out = self.payload_buffer(wire::HEADER_LEN);
+            wire::encode_header(ProtocolVersion::V0, MessageType::BadCluster, &mut out);
+            self.push_transmit(from, out);
+        }
+    }
+
     /// Counts of bad input since the start (every occurrence, reported or held back).
     #[must_use]
     pub fn diagnostics(&self) -> Diagnostics {

@@ -769,6 +769,27 @@ impl CohortMembership {
         }
     }
 
+    /// Reports a datagram of the other membership protocol from `from` (rate-limited as the
+    /// other diagnostics), and, when it is reported, answers with a packet of its own (its
+    /// header alone), so that the sender learns of the mismatch too.
+    pub(crate) fn protocol_mismatch(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        theirs: crate::node::Protocol,
+    ) {
+        let kind = DiagnosticKind::ProtocolMismatch;
+        if let Some(suppressed) = self.diagnostics.admit(now, from, kind) {
+            self.push_event(Event::ProtocolMismatch {
+                from,
+                theirs,
+                suppressed,
+            });
+            let (out, _) = self.new_packet(&Body::Gossip);
+            self.push_transmit(from, out);
+        }
+    }
+
     /// The order-independent summary of the table that table syncs compare: equal summaries
     /// mean equal tables (up to a 64-bit hash collision).
     #[must_use]
