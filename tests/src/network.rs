@@ -4,7 +4,7 @@
 //! directed links. It decides a datagram's fate (lost, delivered once or twice, and when); it
 //! never holds datagrams or nodes (the simulator's queue does).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rand_core::{Rng, SeedableRng};
@@ -32,6 +32,8 @@ pub(crate) struct Network {
     blocked: HashSet<(usize, usize)>,
     /// Unordered pairs `(low, high)` that were ever cut in either direction.
     ever_cut: HashSet<(usize, usize)>,
+    /// Extra loss on what a slot receives.
+    ingress_loss: HashMap<usize, f64>,
 }
 
 impl Network {
@@ -41,6 +43,17 @@ impl Network {
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
             blocked: HashSet::new(),
             ever_cut: HashSet::new(),
+            ingress_loss: HashMap::new(),
+        }
+    }
+
+    /// Sets the loss probability of what slot `to` receives, beside the network's own
+    /// (0: none).
+    pub(crate) fn set_ingress_loss(&mut self, to: usize, loss: f64) {
+        if loss > 0.0 {
+            self.ingress_loss.insert(to, loss);
+        } else {
+            self.ingress_loss.remove(&to);
         }
     }
 
@@ -78,6 +91,11 @@ impl Network {
         }
         if self.config.loss > 0.0 && self.unit() < self.config.loss {
             return Fate::Lost;
+        }
+        if let Some(&loss) = self.ingress_loss.get(&to) {
+            if self.unit() < loss {
+                return Fate::Lost;
+            }
         }
         let first = self.latency();
         let duplicate = if self.config.duplication > 0.0 && self.unit() < self.config.duplication {

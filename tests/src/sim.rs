@@ -624,6 +624,12 @@ impl Sim {
         self.net.config()
     }
 
+    /// Makes slot `node` lose each datagram sent to it with probability `loss`, beside the
+    /// network's own loss (Rapid's scenario: a node with a bad ingress link). 0 ends it.
+    pub fn set_ingress_loss(&mut self, node: usize, loss: f64) {
+        self.net.set_ingress_loss(node, loss);
+    }
+
     /// Changes the network model from now on (datagrams in flight keep their fate).
     pub fn set_network(&mut self, config: NetworkConfig) {
         self.net.set_config(config);

@@ -75,7 +75,7 @@ fn a_starved_node_suspects_itself_instead_of_convicting_everyone(mode: Protocol)
 /// In cohort mode a node that answers probes later than the probe interval (150 ms against
 /// 100 ms) is suspected at every probe and refutes every time; it may lose a race now and
 /// then (declared failed, recovered within a round): there it must end live everywhere, with
-/// at most one such flap per 10 s.
+/// at most one such flap per 10 s (seen by each of the others).
 fn a_slow_node_is_not_declared_dead(mode: Protocol) {
     for (delay, fewer_rounds) in [(60, false), (150, true)] {
         run_seeds(SEEDS, |seed| {
@@ -85,7 +85,9 @@ fn a_slow_node_is_not_declared_dead(mode: Protocol) {
             sim.set_slow(6, ms(delay));
             sim.advance(secs(20));
             if mode == Protocol::Cohort && delay > 100 {
-                assert!(sim.metrics().failed_events <= 2, "{delay} ms late");
+                let flaps = sim.metrics().failed_events;
+                // At most two flaps in 20 s, each seen by up to the seven others.
+                assert!(flaps <= 14, "{delay} ms late: {flaps} failed events");
                 assert!(sim.all_see(6, MemberStatus::Live));
             } else {
                 assert_eq!(sim.metrics().failed_events, 0, "{delay} ms late");

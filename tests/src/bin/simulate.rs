@@ -13,7 +13,19 @@
 //!   the seed), and measure the time until every survivor sees it failed (`detect_secs`) and
 //!   until the first does (`detect_first_secs`).
 //! - `steady`: join, converge, run `--warmup-s`, then measure bytes and datagrams sent per node
-//!   per second over `--duration-s`.
+//!   per second over `--duration-s` (with `--loss`: the false positives over that time).
+//! - `churn`: as `steady`, while 1% of the nodes leave (gracefully) and join again per minute
+//!   and every node changes a key every 10 s.
+//! - `joinone`: join, converge, run `--warmup-s`, start one more node, and measure the time
+//!   and rounds until 99% and 100% of the nodes see it live.
+//! - `keychange`: join, converge, run `--warmup-s`, change one key of one node, and measure
+//!   the time and rounds until 99% and 100% of the nodes see the new value.
+//! - `rapid`: join, converge, run `--warmup-s`, then 1% of the nodes (at least one) lose 80%
+//!   of what they receive for `--duration-s`: measures the time until every healthy node sees
+//!   every lossy one failed, and the failures of healthy nodes seen by healthy nodes.
+//!
+//! `--protocol v0|v1` runs chitchat mode; `--protocol cohort` runs cohort mode (its probe
+//! interval is `--interval-ms`).
 //!
 //! Run `simulate --help` for every option.
 
@@ -22,6 +34,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use cohort_core::MemberStatus;
+use cohort_core::node::Protocol;
 use cohort_core::wire::ProtocolVersion;
 use cohort_sim::{Sim, SimConfig, SimError, percentile};
 
@@ -30,12 +44,13 @@ simulate: run a cohort membership scenario in the deterministic simulator
 
 USAGE: simulate [OPTIONS]
 
-  --scenario join|crash|steady   what to measure (default join)
+  --scenario join|crash|steady|churn|joinone|keychange|rapid
+                                 what to measure (default join)
   --nodes N                      cluster size (default 100)
   --seeds S                      number of seeds (default 20)
   --seed-base B                  first seed (default 1; seeds are B..B+S)
   --interval-ms MS               gossip interval (default 100)
-  --protocol v0|v1               protocol version of the Syns (default v0)
+  --protocol v0|v1|cohort        chitchat mode with V0 or V1 Syns, or cohort mode (default v0)
   --duration-s S                 steady: measurement window (default 60)
   --warmup-s S                   crash, steady: time run after convergence (default 5)
   --deadline-s S                 virtual deadline of each wait (default 120)
@@ -60,6 +75,10 @@ enum Scenario {
     Join,
     Crash,
     Steady,
+    Churn,
+    JoinOne,
+    KeyChange,
+    Rapid,
 }
 
 #[derive(Clone, Debug)]
@@ -70,6 +89,7 @@ struct Args {
     seed_base: u64,
     interval: Duration,
     protocol: ProtocolVersion,
+    mode: Protocol,
     duration: Duration,
     warmup: Duration,
     deadline: Duration,
@@ -95,6 +115,7 @@ impl Default for Args {
             seed_base: 1,
             interval: Duration::from_millis(100),
             protocol: ProtocolVersion::V0,
+            mode: Protocol::Chitchat,
             duration: Duration::from_secs(60),
             warmup: Duration::from_secs(5),
             deadline: Duration::from_secs(120),
@@ -146,6 +167,10 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, St
                     "join" => Scenario::Join,
                     "crash" => Scenario::Crash,
                     "steady" => Scenario::Steady,
+                    "churn" => Scenario::Churn,
+                    "joinone" => Scenario::JoinOne,
+                    "keychange" => Scenario::KeyChange,
+                    "rapid" => Scenario::Rapid,
                     other => return Err(format!("unknown scenario {other:?}")),
                 }
             }
@@ -155,13 +180,12 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, St
             "--seeds" => args.seeds = integer(&value)?,
             "--seed-base" => args.seed_base = integer(&value)?,
             "--interval-ms" => args.interval = millis(&value)?,
-            "--protocol" => {
-                args.protocol = match value.to_ascii_lowercase().as_str() {
-                    "v0" | "0" => ProtocolVersion::V0,
-                    "v1" | "1" => ProtocolVersion::V1,
-                    other => return Err(format!("unknown protocol {other:?}")),
-                }
-            }
+            "--protocol" => match value.to_ascii_lowercase().as_str() {
+                "v0" | "0" => args.protocol = ProtocolVersion::V0,
+                "v1" | "1" => args.protocol = ProtocolVersion::V1,
+                "cohort" => args.mode = Protocol::Cohort,
+                other => return Err(format!("unknown protocol {other:?}")),
+            },
             "--duration-s" => args.duration = secs(&value)?,
             "--warmup-s" => args.warmup = secs(&value)?,
             "--deadline-s" => args.deadline = secs(&value)?,
@@ -201,6 +225,15 @@ struct Outcome {
     converge_rounds: Option<u64>,
     detect_secs: Option<f64>,
     detect_first_secs: Option<f64>,
+    /// joinone, keychange: until 99% and 100% of the nodes saw it.
+    reach99_secs: Option<f64>,
+    reach100_secs: Option<f64>,
+    /// rapid: until every healthy node saw every lossy node failed.
+    lossy_failed_secs: Option<f64>,
+    /// rapid: failures of healthy nodes reported by healthy nodes.
+    healthy_failures: u64,
+    /// rapid: (healthy observer, lossy node) pairs not failed at the end.
+    lossy_not_failed_at_end: u64,
     bytes_per_node_per_sec: Vec<f64>,
     datagrams_per_node_per_sec: Vec<f64>,
     false_positives: u64,
@@ -216,6 +249,7 @@ fn config(args: &Args, seed: u64) -> SimConfig {
     let mut config = SimConfig::new(seed)
         .with_gossip_interval(args.interval)
         .with_protocol(args.protocol)
+        .with_mode(args.mode)
         .with_loss(args.loss)
         .with_duplication(args.dup);
     config.failure_detector.initial_interval = args.initial_interval.unwrap_or(args.interval);
@@ -270,12 +304,131 @@ fn scenario(args: &Args, sim: &mut Sim, out: &mut Outcome) -> Result<(), SimErro
             out.detect_secs = d.all_after.map(|d| d.as_secs_f64());
             out.detect_first_secs = d.first_after.map(|d| d.as_secs_f64());
         }
-        Scenario::Steady => {
+        Scenario::JoinOne => {
+            sim.advance(args.warmup);
+            let start = sim.now();
+            let newcomer = sim.add_node();
+            let (r99, r100) = reach(sim, args, |sim, o| {
+                sim.status(o, newcomer) == Some(MemberStatus::Live)
+            })?;
+            out.reach99_secs = Some((r99 - start).as_secs_f64());
+            out.reach100_secs = Some((r100 - start).as_secs_f64());
+        }
+        Scenario::KeyChange => {
+            sim.advance(args.warmup);
+            let owner = 1 + (cohort_core::hash::mix64(out.seed) % (args.nodes as u64 - 1)) as usize;
+            let value = format!("changed-{}", out.seed);
+            let start = sim.now();
+            sim.set(owner, "key-0", &value);
+            let (r99, r100) = reach(sim, args, |sim, o| {
+                sim.value(o, owner, "key-0").as_deref() == Some(value.as_str())
+            })?;
+            out.reach99_secs = Some((r99 - start).as_secs_f64());
+            out.reach100_secs = Some((r100 - start).as_secs_f64());
+        }
+        Scenario::Rapid => {
+            sim.advance(args.warmup);
+            let lossy_count = (args.nodes / 100).max(1);
+            let lossy: Vec<usize> = (0..lossy_count)
+                .map(|i| 1 + (i * (args.nodes - 1)) / lossy_count)
+                .collect();
+            for &l in &lossy {
+                sim.set_ingress_loss(l, 0.8);
+            }
+            let healthy: Vec<usize> = (0..args.nodes).filter(|n| !lossy.contains(n)).collect();
+            let start = sim.now();
+            let failed_before = sim.metrics().failed_events;
+            let _ = failed_before;
+            let all_failed = |sim: &Sim| {
+                healthy.iter().all(|&o| {
+                    lossy
+                        .iter()
+                        .all(|&l| sim.status(o, l) != Some(MemberStatus::Live))
+                })
+            };
+            let end = start + args.duration;
+            let mut first_all: Option<Duration> = None;
+            while sim.now() < end {
+                sim.advance(Duration::from_millis(100));
+                if first_all.is_none() && all_failed(sim) {
+                    first_all = Some(sim.now() - start);
+                }
+            }
+            out.lossy_failed_secs = first_all.map(|d| d.as_secs_f64());
+            out.lossy_not_failed_at_end = healthy
+                .iter()
+                .map(|&o| {
+                    lossy
+                        .iter()
+                        .filter(|&&l| sim.status(o, l) == Some(MemberStatus::Live))
+                        .count() as u64
+                })
+                .sum();
+            out.healthy_failures = sim
+                .false_positives()
+                .iter()
+                .filter(|f| {
+                    sim.slot_of(&f.subject).is_some_and(|s| !lossy.contains(&s))
+                        && !lossy.contains(&f.observer)
+                })
+                .count() as u64;
+        }
+        Scenario::Steady | Scenario::Churn => {
             sim.advance(args.warmup);
             sim.start_window();
             let end = sim.now() + args.duration;
+            let churn = args.scenario == Scenario::Churn;
+            // 1% of the nodes leave and join again per minute; every node changes a key every
+            // 10 s (one node at a time, in turn).
+            let leave_every =
+                Duration::from_secs(60).div_f64((args.nodes as f64 / 100.0).max(1e-9));
+            let key_every = Duration::from_secs(10).div_f64(args.nodes as f64);
+            let mut next_leave = sim.now() + leave_every;
+            let mut next_key = sim.now() + key_every;
+            let mut key_turn = 0usize;
+            let mut key_round = 0u64;
+            let mut rejoin: Vec<(Duration, usize)> = Vec::new();
+            let step = if churn {
+                key_every.min(Duration::from_millis(10))
+            } else {
+                Duration::from_secs(1)
+            };
             while sim.now() < end {
-                sim.advance((end - sim.now()).min(Duration::from_secs(1)));
+                sim.advance((end - sim.now()).min(step));
+                if churn {
+                    let now = sim.now();
+                    while next_key <= now {
+                        let node = key_turn % args.nodes;
+                        key_turn += 1;
+                        if key_turn % args.nodes == 0 {
+                            key_round += 1;
+                        }
+                        if sim.is_live(node) {
+                            sim.set(node, "key-0", &format!("v{key_round}"));
+                        }
+                        next_key += key_every;
+                    }
+                    while next_leave <= now {
+                        let node = 1
+                            + (cohort_core::hash::mix64(out.seed ^ next_leave.as_nanos() as u64)
+                                % (args.nodes as u64 - 1)) as usize;
+                        if sim.is_live(node) {
+                            sim.leave(node);
+                            rejoin.push((now + Duration::from_secs(5), node));
+                        }
+                        next_leave += leave_every;
+                    }
+                    rejoin.retain(|&(at, node)| {
+                        if at > now {
+                            return true;
+                        }
+                        if sim.is_up(node) {
+                            sim.stop(node);
+                        }
+                        sim.restart(node);
+                        false
+                    });
+                }
                 if args.progress {
                     eprintln!(
                         "progress seed={} virtual_secs={:.1} wall_secs={:.1}",
@@ -292,6 +445,37 @@ fn scenario(args: &Args, sim: &mut Sim, out: &mut Outcome) -> Result<(), SimErro
         }
     }
     Ok(())
+}
+
+/// Runs until `sees(sim, observer)` holds for 99% and then for 100% of the live nodes (checked
+/// every 5 ms of virtual time); returns when each happened.
+fn reach(
+    sim: &mut Sim,
+    args: &Args,
+    sees: impl Fn(&Sim, usize) -> bool,
+) -> Result<(Duration, Duration), SimError> {
+    let mut r99 = None;
+    let deadline = sim.now() + args.deadline;
+    loop {
+        let live = sim.live_nodes();
+        let seeing = live.iter().filter(|&&o| sees(sim, o)).count();
+        if r99.is_none() && seeing * 100 >= live.len() * 99 {
+            r99 = Some(sim.now());
+        }
+        if seeing == live.len() {
+            return Ok((r99.unwrap_or(sim.now()), sim.now()));
+        }
+        if sim.now() >= deadline {
+            return Err(SimError::Timeout {
+                seed: sim.seed(),
+                condition: "reach".to_owned(),
+                deadline: args.deadline,
+                at: sim.now(),
+                location: std::panic::Location::caller(),
+            });
+        }
+        sim.advance(Duration::from_millis(5));
+    }
 }
 
 fn print_percentiles(name: &str, mut values: Vec<f64>, integer: bool) {
@@ -358,6 +542,10 @@ fn main() -> ExitCode {
         Scenario::Join => "join",
         Scenario::Crash => "crash",
         Scenario::Steady => "steady",
+        Scenario::Churn => "churn",
+        Scenario::JoinOne => "joinone",
+        Scenario::KeyChange => "keychange",
+        Scenario::Rapid => "rapid",
     };
     println!("scenario={scenario}");
     println!("nodes={}", args.nodes);
@@ -366,10 +554,10 @@ fn main() -> ExitCode {
     println!("interval_ms={}", args.interval.as_millis());
     println!(
         "protocol={}",
-        if args.protocol == ProtocolVersion::V0 {
-            "v0"
-        } else {
-            "v1"
+        match (args.mode, args.protocol) {
+            (Protocol::Cohort, _) => "cohort",
+            (_, ProtocolVersion::V0) => "v0",
+            _ => "v1",
         }
     );
     println!("loss={}", args.loss);
@@ -394,6 +582,44 @@ fn main() -> ExitCode {
         collect(&|o| o.detect_first_secs),
         false,
     );
+    let interval = args.interval.as_secs_f64();
+    print_percentiles("reach99_secs", collect(&|o| o.reach99_secs), false);
+    print_percentiles("reach100_secs", collect(&|o| o.reach100_secs), false);
+    print_percentiles(
+        "reach99_rounds",
+        collect(&|o| o.reach99_secs.map(|s| (s / interval).ceil())),
+        true,
+    );
+    print_percentiles(
+        "reach100_rounds",
+        collect(&|o| o.reach100_secs.map(|s| (s / interval).ceil())),
+        true,
+    );
+    if args.scenario == Scenario::Rapid {
+        print_percentiles(
+            "lossy_failed_secs",
+            collect(&|o| o.lossy_failed_secs),
+            false,
+        );
+        println!(
+            "lossy_never_all_failed={}",
+            results
+                .iter()
+                .filter(|o| o.lossy_failed_secs.is_none())
+                .count()
+        );
+        println!(
+            "lossy_live_pairs_at_end={}",
+            results
+                .iter()
+                .map(|o| o.lossy_not_failed_at_end)
+                .sum::<u64>()
+        );
+        println!(
+            "healthy_failures_total={}",
+            results.iter().map(|o| o.healthy_failures).sum::<u64>()
+        );
+    }
     let pooled = |f: &dyn Fn(&Outcome) -> &Vec<f64>| -> Vec<f64> {
         results.iter().flat_map(|o| f(o).iter().copied()).collect()
     };

@@ -445,6 +445,8 @@ pub struct CohortMembership {
     local_health: u32,
     next_probe: Instant,
     next_sync: Instant,
+    /// The earliest the next gossip of pending updates may go.
+    next_gossip: Instant,
     transmits: TransmitQueue,
     events: EventQueue,
     counts: CohortCounts,
@@ -495,6 +497,7 @@ impl CohortMembership {
             local_health: 0,
             next_probe: now,
             next_sync: now + config.sync_interval,
+            next_gossip: now,
             transmits: TransmitQueue::default(),
             events: EventQueue::default(),
             counts: CohortCounts::default(),
@@ -836,6 +839,9 @@ impl CohortMembership {
     #[must_use]
     pub fn poll_timeout(&self) -> Instant {
         let mut due = self.next_probe.min(self.next_sync);
+        if self.has_news() && !self.live.is_empty() {
+            due = due.min(self.next_gossip);
+        }
         if let Some(probe) = &self.probe {
             if !probe.acked && !probe.indirect_sent {
                 due = due.min(probe.sent_at + self.scaled(self.config.probe_timeout));
@@ -2013,13 +2019,14 @@ impl CohortMembership {
         if now >= self.next_probe {
             self.finish_probe(now);
             self.start_probe(now);
-            self.gossip();
+            self.ask_seeds();
             // The schedule keeps its rate when a round runs a little late; a round missed
             // whole is skipped.
             let interval = self.scaled(self.config.probe_interval);
             let next = self.next_probe + interval;
             self.next_probe = if next > now { next } else { now + interval };
         }
+        self.gossip(now);
         if now >= self.next_sync {
             self.sync();
             self.reconnect();
@@ -2247,25 +2254,36 @@ impl CohortMembership {
         None
     }
 
-    /// Pending updates go to a few random members (beside the probe), and seeds are asked
-    /// for the table while this node knows no one.
-    fn gossip(&mut self) {
-        if self.live.is_empty() {
-            for seed in self.config.seeds.clone() {
-                let buckets = self.table_summary();
-                self.send(
-                    seed,
-                    &Body::SyncRequest {
-                        buckets,
-                        answer_back: true,
-                    },
-                );
-            }
+    /// While this node knows no live member, it asks its seeds for the table.
+    fn ask_seeds(&mut self) {
+        if !self.live.is_empty() {
             return;
         }
-        if self.queued.is_empty() {
+        for seed in self.config.seeds.clone() {
+            let buckets = self.table_summary();
+            self.send(
+                seed,
+                &Body::SyncRequest {
+                    buckets,
+                    answer_back: true,
+                },
+            );
+        }
+    }
+
+    /// Whether updates wait to be sent.
+    fn has_news(&self) -> bool {
+        !self.queued.is_empty() || !self.queued_keys.is_empty()
+    }
+
+    /// Pending updates go to a few random live members: at most once per probe interval, and
+    /// at once when news arrives in an interval that had none (so that news does not wait
+    /// for the next tick at every hop).
+    fn gossip(&mut self, now: Instant) {
+        if !self.has_news() || now < self.next_gossip || self.live.is_empty() {
             return;
         }
+        self.next_gossip = now + self.scaled(self.config.probe_interval);
         for to in self.random_live(self.config.gossip_fanout, None) {
             self.send(to, &Body::Gossip);
         }
