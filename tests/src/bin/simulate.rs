@@ -463,7 +463,8 @@ fn reach(
             r99 = Some(sim.now());
         }
         if seeing == live.len() {
-            return Ok((r99.unwrap_or(sim.now()), sim.now()));
+            let now = sim.now();
+            return Ok((r99.unwrap_or(now), now));
         }
         if sim.now() >= deadline {
             return Err(SimError::Timeout {
