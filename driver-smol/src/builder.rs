@@ -134,7 +134,23 @@ impl NodeBuilder {
     /// The membership protocol: [`Protocol::Chitchat`](crate::Protocol::Chitchat) (the
     /// default; joins real chitchat clusters) or [`Protocol::Cohort`](crate::Protocol::Cohort)
     /// (cohort nodes only; per-node cost independent of the cluster's size, for large
-    /// clusters). Every node of a cluster must use the same one.
+    /// clusters). Every node of a cluster must use the same one: a node refuses the other
+    /// protocol's datagrams and reports them as
+    /// [`Event::ProtocolMismatch`](crate::Event::ProtocolMismatch).
+    ///
+    /// In cohort mode a key and its value together must fit one datagram (about 1 KB; longer
+    /// writes are refused with [`KeyError::TooLong`](crate::KeyError::TooLong)), and
+    /// [`probe_interval`](Self::probe_interval) sets the pace instead of the gossip interval.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cohort_smol::{ConnectionConfig, NodeBuilder, Protocol};
+    ///
+    /// let addr = "127.0.0.1:7000".parse().unwrap();
+    /// let builder = NodeBuilder::new("node-1", ConnectionConfig::new(addr, addr, ["10.0.0.6:7000"]))
+    ///     .protocol(Protocol::Cohort)
+    ///     .probe_interval(Duration::from_millis(100));
+    /// ```
     pub fn protocol(mut self, protocol: crate::Protocol) -> Self {
         self.settings.protocol = protocol;
         self

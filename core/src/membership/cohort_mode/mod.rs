@@ -1,9 +1,11 @@
 //! cohort mode: a membership protocol for clusters of cohort nodes whose per-node cost does
-//! not grow with the cluster (`docs/cohort-mode.md`). **First step**: liveness and membership
-//! (SWIM probes with indirect probes, Lifeguard's local health and confirmed suspicion,
-//! refutation by the suspected node, updates piggybacked with a retransmit budget that grows
-//! with log N, push-pull table syncs for joins and a rare reconciliation). Key-values and the
-//! wiring behind [`Node`](crate::Node) come next; until then this machine is driven on its own.
+//! not grow with the cluster (`docs/cohort-mode.md`): SWIM probes with indirect probes,
+//! Lifeguard's local health and confirmed suspicion, refutation by the suspected node, updates
+//! and key-value deltas piggybacked with a retransmit budget that grows with log N, push-pull
+//! table syncs for joins and a rare reconciliation, pulls of missed key versions, the
+//! self-suspicion guard and the merge of healed partitions. Behind [`Node`](crate::Node) when
+//! [`NodeConfig::protocol`](crate::NodeConfig::protocol) is
+//! [`Protocol::Cohort`](crate::node::Protocol::Cohort); it can also be driven on its own.
 //!
 //! Owns [`CohortMembership`] and its settings ([`CohortConfig`]); the packets are in [`wire`].
 //! Nothing here does I/O, reads a clock or draws OS randomness.
