@@ -11,7 +11,8 @@
 //! interval (`initial_interval`), 100 ms for both. It measures:
 //!
 //! - `all_live_s`: from the start until every node sees all N nodes live (polled every 10 ms, or
-//!   `--poll-ms`);
+//!   `--poll-ms`); `cohort-mode` is cohort-tokio in cohort mode (probes every 100 ms instead of
+//!   gossip rounds; the failure detector settings do not apply);
 //! - `all_keys_s`: from the start until every node holds every other node's key;
 //! - `cpu_s` and `cores`: the process's CPU time (user + system, from `/proc/self/stat`) over
 //!   the steady-state window that follows convergence, and that divided by the window;
@@ -73,6 +74,8 @@ enum System {
     Cohort,
     /// cohort on the smol driver (gossip only: no TLS, so no RPC endpoint).
     Smol,
+    /// cohort-tokio in cohort mode (`Protocol::Cohort`, probes every 100 ms).
+    CohortMode,
 }
 
 impl System {
@@ -81,6 +84,7 @@ impl System {
             Self::Chitchat => "chitchat",
             Self::Cohort => "cohort",
             Self::Smol => "smol",
+            Self::CohortMode => "cohort-mode",
         }
     }
 }
@@ -95,7 +99,7 @@ struct Options {
     poll: Duration,
 }
 
-const USAGE: &str = "usage: loopback [--systems chitchat,cohort,smol] [--nodes 10,50,100] \
+const USAGE: &str = "usage: loopback [--systems chitchat,cohort,smol,cohort-mode] [--nodes 10,50,100] \
                      [--window-s 30] [--kill-after-s 35] [--timeout-s 60] [--poll-ms 10]";
 
 fn parse_secs(value: &str, flag: &str) -> Result<Duration, String> {
@@ -132,6 +136,7 @@ fn parse_options() -> Result<Options, String> {
                         "chitchat" => Ok(System::Chitchat),
                         "cohort" => Ok(System::Cohort),
                         "smol" => Ok(System::Smol),
+                        "cohort-mode" => Ok(System::CohortMode),
                         other => Err(format!("--systems: unknown system {other}")),
                     })
                     .collect::<Result<_, _>>()?;
@@ -441,7 +446,7 @@ impl Cluster for ChitchatCluster {
 
 /// N cohort nodes of one driver (`$driver`), as `$name`.
 macro_rules! cohort_cluster {
-    ($name:ident, $driver:ident) => {
+    ($name:ident, $driver:ident, $protocol:expr) => {
         struct $name {
             nodes: Vec<Option<$driver::Node>>,
             ids: Vec<$driver::NodeId>,
@@ -470,6 +475,8 @@ macro_rules! cohort_cluster {
                     )
                     .cluster_id(CLUSTER_ID)
                     .gossip_interval(GOSSIP_INTERVAL)
+                    .protocol($protocol)
+                    .probe_interval(GOSSIP_INTERVAL)
                     .failure_detector(failure_detector.clone())
                     .metadata(KEY, value.as_str())
                     .connect()
@@ -552,8 +559,17 @@ macro_rules! cohort_cluster {
     };
 }
 
-cohort_cluster!(CohortCluster, cohort_tokio);
-cohort_cluster!(SmolCluster, cohort_smol);
+cohort_cluster!(
+    CohortCluster,
+    cohort_tokio,
+    cohort_tokio::Protocol::Chitchat
+);
+cohort_cluster!(SmolCluster, cohort_smol, cohort_smol::Protocol::Chitchat);
+cohort_cluster!(
+    CohortModeCluster,
+    cohort_tokio,
+    cohort_tokio::Protocol::Cohort
+);
 
 // ---------------------------------------------------------------------------------------------
 // The measurement
@@ -731,6 +747,7 @@ async fn main() {
                 System::Chitchat => run::<ChitchatCluster>(system, n, &options).await,
                 System::Cohort => run::<CohortCluster>(system, n, &options).await,
                 System::Smol => run::<SmolCluster>(system, n, &options).await,
+                System::CohortMode => run::<CohortModeCluster>(system, n, &options).await,
             }
         }
     }
