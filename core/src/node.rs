@@ -343,7 +343,17 @@ impl Node {
             _ => None,
         };
         if let Some(theirs) = theirs.filter(|theirs| *theirs != self.protocol()) {
-            with_machine!(&mut self.machine, m => m.protocol_mismatch(now, from, theirs));
+            let reported =
+                self.report_diagnostic(now, from, DiagnosticKind::ProtocolMismatch, |suppressed| {
+                    Event::ProtocolMismatch {
+                        from,
+                        theirs,
+                        suppressed,
+                    }
+                });
+            if reported {
+                with_machine!(&mut self.machine, m => m.answer_mismatch(from));
+            }
             return Err(DecodeError::BadMagic(magic));
         }
         // Decoded whole before anything changes (the clock included).
@@ -390,8 +400,8 @@ impl Node {
         from: SocketAddr,
         kind: DiagnosticKind,
         make: impl FnOnce(u64) -> Event,
-    ) {
-        with_machine!(&mut self.machine, m => m.report_diagnostic(now, from, kind, make));
+    ) -> bool {
+        with_machine!(&mut self.machine, m => m.report_diagnostic(now, from, kind, make))
     }
 
     /// Counts of bad input received since the start: messages of other clusters, refused

@@ -472,32 +472,20 @@ impl Membership {
         from: SocketAddr,
         kind: DiagnosticKind,
         make: impl FnOnce(u64) -> Event,
-    ) {
-        if let Some(suppressed) = self.diagnostics.admit(now, from, kind) {
+    ) -> bool {
+        let admitted = self.diagnostics.admit(now, from, kind);
+        if let Some(suppressed) = admitted {
             self.push_event(make(suppressed));
         }
+        admitted.is_some()
     }
 
-    /// Reports a datagram of the other membership protocol from `from` (rate-limited as the
-    /// other diagnostics), and, when it is reported, answers with a `BadCluster` message (4
-    /// bytes), so that the sender learns of the mismatch too.
-    pub(crate) fn protocol_mismatch(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        theirs: crate::node::Protocol,
-    ) {
-        let kind = DiagnosticKind::ProtocolMismatch;
-        if let Some(suppressed) = self.diagnostics.admit(now, from, kind) {
-            self.push_event(Event::ProtocolMismatch {
-                from,
-                theirs,
-                suppressed,
-            });
-            let mut out = self.payload_buffer(wire::HEADER_LEN);
-            wire::encode_header(ProtocolVersion::V0, MessageType::BadCluster, &mut out);
-            self.push_transmit(from, out);
-        }
+    /// Answers a datagram of the other membership protocol (once reported) with a
+    /// `BadCluster` message (4 bytes), so that the sender learns of the mismatch too.
+    pub(crate) fn answer_mismatch(&mut self, to: SocketAddr) {
+        let mut out = self.payload_buffer(wire::HEADER_LEN);
+        wire::encode_header(ProtocolVersion::V0, MessageType::BadCluster, &mut out);
+        self.push_transmit(to, out);
     }
 
     /// Counts of bad input since the start (every occurrence, reported or held back).

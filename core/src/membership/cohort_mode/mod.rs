@@ -764,37 +764,26 @@ impl CohortMembership {
 
     /// Reports bad input from `from` as the event `make` builds, at most once per sender and
     /// kind per diagnostic interval (counted either way).
+    /// Returns whether it was reported.
     pub(crate) fn report_diagnostic(
         &mut self,
         now: Instant,
         from: SocketAddr,
         kind: DiagnosticKind,
         make: impl FnOnce(u64) -> Event,
-    ) {
-        if let Some(suppressed) = self.diagnostics.admit(now, from, kind) {
+    ) -> bool {
+        let admitted = self.diagnostics.admit(now, from, kind);
+        if let Some(suppressed) = admitted {
             self.push_event(make(suppressed));
         }
+        admitted.is_some()
     }
 
-    /// Reports a datagram of the other membership protocol from `from` (rate-limited as the
-    /// other diagnostics), and, when it is reported, answers with a packet of its own (its
-    /// header alone), so that the sender learns of the mismatch too.
-    pub(crate) fn protocol_mismatch(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        theirs: crate::node::Protocol,
-    ) {
-        let kind = DiagnosticKind::ProtocolMismatch;
-        if let Some(suppressed) = self.diagnostics.admit(now, from, kind) {
-            self.push_event(Event::ProtocolMismatch {
-                from,
-                theirs,
-                suppressed,
-            });
-            let (out, _) = self.new_packet(&Body::Gossip);
-            self.push_transmit(from, out);
-        }
+    /// Answers a datagram of the other membership protocol (once reported) with a packet of
+    /// this protocol's (its header alone), so that the sender learns of the mismatch too.
+    pub(crate) fn answer_mismatch(&mut self, to: SocketAddr) {
+        let (out, _) = self.new_packet(&Body::Gossip);
+        self.push_transmit(to, out);
     }
 
     /// The order-independent summary of the table that table syncs compare: equal summaries
@@ -1535,12 +1524,7 @@ impl CohortMembership {
             let entries: Vec<KeyEntry<'_>> = stale
                 .key_values
                 .iter()
-                .map(|(key, v)| KeyEntry {
-                    key,
-                    value: &v.value,
-                    version: v.version,
-                    status: v.status,
-                })
+                .map(|(key, v)| KeyEntry::of(key, v))
                 .collect();
             let (gc, max) = (keys.last_gc_version(), keys.max_version());
             let mut from = stale.from_version_excluded;
@@ -2429,12 +2413,7 @@ fn entries_above(keys: &NodeState, from: u64) -> Vec<KeyEntry<'_>> {
     let mut entries: Vec<KeyEntry<'_>> = keys
         .entries()
         .filter(|(_, v)| v.version > from)
-        .map(|(key, v)| KeyEntry {
-            key,
-            value: &v.value,
-            version: v.version,
-            status: v.status,
-        })
+        .map(|(key, v)| KeyEntry::of(key, v))
         .collect();
     entries.sort_unstable_by_key(|e| e.version);
     entries

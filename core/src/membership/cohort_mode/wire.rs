@@ -346,6 +346,18 @@ pub(crate) struct KeyEntry<'a> {
     pub(crate) status: DeletionStatus,
 }
 
+impl<'a> KeyEntry<'a> {
+    /// A stored entry under `key`.
+    pub(crate) fn of(key: &'a str, v: &'a crate::membership::VersionedValue) -> Self {
+        Self {
+            key,
+            value: &v.value,
+            version: v.version,
+            status: v.status,
+        }
+    }
+}
+
 /// The item tag of a key-value delta (membership updates use 1 to 4).
 const KEYS_ITEM: u8 = 5;
 
